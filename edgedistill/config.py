@@ -1,0 +1,166 @@
+"""The run config: one YAML file, one dataclass per stage, validated with messages that say what and where.
+
+`edgedistill run --config configs/quickstart.yaml` reads it; every key has a default, so a config only says what
+differs. An unknown key, a wrong type or a missing file is a UserError naming the key and its line.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from edgedistill import UserError
+from edgedistill.records import PACKAGED_PREFIX
+
+
+
+@dataclass
+class DataConfig:
+    train: str = "shopfloor:train"        # seed questions the teacher answers (packaged split or JSONL path)
+    eval: str = "shopfloor:heldout"       # held-out questions for the report (never used for training)
+    train_limit: int | None = 400         # first N train questions (None: all)
+    eval_limit: int | None = None
+
+
+@dataclass
+class TeacherConfig:
+    kind: str = "dataset"                 # dataset: reference rationales rewritten answer-first; model: sample a model
+    model: str | None = None              # for kind=model: any model the resolver takes
+    samples: int = 4                      # k samples per question (kind=model)
+    temperature: float = 0.7
+    max_new_tokens: int = 160
+    batch_size: int = 8
+    keep_per_question: int = 1            # verified samples kept per question for SFT
+
+
+@dataclass
+class StudentConfig:
+    model: str = "smollm2-135m-instruct"
+    method: str = "lora"                  # lora | full
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_layers_fraction: float = 1.0     # adapt the top fraction of layers (less backward work on a CPU)
+    epochs: float = 2.0
+    learning_rate: float = 1e-3
+    batch_size: int = 8
+    max_length: int = 320
+    warmup_steps: int = 10
+    checkpoint_every: int = 10            # optimizer steps between resumable checkpoints
+    threads: int | None = None            # torch threads (None: all cores)
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 16
+    max_new_tokens: int = 48              # the Answer: line; generation stops at its end
+    base: bool = True                     # also evaluate the untrained base model (few-shot) for comparison
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    allow_network: bool = False           # let the resolver download hub models (off: offline only)
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def section(self, name: str) -> dict:
+        """The part of the config a stage depends on, as a plain dict (hashed into the manifest)."""
+        return dataclasses.asdict(getattr(self, name))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+CHOICES = {"teacher.kind": ("dataset", "model"), "student.method": ("lora", "full")}
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = yaml.safe_load(text) or {}
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: the config must be a mapping of sections (data, teacher, student, eval)")
+    config = _build(Config, raw, "", lambda key: f"{path}:{_line_of(root, key)}")
+    _check_values(config, path.parent, lambda key: f"{path}:{_line_of(root, key)}")
+    return config
+
+
+def _build(cls, raw: dict, prefix: str, where):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (known: {', '.join(fields)})"
+            raise UserError(f"{where(dotted)}: unknown key '{dotted}'{hint}")
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind):
+            if not isinstance(value, dict):
+                raise UserError(f"{where(dotted)}: '{dotted}' must be a mapping")
+            values[key] = _build(kind, value, f"{dotted}.", where)
+        else:
+            values[key] = _coerce(value, kind, dotted, where)
+    return cls(**values)
+
+
+def _coerce(value, kind, dotted: str, where):
+    allowed = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+    if value is None and type(None) in allowed:
+        return None
+    for t in allowed:
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if t is float and isinstance(value, str):   # YAML reads 1e-3 as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if t in (int, str, bool) and type(value) is t:
+            return value
+    names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+    raise UserError(f"{where(dotted)}: '{dotted}' must be {names}, got {value!r}")
+
+
+def _check_values(config: Config, base: Path, where) -> None:
+    for dotted, choices in CHOICES.items():
+        section, key = dotted.split(".")
+        value = getattr(getattr(config, section), key)
+        if value not in choices:
+            raise UserError(f"{where(dotted)}: '{dotted}' must be one of {choices}, got {value!r}")
+    for key in ("train", "eval"):
+        value = getattr(config.data, key)
+        if not value.startswith(PACKAGED_PREFIX) and not Path(value).is_file():
+            raise UserError(f"{where('data.' + key)}: 'data.{key}' file not found: {value}")
+    if config.teacher.kind == "model" and not config.teacher.model:
+        raise UserError(f"{where('teacher.kind')}: teacher.kind is 'model' but 'teacher.model' is not set")
+
+
+def _line_of(node, dotted: str) -> str:
+    """The line of a dotted key in the YAML node tree ('?' if it cannot be found)."""
+    line = "?"
+    for part in dotted.split("."):
+        if not isinstance(node, yaml.MappingNode):
+            break
+        for key_node, value_node in node.value:
+            if key_node.value == part:
+                line, node = str(key_node.start_mark.line + 1), value_node
+                break
+        else:
+            break
+    return line

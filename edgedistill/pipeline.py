@@ -1,0 +1,114 @@
+"""`edgedistill run`: teacher -> student -> eval -> report, each stage skipped when its fingerprint is unchanged.
+
+Stages meet only through files in the run directory; this module passes paths, never objects. Each stage module
+is imported when its step runs, so `edgedistill eval` does not import the trainer and vice versa.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from edgedistill.config import Config
+from edgedistill.records import data_path, load_questions, write_json_atomic
+from edgedistill.rundir import RunDir, file_sha256, fingerprint
+
+STAGES = ("teach", "train", "eval")
+STAGE_DIRS = {"teach": "teacher", "train": "student", "eval": "eval"}
+
+
+def run_pipeline(config: Config, out: str | Path, only: str | None = None) -> dict:
+    run = RunDir(out)
+    run.write_config(config.to_dict())
+    keys: dict[str, str] = {}
+    for stage in STAGES:
+        keys[stage] = stage_key(stage, config, run, keys)
+        if only and stage != only:
+            continue
+        if run.is_done(stage, keys[stage]):
+            print(f"[{stage}] unchanged since the last run: skipped", flush=True)
+            continue
+        if run.stage(stage).get("fingerprint") not in (None, keys[stage]):
+            # config or inputs changed: partial work (samples, checkpoints) belongs to the old run, not this one
+            print(f"[{stage}] config or inputs changed: starting this stage afresh", flush=True)
+            shutil.rmtree(run.path(STAGE_DIRS[stage]), ignore_errors=True)
+        print(f"[{stage}] running", flush=True)
+        started = run.start(stage, keys[stage])
+        try:
+            outputs = STEP[stage](config, run)
+        except BaseException as exc:
+            run.fail(stage, started, f"{type(exc).__name__}: {exc}")
+            raise
+        run.finish(stage, started, outputs)
+    return json.loads(run.path("report.json").read_text()) if run.path("report.json").exists() else {}
+
+
+def stage_key(stage: str, config: Config, run: RunDir, keys: dict) -> str:
+    """What a stage's output depends on: its config section and the hash of its input files."""
+    if stage == "teach":
+        return fingerprint(config.seed, config.section("teacher"), config.data.train, config.data.train_limit,
+                           file_sha256(data_path(config.data.train)))
+    if stage == "train":
+        sft = run.path("teacher", "sft", "train.jsonl")
+        return fingerprint(config.seed, config.section("student"), file_sha256(sft) if sft.exists() else None)
+    return fingerprint(config.section("eval"), config.data.eval, config.data.eval_limit, keys["train"],
+                       config.student.model)
+
+
+def step_teach(config: Config, run: RunDir) -> dict:
+    from teacher.distill import run_teacher
+    summary = run_teacher(config, run.path("teacher"))
+    print(f"[teach] {summary}", flush=True)
+    if summary["kept"] == 0:
+        from edgedistill import UserError
+        raise UserError("the teacher verified no sample: nothing to train on (see teacher/samples.jsonl verdicts)")
+    return summary
+
+
+def step_train(config: Config, run: RunDir) -> dict:
+    from student.sft import run_sft
+    return run_sft(config, run.path("teacher", "sft", "train.jsonl"), run.path("student"))
+
+
+def step_eval(config: Config, run: RunDir) -> dict:
+    from edgedistill.formats import answer_first_target
+    from edgedistill.generate import load_generator
+    from evals.evaluate import evaluate
+    from evals.report import write_report
+    questions = load_questions(config.data.eval, limit=config.data.eval_limit)
+    results = {}
+    if config.eval.base:
+        train = load_questions(config.data.train, limit=2)
+        shots = [(q, answer_first_target(q)) for q in train]
+        results["base"] = _cached_eval(run.path("eval", "base.json"),
+                                       fingerprint(config.section("eval"), config.data.eval, config.data.eval_limit,
+                                                   config.student.model, config.data.train),
+                                       lambda: evaluate(load_generator(config.student.model, config.allow_network, "transformers"),
+                                                        questions, shots, config.eval.batch_size,
+                                                        config.eval.max_new_tokens, "eval base"))
+    merged = run.path("student", "merged")
+    results["student"] = evaluate(load_generator(str(merged)), questions, (), config.eval.batch_size,
+                                  config.eval.max_new_tokens, "eval student")
+    write_json_atomic(run.path("eval", "student.json"), results["student"])
+    seconds = {stage: run.stage(stage).get("seconds") for stage in ("teach", "train")}
+    seconds["eval"] = round(sum(r["seconds"] for r in results.values()), 1)
+    report = write_report(run.root, results, seconds, {"student": merged},
+                          {"eval_data": config.data.eval, "teacher": config.teacher.kind})
+    for name, r in results.items():
+        print(f"[eval] {name}: pass@1 {r['pass@1']:.1%} (95% CI {r['ci95'][0]:.1%}-{r['ci95'][1]:.1%}, n={r['n']})")
+    return {"report": str(run.path("report.json"))}
+
+
+def _cached_eval(path: Path, key: str, compute) -> dict:
+    """An evaluation that does not depend on training (the base model) is reused while its inputs are unchanged."""
+    if path.exists():
+        cached = json.loads(path.read_text())
+        if cached.get("fingerprint") == key:
+            return cached
+    result = compute()
+    result["fingerprint"] = key
+    write_json_atomic(path, result)
+    return result
+
+
+STEP = {"teach": step_teach, "train": step_train, "eval": step_eval}

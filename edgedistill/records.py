@@ -1,0 +1,180 @@
+"""Records on disk: questions in, samples and SFT views out. One schema each, JSON lines, written atomically.
+
+A Question is what a seed file holds; a Sample is one teacher output for a question. Both are plain dicts on disk
+(so any tool reads them) and dataclasses here (so a missing or misspelled field is caught with file and line).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from edgedistill import UserError
+
+ANSWER_TYPES = ("number", "choice", "label", "text")
+
+
+@dataclass
+class Question:
+    id: str
+    question: str
+    answer: str | None = None
+    answer_type: str = "number"
+    options: list[str] | None = None
+    rationale: str | None = None        # a reference rationale, GSM8K-style `<<expr=value>>` annotations allowed
+    answer_expr: str | None = None      # one expression computing the answer, when the data has one
+    topic: str | None = None
+    source: str | None = None
+
+
+@dataclass
+class Sample:
+    id: str                             # "<question_id>#<k>": unique, so a resumed teacher skips it
+    question_id: str
+    teacher: dict                       # model, backend, sampling parameters, seed
+    text: str                           # what the teacher wrote (calculator values filled in)
+    answer: str | None
+    rationale: str | None
+    format: str = "answer-first"        # or "rationale-first"
+    verdict: dict = field(default_factory=dict)   # {"correct": bool, "how": "...", "reference": "..."}
+    scores: dict = field(default_factory=dict)
+    calculator_ok: bool = True
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line; a malformed line is a UserError naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(obj, dict):
+                raise UserError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
+            yield number, obj
+
+
+_GSM8K_FINAL = re.compile(r"####\s*(.+?)\s*$", re.S)
+
+
+def question_from_dict(obj: dict, where: str, default_id: str) -> Question:
+    """A Question from a seed line: our schema, or GSM8K style ({"question", "answer": "...#### 42"})."""
+    if not isinstance(obj.get("question"), str) or not obj["question"].strip():
+        raise UserError(f"{where}: missing field 'question' (a non-empty string)")
+    known = {f.name for f in dataclasses.fields(Question)}
+    values = {key: obj[key] for key in known if key in obj}
+    values["id"] = str(obj.get("id", default_id))
+    answer = obj.get("answer")
+    if isinstance(answer, str) and "####" in answer:   # GSM8K: worked solution, then "#### final"
+        values["rationale"] = values.get("rationale") or answer[:answer.rindex("####")].strip()
+        answer = _GSM8K_FINAL.search(answer).group(1)
+    if answer is not None:
+        values["answer"] = str(answer).replace(",", "").strip() if isinstance(answer, (int, float)) or \
+            re.fullmatch(r"[-\d.,]+", str(answer).strip()) else str(answer).strip()
+    if values.get("answer_type", "number") not in ANSWER_TYPES:
+        raise UserError(f"{where}: answer_type must be one of {ANSWER_TYPES}, got {values['answer_type']!r}")
+    return Question(**values)
+
+
+SEEDS_DIR = Path(__file__).parent / "seeds"
+PACKAGED_PREFIX = "shopfloor:"
+
+
+def data_path(spec: str) -> Path:
+    """`shopfloor:train|dev|heldout` (the seed set shipped in the package) or a JSONL path."""
+    if spec.startswith(PACKAGED_PREFIX):
+        split = spec[len(PACKAGED_PREFIX):]
+        path = SEEDS_DIR / f"shopfloor_{split}.jsonl"
+        if not path.is_file():
+            raise UserError(f"unknown packaged split {spec!r}: use shopfloor:train, shopfloor:dev or shopfloor:heldout")
+        return path
+    return Path(spec)
+
+
+def load_questions(path: str | Path, need_answers: bool = True, limit: int | None = None) -> list[Question]:
+    """Questions from a JSONL file; clear errors for malformed lines, missing fields and an empty file."""
+    path = data_path(str(path))
+    questions = []
+    for number, obj in read_jsonl(path):
+        q = question_from_dict(obj, f"{path}:{number}", default_id=f"{Path(path).stem}-{number}")
+        if need_answers and not q.answer:
+            raise UserError(f"{path}:{number}: missing field 'answer' (needed to verify and score)")
+        questions.append(q)
+        if limit and len(questions) >= limit:
+            break
+    if not questions:
+        raise UserError(f"{path}: no questions in this file (it is empty)")
+    return questions
+
+
+def to_dict(record) -> dict:
+    return {k: v for k, v in dataclasses.asdict(record).items() if v is not None}
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl_atomic(path: str | Path, rows: Iterable[dict]) -> None:
+    write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def write_json_atomic(path: str | Path, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+class AppendLog:
+    """An append-only JSONL file of records with ids: a killed writer loses at most its last, partial line.
+
+    `done()` returns the ids already written, so a rerun regenerates no finished record. A torn last line (the
+    process died mid-write) is dropped on open, never parsed as data.
+    """
+
+    def __init__(self, path: str | Path, key: str):
+        self.path, self.key = Path(path), key
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair_torn_tail()
+
+    def _repair_torn_tail(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            self.path.write_bytes(data[:data.rfind(b"\n") + 1])
+
+    def rows(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return [obj for _, obj in read_jsonl(self.path)]
+
+    def done(self) -> set[str]:
+        return {str(row[self.key]) for row in self.rows()}
+
+    def append(self, rows: Iterable[dict]) -> None:
+        with self.path.open("a", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())

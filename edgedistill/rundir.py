@@ -1,0 +1,82 @@
+"""The run directory is the contract between stages.
+
+    runs/<name>/manifest.json   per stage: status, fingerprint of its inputs and config, outputs, seconds
+    runs/<name>/config.yaml     the resolved config the run used
+    runs/<name>/teacher/ student/ export/ eval/   each stage's own files
+
+A stage whose fingerprint is unchanged and whose status is "done" is skipped. A stage that was interrupted
+resumes from what it wrote (append-only JSONL, checkpoints); its final files appear only by atomic rename.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import yaml
+
+from edgedistill.records import write_json_atomic, write_text_atomic
+
+
+def fingerprint(*parts) -> str:
+    """sha256 of JSON-serialised parts (config sections, input hashes): what decides whether a stage reruns."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class RunDir:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.manifest_path = self.root / "manifest.json"
+
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    def manifest(self) -> dict:
+        if not self.manifest_path.exists():
+            return {"stages": {}}
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except json.JSONDecodeError:
+            return {"stages": {}}   # only written by atomic rename, so this means someone edited it by hand
+
+    def stage(self, name: str) -> dict:
+        return self.manifest()["stages"].get(name, {})
+
+    def is_done(self, name: str, key: str) -> bool:
+        entry = self.stage(name)
+        return entry.get("status") == "done" and entry.get("fingerprint") == key
+
+    def _update(self, name: str, **fields) -> None:
+        manifest = self.manifest()
+        manifest["stages"].setdefault(name, {}).update(fields)
+        write_json_atomic(self.manifest_path, manifest)
+
+    def start(self, name: str, key: str) -> float:
+        previous = self.stage(name)
+        if previous.get("fingerprint") not in (None, key):
+            self._update(name, status="stale")
+        self._update(name, status="running", fingerprint=key, started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        return time.time()
+
+    def finish(self, name: str, started: float, outputs: dict) -> None:
+        seconds = round(time.time() - started + self.stage(name).get("seconds_before_resume", 0.0), 1)
+        self._update(name, status="done", outputs=outputs, seconds=seconds)
+
+    def fail(self, name: str, started: float, error: str) -> None:
+        # keep the time spent so a resumed stage still reports its full cost
+        spent = time.time() - started + self.stage(name).get("seconds_before_resume", 0.0)
+        self._update(name, status="interrupted", error=error, seconds_before_resume=round(spent, 1))
+
+    def write_config(self, config_dict: dict) -> None:
+        write_text_atomic(self.path("config.yaml"), yaml.safe_dump(config_dict, sort_keys=False))

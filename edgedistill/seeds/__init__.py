@@ -1,0 +1,1 @@
+"""Seed data: deterministic shop-floor arithmetic word problems (see `edgedistill.seeds.generate`)."""

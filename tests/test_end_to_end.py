@@ -1,0 +1,44 @@
+"""Slow: the whole loop on the real packaged SmolLM2-135M with a micro config, then a rerun that skips."""
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+MICRO = {"data": {"train": "shopfloor:train", "eval": "shopfloor:dev", "train_limit": 16, "eval_limit": 8},
+         "teacher": {"kind": "dataset"},
+         "student": {"model": "smollm2-135m-instruct", "epochs": 1, "batch_size": 8, "checkpoint_every": 1},
+         "eval": {"batch_size": 8, "base": True}}
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "edgedistill.cli", *args], capture_output=True, text=True,
+                          timeout=900)
+
+
+def test_micro_run_on_packaged_model(tmp_path):
+    config = tmp_path / "micro.yaml"
+    config.write_text(yaml.safe_dump(MICRO))
+    out = tmp_path / "run"
+    first = run_cli("run", "--config", str(config), "--out", str(out))
+    assert first.returncode == 0, first.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert {"base", "student", "seconds", "artifacts"} <= set(report)
+    for name in ("base", "student"):
+        assert report[name]["n"] == 8 and set(report[name]) >= {"pass@1", "ci95", "n"}
+    assert set(report["seconds"]) == {"teach", "train", "eval"}
+    merged = out / "student" / "merged"
+    assert report["artifacts"]["student"].endswith("student/merged") and (merged / "model.safetensors").exists()
+
+    # the student loads and answers, through the public eval command, with a JSON last line
+    answered = run_cli("eval", "--model", str(merged), "--data", "shopfloor:dev", "--limit", "2", "--json")
+    assert answered.returncode == 0, answered.stderr[-3000:]
+    result = json.loads(answered.stdout.strip().splitlines()[-1])
+    assert result["n"] == 2
+
+    second = run_cli("run", "--config", str(config), "--out", str(out))
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("unchanged since the last run: skipped") == 3

@@ -1,0 +1,118 @@
+"""Integration: the whole loop on a tiny random model, in seconds; resume, skip and bad input."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from edgedistill.cli import main
+
+QUESTIONS = [
+    {"id": f"q{i}", "question": f"A press makes {a} parts an hour. How many parts does it make in {b} hours?",
+     "answer": str(a * b), "answer_expr": f"{a}*{b}", "rationale": f"{a} parts an hour for {b} hours: <<{a}*{b}={a * b}>> parts."}
+    for i, (a, b) in enumerate([(60, 7), (45, 8), (30, 6), (12, 9), (25, 4), (80, 3), (15, 5), (40, 2)])
+]
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def tiny_config(tmp_path, model_dir, **overrides):
+    data = write_jsonl(tmp_path / "seeds.jsonl", QUESTIONS)
+    config = {"data": {"train": str(data), "eval": str(data), "train_limit": None},
+              "student": {"model": str(model_dir), "epochs": 2, "batch_size": 4, "checkpoint_every": 2,
+                          "learning_rate": 1e-3},
+              "eval": {"batch_size": 4, "max_new_tokens": 12, "base": True}}
+    for key, value in overrides.items():
+        section, name = key.split("__")
+        config[section][name] = value
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_run_writes_report_and_second_run_skips(tmp_path, tiny_model_dir, capsys):
+    config = tiny_config(tmp_path, tiny_model_dir)
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(config), "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report) >= {"base", "student", "seconds", "artifacts"}
+    assert report["student"]["n"] == len(QUESTIONS) and 0 <= report["student"]["pass@1"] <= 1
+    assert report["base"]["ci95"][0] <= report["base"]["pass@1"] <= report["base"]["ci95"][1]
+    assert set(report["seconds"]) == {"teach", "train", "eval"}
+    assert (out / report["artifacts"]["student"]).resolve() == (out / "student" / "merged").resolve() or \
+        report["artifacts"]["student"].endswith("student/merged")
+    assert (out / "student" / "merged" / "model.safetensors").exists()
+    sft = [json.loads(line) for line in (out / "teacher" / "sft" / "train.jsonl").read_text().splitlines()]
+    assert len(sft) == len(QUESTIONS)
+    assert sft[0]["completion"][0]["content"].startswith("Answer: <<60*7=420>>\nReason:")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert all(manifest["stages"][s]["status"] == "done" for s in ("teach", "train", "eval"))
+    capsys.readouterr()
+    assert main(["run", "--config", str(config), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("skipped") == 3
+
+
+def test_changed_student_config_reruns_train_and_eval_only(tmp_path, tiny_model_dir, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(tiny_config(tmp_path, tiny_model_dir)), "--out", str(out)]) == 0
+    capsys.readouterr()
+    changed = tiny_config(tmp_path, tiny_model_dir, student__learning_rate=5e-4)
+    assert main(["run", "--config", str(changed), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "[teach] unchanged" in printed and "[train] running" in printed and "[eval] running" in printed
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda c: c["student"].update(learing_rate=1), "unknown key 'student.learing_rate' (did you mean 'student.learning_rate'?)"),
+    (lambda c: c["student"].update(epochs="two"), "'student.epochs' must be float"),
+    (lambda c: c["data"].update(train="/nope.jsonl"), "file not found: /nope.jsonl"),
+    (lambda c: c["student"].update(method="qlora"), "'student.method' must be one of"),
+])
+def test_bad_config_exits_2_with_key_and_line(tmp_path, tiny_model_dir, capsys, mutate, message):
+    path = tiny_config(tmp_path, tiny_model_dir)
+    config = yaml.safe_load(path.read_text())
+    mutate(config)
+    path.write_text(yaml.safe_dump(config))
+    assert main(["run", "--config", str(path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and f"{path}:" in err
+    assert not (tmp_path / "run" / "report.json").exists()
+
+
+def test_malformed_seed_line_names_file_and_line(tmp_path, tiny_model_dir, capsys):
+    path = tiny_config(tmp_path, tiny_model_dir)
+    seeds = tmp_path / "seeds.jsonl"
+    lines = seeds.read_text().splitlines()
+    lines[2] = '{"question": "broken'
+    seeds.write_text("\n".join(lines) + "\n")
+    assert main(["run", "--config", str(path), "--out", str(tmp_path / "run")]) == 2
+    assert f"{seeds}:3: not valid JSON" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "teacher" / "sft" / "train.jsonl").exists()
+
+
+def test_missing_field_empty_dataset_and_missing_model(tmp_path, tiny_model_dir, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    assert main(["eval", "--model", str(tiny_model_dir), "--data", str(empty)]) == 2
+    assert "no questions in this file" in capsys.readouterr().err
+    nofield = write_jsonl(tmp_path / "nofield.jsonl", [{"id": "a", "answer": "3"}])
+    assert main(["eval", "--model", str(tiny_model_dir), "--data", str(nofield)]) == 2
+    assert f"{nofield}:1: missing field 'question'" in capsys.readouterr().err
+    data = write_jsonl(tmp_path / "ok.jsonl", QUESTIONS[:2])
+    assert main(["eval", "--model", str(tmp_path / "no-such-model"), "--data", str(data)]) == 2
+    assert "model not found" in capsys.readouterr().err
+    assert main(["eval", "--model", str(tmp_path / "missing.gguf"), "--data", str(data)]) == 2
+    assert "model file not found" in capsys.readouterr().err
+
+
+def test_eval_json_last_line(tmp_path, tiny_model_dir, capsys):
+    data = write_jsonl(tmp_path / "gsm.jsonl", [{"question": "What is 2 + 2?", "answer": "2 + 2 = 4\n#### 4"},
+                                                 {"question": "What is 3 * 3?", "answer": 9}])
+    assert main(["eval", "--model", str(tiny_model_dir), "--data", str(data), "--json", "--max-new-tokens", "8"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["n"] == 2 and "pass@1" in last and len(last["ci95"]) == 2
