@@ -38,7 +38,8 @@ setup: $(VENV)/.installed
 quickstart: $(VENV)/.installed
 	@start=$$(date +%s); \
 	$(VENV)/bin/edgedistill run --config configs/quickstart.yaml --out runs/quickstart && \
-	echo "run took $$(( $$(date +%s) - start )) s (setup excluded); report: runs/quickstart/report.md"
+	echo "run took $$(( $$(date +%s) - start )) s (setup excluded); report: runs/quickstart/report.md" && \
+	echo "open the app:  $(VENV)/bin/edgedistill serve --model runs/quickstart/export/student-Q4_K_M.gguf"
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q

@@ -56,6 +56,13 @@ class StudentConfig:
 
 
 @dataclass
+class ExportConfig:
+    gguf: bool = True                     # merged student -> GGUF f16 -> quantized GGUF (llama.cpp)
+    quant: str = "Q4_K_M"                 # Q4_K_M, Q8_0, Q4_0, Q5_K_M, Q6_K
+    keep_f16: bool = True
+
+
+@dataclass
 class EvalConfig:
     batch_size: int = 16
     max_new_tokens: int = 48              # the Answer: line; generation stops at its end
@@ -69,6 +76,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def section(self, name: str) -> dict:
@@ -79,7 +87,8 @@ class Config:
         return dataclasses.asdict(self)
 
 
-CHOICES = {"teacher.kind": ("dataset", "model"), "student.method": ("lora", "full")}
+CHOICES = {"teacher.kind": ("dataset", "model"), "student.method": ("lora", "full"),
+           "export.quant": ("Q4_K_M", "Q8_0", "Q4_0", "Q5_K_M", "Q6_K")}
 
 
 def load_config(path: str | Path) -> Config:
@@ -93,7 +102,7 @@ def load_config(path: str | Path) -> Config:
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise UserError(f"{path}: the config must be a mapping of sections (data, teacher, student, eval)")
+        raise UserError(f"{path}: the config must be a mapping of sections (data, teacher, student, export, eval)")
     config = _build(Config, raw, "", lambda key: f"{path}:{_line_of(root, key)}")
     _check_values(config, path.parent, lambda key: f"{path}:{_line_of(root, key)}")
     return config

@@ -11,12 +11,13 @@ trained on exactly the token sequence it produces at inference.
 """
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
-from transformers import LogitsProcessor, StoppingCriteria, StoppingCriteriaList
+from transformers import DynamicCache, LogitsProcessor, StoppingCriteria, StoppingCriteriaList
 
 from edgedistill.calculator import ANNOTATION, fill_for
 
@@ -98,40 +99,79 @@ class TransformersGenerator:
 
     def __init__(self, model, tokenizer):
         self.model, self.tokenizer = model, tokenizer
-        self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
 
     @torch.inference_mode()
     def generate(self, conversations: list[list[dict]], sampling: Sampling, batch_size: int = 16,
                  progress: str | None = None) -> list[str]:
-        """One completion per conversation, in order. Rows are sorted by prompt length so batches pad little."""
-        prompts = [render_prompt(self.tokenizer, messages) for messages in conversations]
+        """One completion per conversation, in order.
+
+        Rows are sorted by length so batches pad little. The token prefix every prompt shares (system turn, worked
+        examples) is run through the model once; each batch starts from a copy of its KV cache, so a few-shot
+        prompt costs only its question.
+        """
+        prompts = [self.tokenizer.encode(render_prompt(self.tokenizer, m), add_special_tokens=False)
+                   for m in conversations]
+        prefix = shared_prefix(prompts)
+        prefix_cache = self._prefill(prefix) if len(prefix) >= MIN_SHARED_PREFIX else None
+        if prefix_cache is None:
+            prefix = []
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         outputs: list[str] = [""] * len(prompts)
         torch.manual_seed(sampling.seed)
         bar = tqdm(total=len(prompts), desc=progress, disable=progress is None, unit="q")
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
-            for row, text in zip(rows, self._generate_batch([prompts[i] for i in rows], sampling)):
+            suffixes = [prompts[i][len(prefix):] for i in rows]
+            for row, text in zip(rows, self._generate_batch(prefix, prefix_cache, suffixes, sampling)):
                 outputs[row] = text
             bar.update(len(rows))
         bar.close()
         return outputs
 
-    def _generate_batch(self, prompts: list[str], sampling: Sampling) -> list[str]:
-        batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        prompt_length = batch["input_ids"].shape[1]
-        processors = [CalculatorFill(self.tokenizer, prompt_length, len(prompts))] if sampling.calculator else []
+    def _prefill(self, prefix: list[int]):
+        cache = DynamicCache()
+        self.model(input_ids=torch.tensor([prefix]), past_key_values=cache, use_cache=True)
+        return cache
+
+    def _generate_batch(self, prefix: list[int], prefix_cache, suffixes: list[list[int]], sampling: Sampling):
+        """[shared prefix][padding][suffix] per row; the padding is masked, so positions continue after the prefix."""
+        pad = self.tokenizer.pad_token_id
+        width = max(len(s) for s in suffixes)
+        input_ids = torch.tensor([prefix + [pad] * (width - len(s)) + s for s in suffixes])
+        attention_mask = torch.tensor([[1] * len(prefix) + [0] * (width - len(s)) + [1] * len(s) for s in suffixes])
+        extra = {}
+        if prefix_cache is not None:
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(len(suffixes))
+            extra["past_key_values"] = cache
+        prompt_length = input_ids.shape[1]
+        processors = [CalculatorFill(self.tokenizer, prompt_length, len(suffixes))] if sampling.calculator else []
         stopping = StoppingCriteriaList([StopAfterAnswer(self.tokenizer, prompt_length)]
                                         if sampling.stop_after_answer else [])
         sample = sampling.temperature > 0
         out = self.model.generate(
-            **batch, max_new_tokens=sampling.max_new_tokens, do_sample=sample,
-            temperature=sampling.temperature if sample else None, top_p=sampling.top_p if sample else None,
-            top_k=None, logits_processor=processors, stopping_criteria=stopping,
-            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
+            input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=sampling.max_new_tokens,
+            do_sample=sample, temperature=sampling.temperature if sample else None,
+            top_p=sampling.top_p if sample else None, top_k=None, logits_processor=processors,
+            stopping_criteria=stopping, pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id, **extra)
         return [self.tokenizer.decode(row[prompt_length:], skip_special_tokens=True).strip() for row in out]
+
+
+MIN_SHARED_PREFIX = 16   # tokens; below this a shared prefill saves less than the cache copies cost
+
+
+def shared_prefix(prompts: list[list[int]]) -> list[int]:
+    """The longest token prefix common to all prompts, leaving every prompt at least one token of its own."""
+    if not prompts:
+        return []
+    limit = min(len(p) for p in prompts) - 1
+    length = 0
+    first = prompts[0]
+    while length < limit and all(p[length] == first[length] for p in prompts):
+        length += 1
+    return first[:length]
 
 
 def load_generator(spec: str, allow_network: bool = False, backend: str = "auto"):

@@ -1,4 +1,4 @@
-"""`edgedistill run`: teacher -> student -> eval -> report, each stage skipped when its fingerprint is unchanged.
+"""`edgedistill run`: teacher -> student -> export -> eval -> report; a stage is skipped when its fingerprint is unchanged.
 
 Stages meet only through files in the run directory; this module passes paths, never objects. Each stage module
 is imported when its step runs, so `edgedistill eval` does not import the trainer and vice versa.
@@ -6,6 +6,7 @@ is imported when its step runs, so `edgedistill eval` does not import the traine
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -13,8 +14,8 @@ from edgedistill.config import Config
 from edgedistill.records import data_path, load_questions, write_json_atomic
 from edgedistill.rundir import RunDir, file_sha256, fingerprint
 
-STAGES = ("teach", "train", "eval")
-STAGE_DIRS = {"teach": "teacher", "train": "student", "eval": "eval"}
+STAGES = ("teach", "train", "export", "eval")
+STAGE_DIRS = {"teach": "teacher", "train": "student", "export": "export", "eval": "eval"}
 
 
 def run_pipeline(config: Config, out: str | Path, only: str | None = None) -> dict:
@@ -51,8 +52,10 @@ def stage_key(stage: str, config: Config, run: RunDir, keys: dict) -> str:
     if stage == "train":
         sft = run.path("teacher", "sft", "train.jsonl")
         return fingerprint(config.seed, config.section("student"), file_sha256(sft) if sft.exists() else None)
+    if stage == "export":
+        return fingerprint(config.section("export"), keys["train"])
     return fingerprint(config.section("eval"), config.data.eval, config.data.eval_limit, keys["train"],
-                       config.student.model)
+                       keys["export"], config.student.model)
 
 
 def step_teach(config: Config, run: RunDir) -> dict:
@@ -68,6 +71,17 @@ def step_teach(config: Config, run: RunDir) -> dict:
 def step_train(config: Config, run: RunDir) -> dict:
     from student.sft import run_sft
     return run_sft(config, run.path("teacher", "sft", "train.jsonl"), run.path("student"))
+
+
+def step_export(config: Config, run: RunDir) -> dict:
+    if not config.export.gguf:
+        return {"gguf": None}
+    from export.gguf import export_gguf
+    result = export_gguf(run.path("student", "merged"), run.path("export"), config.export.quant,
+                         config.export.keep_f16)
+    print(f"[export] {result['gguf']} ({result['files'][config.export.quant]['bytes'] / 2**20:.1f} MiB), "
+          f"convert {result['convert_seconds']} s, quantize {result['quantize_seconds']} s", flush=True)
+    return result
 
 
 def step_eval(config: Config, run: RunDir) -> dict:
@@ -90,10 +104,20 @@ def step_eval(config: Config, run: RunDir) -> dict:
     results["student"] = evaluate(load_generator(str(merged)), questions, (), config.eval.batch_size,
                                   config.eval.max_new_tokens, "eval student")
     write_json_atomic(run.path("eval", "student.json"), results["student"])
-    seconds = {stage: run.stage(stage).get("seconds") for stage in ("teach", "train")}
+    artifacts = {"student": merged}
+    gguf = run.stage("export").get("outputs", {}).get("gguf")
+    if gguf:
+        from edgedistill.llamacpp import LlamaCppGenerator
+        results["gguf"] = evaluate(LlamaCppGenerator(gguf), questions, (), config.eval.batch_size,
+                                   config.eval.max_new_tokens, f"eval gguf {config.export.quant}")
+        write_json_atomic(run.path("eval", "gguf.json"), results["gguf"])
+        artifacts["gguf"] = Path(gguf)
+    seconds = {stage: run.stage(stage).get("seconds") for stage in ("teach", "train", "export")}
     seconds["eval"] = round(sum(r["seconds"] for r in results.values()), 1)
-    report = write_report(run.root, results, seconds, {"student": merged},
-                          {"eval_data": config.data.eval, "teacher": config.teacher.kind})
+    extra = {"eval_data": config.data.eval, "teacher": config.teacher.kind}
+    if gguf:
+        extra["serve"] = f"edgedistill serve --model {os.path.relpath(gguf)}"
+    report = write_report(run.root, results, seconds, artifacts, extra)
     for name, r in results.items():
         print(f"[eval] {name}: pass@1 {r['pass@1']:.1%} (95% CI {r['ci95'][0]:.1%}-{r['ci95'][1]:.1%}, n={r['n']})")
     return {"report": str(run.path("report.json"))}
@@ -111,4 +135,4 @@ def _cached_eval(path: Path, key: str, compute) -> dict:
     return result
 
 
-STEP = {"teach": step_teach, "train": step_train, "eval": step_eval}
+STEP = {"teach": step_teach, "train": step_train, "export": step_export, "eval": step_eval}

@@ -104,11 +104,14 @@ def data_path(spec: str) -> Path:
 def load_questions(path: str | Path, need_answers: bool = True, limit: int | None = None) -> list[Question]:
     """Questions from a JSONL file; clear errors for malformed lines, missing fields and an empty file."""
     path = data_path(str(path))
-    questions = []
+    questions, lines = [], {}
     for number, obj in read_jsonl(path):
         q = question_from_dict(obj, f"{path}:{number}", default_id=f"{Path(path).stem}-{number}")
         if need_answers and not q.answer:
             raise UserError(f"{path}:{number}: missing field 'answer' (needed to verify and score)")
+        if q.id in lines:   # ids key the teacher's resumable log: two questions cannot share one
+            raise UserError(f"{path}:{number}: id {q.id!r} already used on line {lines[q.id]}")
+        lines[q.id] = number
         questions.append(q)
         if limit and len(questions) >= limit:
             break

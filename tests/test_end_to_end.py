@@ -29,7 +29,8 @@ def test_micro_run_on_packaged_model(tmp_path):
     assert {"base", "student", "seconds", "artifacts"} <= set(report)
     for name in ("base", "student"):
         assert report[name]["n"] == 8 and set(report[name]) >= {"pass@1", "ci95", "n"}
-    assert set(report["seconds"]) == {"teach", "train", "eval"}
+    assert set(report["seconds"]) == {"teach", "train", "export", "eval"}
+    assert report["gguf"]["n"] == 8 and report["artifacts"]["gguf"].endswith("student-Q4_K_M.gguf")
     merged = out / "student" / "merged"
     assert report["artifacts"]["student"].endswith("student/merged") and (merged / "model.safetensors").exists()
 
@@ -39,6 +40,12 @@ def test_micro_run_on_packaged_model(tmp_path):
     result = json.loads(answered.stdout.strip().splitlines()[-1])
     assert result["n"] == 2
 
+    # the quantized GGUF reloads on llama.cpp and answers, with the calculator
+    gguf = out / "export" / "student-Q4_K_M.gguf"
+    answered = run_cli("eval", "--model", str(gguf), "--data", "shopfloor:dev", "--limit", "2", "--json")
+    assert answered.returncode == 0, answered.stderr[-3000:]
+    assert json.loads(answered.stdout.strip().splitlines()[-1])["n"] == 2
+
     second = run_cli("run", "--config", str(config), "--out", str(out))
     assert second.returncode == 0, second.stderr[-3000:]
-    assert second.stdout.count("unchanged since the last run: skipped") == 3
+    assert second.stdout.count("unchanged since the last run: skipped") == 4

@@ -63,3 +63,25 @@ def test_generator_runs_batched_and_is_deterministic(tiny_model_dir):
     first = gen.generate(conversations, Sampling(max_new_tokens=6), batch_size=2)
     second = gen.generate(conversations, Sampling(max_new_tokens=6), batch_size=5)
     assert len(first) == 5 and first == second        # batching and padding do not change greedy output
+
+
+def test_shared_prefix_cache_gives_the_same_greedy_output(tiny_model_dir):
+    from edgedistill.generate import render_prompt, shared_prefix
+    model, tok = load_model(str(tiny_model_dir))
+    gen = TransformersGenerator(model, tok)
+    system = {"role": "system", "content": "You answer shop-floor questions. " * 6}
+    conversations = [[system, {"role": "user", "content": q}] for q in
+                     ["What is 5 + 5?", "A press makes 60 parts an hour for 7.5 hours; how many parts?", "Hi"]]
+    batched = gen.generate(conversations, Sampling(max_new_tokens=8, stop_after_answer=False), batch_size=3)
+    prompts = [tok.encode(render_prompt(tok, c), add_special_tokens=False) for c in conversations]
+    assert len(shared_prefix(prompts)) >= 30
+    alone = [gen._generate_batch([], None, [p], Sampling(max_new_tokens=8, stop_after_answer=False))[0]
+             for p in prompts]
+    assert batched == alone
+
+
+def test_shared_prefix_leaves_each_prompt_a_token():
+    from edgedistill.generate import shared_prefix
+    assert shared_prefix([[1, 2, 3], [1, 2, 3]]) == [1, 2]
+    assert shared_prefix([[1, 2, 3], [1, 9]]) == [1]
+    assert shared_prefix([[5], [6]]) == []

@@ -42,7 +42,8 @@ def test_run_writes_report_and_second_run_skips(tmp_path, tiny_model_dir, capsys
     assert set(report) >= {"base", "student", "seconds", "artifacts"}
     assert report["student"]["n"] == len(QUESTIONS) and 0 <= report["student"]["pass@1"] <= 1
     assert report["base"]["ci95"][0] <= report["base"]["pass@1"] <= report["base"]["ci95"][1]
-    assert set(report["seconds"]) == {"teach", "train", "eval"}
+    assert set(report["seconds"]) == {"teach", "train", "export", "eval"}
+    assert report["gguf"]["n"] == len(QUESTIONS) and report["artifacts"]["gguf"].endswith("student-Q4_K_M.gguf")
     assert (out / report["artifacts"]["student"]).resolve() == (out / "student" / "merged").resolve() or \
         report["artifacts"]["student"].endswith("student/merged")
     assert (out / "student" / "merged" / "model.safetensors").exists()
@@ -50,11 +51,11 @@ def test_run_writes_report_and_second_run_skips(tmp_path, tiny_model_dir, capsys
     assert len(sft) == len(QUESTIONS)
     assert sft[0]["completion"][0]["content"].startswith("Answer: <<60*7=420>>\nReason:")
     manifest = json.loads((out / "manifest.json").read_text())
-    assert all(manifest["stages"][s]["status"] == "done" for s in ("teach", "train", "eval"))
+    assert all(manifest["stages"][s]["status"] == "done" for s in ("teach", "train", "export", "eval"))
     capsys.readouterr()
     assert main(["run", "--config", str(config), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("skipped") == 3
+    assert printed.count("skipped") == 4
 
 
 def test_changed_student_config_reruns_train_and_eval_only(tmp_path, tiny_model_dir, capsys):
@@ -64,7 +65,8 @@ def test_changed_student_config_reruns_train_and_eval_only(tmp_path, tiny_model_
     changed = tiny_config(tmp_path, tiny_model_dir, student__learning_rate=5e-4)
     assert main(["run", "--config", str(changed), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "[teach] unchanged" in printed and "[train] running" in printed and "[eval] running" in printed
+    assert "[teach] unchanged" in printed and "[train] running" in printed and "[export] running" in printed
+    assert "[eval] running" in printed
 
 
 @pytest.mark.parametrize("mutate,message", [
@@ -116,3 +118,9 @@ def test_eval_json_last_line(tmp_path, tiny_model_dir, capsys):
     assert main(["eval", "--model", str(tiny_model_dir), "--data", str(data), "--json", "--max-new-tokens", "8"]) == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["n"] == 2 and "pass@1" in last and len(last["ci95"]) == 2
+
+
+def test_duplicate_question_id_names_both_lines(tmp_path, capsys):
+    data = write_jsonl(tmp_path / "dup.jsonl", [QUESTIONS[0], QUESTIONS[1], dict(QUESTIONS[2], id="q0")])
+    assert main(["eval", "--model", "smollm2-135m-instruct", "--data", str(data)]) == 2
+    assert f"{data}:3: id 'q0' already used on line 1" in capsys.readouterr().err
