@@ -90,26 +90,25 @@ def step_eval(config: Config, run: RunDir) -> dict:
     from evals.evaluate import evaluate
     from evals.report import write_report
     questions = load_questions(config.data.eval, limit=config.data.eval_limit)
+
+    def score(model: str, backend: str, label: str, shots=()) -> dict:
+        generator = load_generator(model, config.allow_network, backend)
+        return evaluate(generator, questions, shots, config.eval.batch_size, config.eval.max_new_tokens, label)
+
     results = {}
     if config.eval.base:
-        train = load_questions(config.data.train, limit=2)
-        shots = [(q, answer_first_target(q)) for q in train]
-        results["base"] = _cached_eval(run.path("eval", "base.json"),
-                                       fingerprint(config.section("eval"), config.data.eval, config.data.eval_limit,
-                                                   config.student.model, config.data.train),
-                                       lambda: evaluate(load_generator(config.student.model, config.allow_network, "transformers"),
-                                                        questions, shots, config.eval.batch_size,
-                                                        config.eval.max_new_tokens, "eval base"))
+        shots = [(q, answer_first_target(q)) for q in load_questions(config.data.train, limit=2)]
+        key = fingerprint(config.section("eval"), config.data.eval, config.data.eval_limit, config.student.model,
+                          config.data.train)
+        results["base"] = _cached_eval(run.path("eval", "base.json"), key,
+                                       lambda: score(config.student.model, "transformers", "eval base", shots))
     merged = run.path("student", "merged")
-    results["student"] = evaluate(load_generator(str(merged)), questions, (), config.eval.batch_size,
-                                  config.eval.max_new_tokens, "eval student")
+    results["student"] = score(str(merged), "transformers", "eval student")
     write_json_atomic(run.path("eval", "student.json"), results["student"])
     artifacts = {"student": merged}
     gguf = run.stage("export").get("outputs", {}).get("gguf")
     if gguf:
-        from edgedistill.llamacpp import LlamaCppGenerator
-        results["gguf"] = evaluate(LlamaCppGenerator(gguf), questions, (), config.eval.batch_size,
-                                   config.eval.max_new_tokens, f"eval gguf {config.export.quant}")
+        results["gguf"] = score(gguf, "llama.cpp", f"eval gguf {config.export.quant}")
         write_json_atomic(run.path("eval", "gguf.json"), results["gguf"])
         artifacts["gguf"] = Path(gguf)
     seconds = {stage: run.stage(stage).get("seconds") for stage in ("teach", "train", "export")}

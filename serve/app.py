@@ -38,8 +38,8 @@ def ask(generator, question: str, samples: int = 5, temperature: float = 0.7, ma
     """Greedy answer and reasoning, then `samples` sampled answers to measure agreement."""
     messages = chat(question)
     text = generator.generate([messages], Sampling(max_new_tokens=max_new_tokens, stop_after_answer=False))[0]
-    answer = extract_answer(text) or (split_answer_reason(text)[0] or text.strip().splitlines()[0] if text.strip() else "")
     line, rationale = split_answer_reason(text)
+    answer = extract_answer(text) or line or ""
     computation = "; ".join(f"{expr.strip()} = {value}" for expr, value in ANNOTATION.findall(line or ""))
     sampled = []
     if samples:
