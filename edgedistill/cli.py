@@ -4,7 +4,7 @@
     edgedistill teach --config C --out DIR        only the teacher stage (writes DIR/teacher/)
     edgedistill train --config C --out DIR        only the student stage (reads DIR/teacher/sft/train.jsonl)
     edgedistill eval  --model M --data FILE.jsonl [--limit N] [--shots K] [--json]
-    edgedistill export --model runs/x/student/merged --out DIR [--quant Q4_K_M]   GGUF f16 + quantized
+    edgedistill export --model runs/x/student/merged --out DIR [--quant Q4_K_M] [--calibration SFT.jsonl]
     edgedistill serve --model M [--host 127.0.0.1] [--port 7860] [--samples 5]   the Q&A web app
 
 Errors the user can fix print one line and exit with code 2; nothing half-written is left behind.
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="JSONL of {question, answer}, or shopfloor:heldout")
     p.add_argument("--limit", type=int, default=None, help="first N questions only")
     p.add_argument("--shots", type=int, default=0, help="worked examples in the prompt (for untrained models)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=32, help="rows decoded together (default 32)")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--allow-network", action="store_true", help="let the resolver download a hub model")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="a Hugging Face folder (e.g. runs/quickstart/student/merged)")
     p.add_argument("--out", required=True, help="folder for student-f16.gguf and student-<QUANT>.gguf")
     p.add_argument("--quant", default="Q4_K_M", help="Q4_K_M (default), Q8_0, Q4_0, Q5_K_M, Q6_K")
+    p.add_argument("--calibration", default=None, metavar="SFT.jsonl",
+                   help="training conversations (e.g. runs/x/teacher/sft/train.jsonl) whose activations steer the "
+                        "rounding (an importance matrix, as llama-imatrix makes); default: plain rounding")
+    p.add_argument("--calibration-rows", type=int, default=64, help="how many of them (default 64)")
     p = sub.add_parser("serve", help="the factory-floor Q&A web app (answer, computation, reasoning, confidence)",
                        description="Starts a Gradio app. Binds 127.0.0.1 unless --host says otherwise; "
                                    "sends nothing off the machine.")
@@ -75,9 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "eval":
             return cmd_eval(args)
         if args.command == "export":
-            from export.gguf import export_gguf
             from pathlib import Path
-            result = export_gguf(Path(args.model), Path(args.out), args.quant)
+            from export.gguf import export_gguf, read_calibration
+            calibration = read_calibration(Path(args.calibration), args.calibration_rows) if args.calibration else None
+            result = export_gguf(Path(args.model), Path(args.out), args.quant, calibration=calibration)
             print(json.dumps(result, indent=2))
             return 0
         if args.command == "serve":

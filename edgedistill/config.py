@@ -60,11 +60,12 @@ class ExportConfig:
     gguf: bool = True                     # merged student -> GGUF f16 -> quantized GGUF (llama.cpp)
     quant: str = "Q4_K_M"                 # Q4_K_M, Q8_0, Q4_0, Q5_K_M, Q6_K
     keep_f16: bool = True
+    calibration: int = 64                 # training conversations whose activations steer the rounding; 0: plain
 
 
 @dataclass
 class EvalConfig:
-    batch_size: int = 16
+    batch_size: int = 32                  # rows decoded together (a CPU decode step costs about the same for 1 or 32)
     max_new_tokens: int = 48              # the Answer: line; generation stops at its end
     base: bool = True                     # also evaluate the untrained base model (few-shot) for comparison
 

@@ -1,11 +1,13 @@
 """Generation with the calculator, batched, on any causal LM transformers loads.
 
-Decoding goes token by token through `transformers.generate`; two small hooks make it ours:
-- `CalculatorFill` (a logits processor): when a row's text ends in an open `<<expr=`, the calculator's value and
-  `>>` are queued as that row's next tokens and forced one per step (logits of every other token set to -inf).
-  The KV cache is kept, so a fill costs one forward per forced token and no restart.
-- `StopAfterAnswer` (a stopping criterion): a row stops at the end of its `Answer:` line when only the answer is
-  wanted (evaluation), so scoring 200 questions costs about 20 tokens each.
+The decoding loop is ours (both backends share its per-row rules, `Row`):
+- calculator: when a row's text ends in an open `<<expr=`, the calculator's value and `>>` are queued as that row's
+  next tokens and fed one per step instead of the model's choice; the KV cache is kept, so a fill costs one forward
+  per forced token and no restart.
+- stop after the answer: a row stops at the end of its `Answer:` line when only the answer is wanted (evaluation,
+  confidence samples), so scoring 200 questions costs about 20 tokens each.
+- finished rows leave the batch at once (their KV rows are dropped), so a batch does not run at the pace of its
+  longest row, which `transformers.generate` does.
 Training targets are tokenised with `encode_completion`, which splits at every calculator fill, so the model is
 trained on exactly the token sequence it produces at inference.
 """
@@ -13,13 +15,16 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from tqdm import tqdm
-from transformers import DynamicCache, LogitsProcessor, StoppingCriteria, StoppingCriteriaList
+from transformers import DynamicCache
 
 from edgedistill.calculator import ANNOTATION, fill_for
+
+ANSWER_LINE_DONE = re.compile(r"Answer:[^\n]*\S[^\n]*\n")
 
 
 @dataclass
@@ -32,39 +37,45 @@ class Sampling:
     seed: int = 0
 
 
-class CalculatorFill(LogitsProcessor):
-    def __init__(self, tokenizer, prompt_length: int, batch_size: int):
-        self.tokenizer, self.prompt_length = tokenizer, prompt_length
-        self.queues: list[list[int]] = [[] for _ in range(batch_size)]
-        # Only tokens whose text ends with "=" can open a fill: check rows only after one of those.
-        self.eq_tokens = {i for i, piece in enumerate(tokenizer.convert_ids_to_tokens(range(len(tokenizer))))
-                          if piece and piece.endswith("=")}
+@dataclass
+class Row:
+    """One completion being decoded. `step(chosen)` takes the model's choice, or instead the calculator's forced
+    token, and returns the token to feed next, or None once the row is finished."""
+    sampling: Sampling
+    decode: Callable[[list[int]], str]
+    encode: Callable[[str], list[int]]
+    eos: set
+    tokens: list[int] = field(default_factory=list)
+    queue: list[int] = field(default_factory=list)    # calculator tokens still to force
+    text: str = ""
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        for row in range(input_ids.shape[0]):
-            queue = self.queues[row]
-            if not queue and input_ids.shape[1] > self.prompt_length and int(input_ids[row, -1]) in self.eq_tokens:
-                text = self.tokenizer.decode(input_ids[row, self.prompt_length:], skip_special_tokens=True)
-                fill = fill_for(text)
-                if fill:
-                    queue.extend(self.tokenizer.encode(fill, add_special_tokens=False))
-            if queue:
-                forced = queue.pop(0)
-                scores[row] = float("-inf")
-                scores[row, forced] = 0.0
-        return scores
+    def step(self, chosen: int) -> int | None:
+        token = self.queue.pop(0) if self.queue else chosen
+        if token in self.eos:
+            return None
+        self.tokens.append(token)
+        self.text = self.decode(self.tokens)
+        if self.sampling.calculator and not self.queue:
+            fill = fill_for(self.text)
+            if fill:
+                self.queue = self.encode(fill)
+        if len(self.tokens) >= self.sampling.max_new_tokens:
+            return None
+        if self.sampling.stop_after_answer and not self.queue and ANSWER_LINE_DONE.search(self.text):
+            return None
+        return token
 
 
-class StopAfterAnswer(StoppingCriteria):
-    def __init__(self, tokenizer, prompt_length: int):
-        self.tokenizer, self.prompt_length = tokenizer, prompt_length
-
-    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        for row in range(input_ids.shape[0]):
-            text = self.tokenizer.decode(input_ids[row, self.prompt_length:], skip_special_tokens=True)
-            done[row] = re.search(r"Answer:[^\n]*\S[^\n]*\n", text) is not None
-        return done
+def choose_tokens(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> list[int]:
+    """Next token per row: argmax, or a draw at `temperature` from the smallest set holding `top_p` of the mass."""
+    if sampling.temperature <= 0:
+        return logits.argmax(-1).tolist()
+    probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
+    if sampling.top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        sorted_probs[(sorted_probs.cumsum(-1) - sorted_probs) > sampling.top_p] = 0.0
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1).tolist()
 
 
 def render_prompt(tokenizer, messages: list[dict]) -> str:
@@ -101,6 +112,8 @@ class TransformersGenerator:
         self.model, self.tokenizer = model, tokenizer
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        eos = getattr(model.generation_config, "eos_token_id", None)
+        self.eos = {tokenizer.eos_token_id} | set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
 
     @torch.inference_mode()
     def generate(self, conversations: list[list[dict]], sampling: Sampling, batch_size: int = 16,
@@ -119,12 +132,12 @@ class TransformersGenerator:
             prefix = []
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         outputs: list[str] = [""] * len(prompts)
-        torch.manual_seed(sampling.seed)
+        generator = torch.Generator().manual_seed(sampling.seed)
         bar = tqdm(total=len(prompts), desc=progress, disable=progress is None, unit="q")
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
             suffixes = [prompts[i][len(prefix):] for i in rows]
-            for row, text in zip(rows, self._generate_batch(prefix, prefix_cache, suffixes, sampling)):
+            for row, text in zip(rows, self._generate_batch(prefix, prefix_cache, suffixes, sampling, generator)):
                 outputs[row] = text
             bar.update(len(rows))
         bar.close()
@@ -132,31 +145,46 @@ class TransformersGenerator:
 
     def _prefill(self, prefix: list[int]):
         cache = DynamicCache()
-        self.model(input_ids=torch.tensor([prefix]), past_key_values=cache, use_cache=True)
+        self.model(input_ids=torch.tensor([prefix]), past_key_values=cache, use_cache=True, logits_to_keep=1)
         return cache
 
-    def _generate_batch(self, prefix: list[int], prefix_cache, suffixes: list[list[int]], sampling: Sampling):
+    def _generate_batch(self, prefix: list[int], prefix_cache, suffixes: list[list[int]], sampling: Sampling,
+                        generator: torch.Generator | None = None) -> list[str]:
         """[shared prefix][padding][suffix] per row; the padding is masked, so positions continue after the prefix."""
         pad = self.tokenizer.pad_token_id
         width = max(len(s) for s in suffixes)
-        input_ids = torch.tensor([prefix + [pad] * (width - len(s)) + s for s in suffixes])
-        attention_mask = torch.tensor([[1] * len(prefix) + [0] * (width - len(s)) + [1] * len(s) for s in suffixes])
-        extra = {}
+        input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in suffixes])
+        mask = torch.tensor([[1] * len(prefix) + [0] * (width - len(s)) + [1] * len(s) for s in suffixes])
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
         if prefix_cache is not None:
             cache = copy.deepcopy(prefix_cache)
             cache.batch_repeat_interleave(len(suffixes))
-            extra["past_key_values"] = cache
-        prompt_length = input_ids.shape[1]
-        processors = [CalculatorFill(self.tokenizer, prompt_length, len(suffixes))] if sampling.calculator else []
-        stopping = StoppingCriteriaList([StopAfterAnswer(self.tokenizer, prompt_length)]
-                                        if sampling.stop_after_answer else [])
-        sample = sampling.temperature > 0
-        out = self.model.generate(
-            input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=sampling.max_new_tokens,
-            do_sample=sample, temperature=sampling.temperature if sample else None,
-            top_p=sampling.top_p if sample else None, top_k=None, logits_processor=processors,
-            stopping_criteria=stopping, pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id, **extra)
-        return [self.tokenizer.decode(row[prompt_length:], skip_special_tokens=True).strip() for row in out]
+        else:
+            cache = DynamicCache()
+        decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)   # noqa: E731
+        encode = lambda text: self.tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+        rows = [Row(sampling, decode, encode, self.eos) for _ in suffixes]
+        active = list(range(len(rows)))            # rows still decoding, in the cache's batch order
+        logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions[:, -width:],
+                            past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        next_position = positions[:, -1] + 1
+        while True:
+            chosen = choose_tokens(logits, sampling, generator)
+            fed = [rows[r].step(token) for r, token in zip(active, chosen)]
+            keep = [i for i, token in enumerate(fed) if token is not None]
+            if not keep:
+                break
+            if len(keep) < len(active):           # drop finished rows from the batch and the cache
+                index = torch.tensor(keep)
+                cache.batch_select_indices(index)
+                mask, next_position = mask[index], next_position[index]
+                active = [active[i] for i in keep]
+            mask = torch.cat([mask, torch.ones(len(keep), 1, dtype=mask.dtype)], dim=1)
+            logits = self.model(input_ids=torch.tensor([[fed[i]] for i in keep]), attention_mask=mask,
+                                position_ids=next_position[:, None], past_key_values=cache,
+                                use_cache=True).logits[:, -1]
+            next_position = next_position + 1
+        return [row.text.strip() for row in rows]
 
 
 MIN_SHARED_PREFIX = 16   # tokens; below this a shared prefill saves less than the cache copies cost

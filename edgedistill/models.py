@@ -13,6 +13,7 @@ safetensors. Weights load from safetensors or GGUF only, never pickle; `trust_re
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -184,8 +185,9 @@ def dequantised_folder(gguf: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     print(f"dequantising {gguf.name} once into {target} (cached for later runs)", flush=True)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        with _gguf_parsed_once():
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     except Exception as exc:   # gguf raises ValueError/struct/IndexError on a truncated file
         raise UserError(f"{gguf}: cannot read this GGUF file ({type(exc).__name__}: {exc}); "
                         f"it may be truncated or corrupt") from None
@@ -200,6 +202,27 @@ def dequantised_folder(gguf: Path) -> Path:
     tokenizer.save_pretrained(tmp)
     tmp.replace(target)
     return target
+
+
+@contextlib.contextmanager
+def _gguf_parsed_once():
+    """transformers parses a GGUF three times (tokenizer, config, weights); gguf-py's reader takes ~7 s per parse of
+    SmolLM2's 49k-token vocabulary on this CPU. Hand it the same parsed reader each time (read-only memmap)."""
+    import gguf as gguf_py
+    original = gguf_py.GGUFReader
+    readers: dict = {}
+
+    def reader(path, *args, **kwargs):
+        key = (str(path), args, tuple(sorted(kwargs.items())))
+        if key not in readers:
+            readers[key] = original(path, *args, **kwargs)
+        return readers[key]
+
+    gguf_py.GGUFReader = reader
+    try:
+        yield
+    finally:
+        gguf_py.GGUFReader = original
 
 
 def load_model(spec: str | Path, allow_network: bool = False, dtype=None):

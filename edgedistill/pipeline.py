@@ -76,9 +76,12 @@ def step_train(config: Config, run: RunDir) -> dict:
 def step_export(config: Config, run: RunDir) -> dict:
     if not config.export.gguf:
         return {"gguf": None}
-    from export.gguf import export_gguf
+    from export.gguf import export_gguf, read_calibration
+    calibration = None
+    if config.export.calibration:   # the student's own training conversations: what its answers look like
+        calibration = read_calibration(run.path("teacher", "sft", "train.jsonl"), config.export.calibration)
     result = export_gguf(run.path("student", "merged"), run.path("export"), config.export.quant,
-                         config.export.keep_f16)
+                         config.export.keep_f16, calibration)
     print(f"[export] {result['gguf']} ({result['files'][config.export.quant]['bytes'] / 2**20:.1f} MiB), "
           f"convert {result['convert_seconds']} s, quantize {result['quantize_seconds']} s", flush=True)
     return result

@@ -5,7 +5,9 @@
               format the converter writes is the one the runtime reads. `make setup` unpacks it into
               `.venv/share/edgedistill/llama.cpp/`; EDGEDISTILL_CONVERTER points elsewhere.
     quantize  `llama_cpp.llama_model_quantize` from the installed llama-cpp-python: no llama.cpp build of ours,
-              no `llama-quantize` binary to find.
+              no `llama-quantize` binary to find. Given calibration conversations (the export stage passes the
+              student's training data), an importance matrix measured on them steers the rounding
+              (`export/imatrix.py`), as `llama-imatrix` + `llama-quantize --imatrix` would.
 Each file appears only by atomic rename, so a killed export leaves no half-written GGUF behind.
 The chat template and EOS travel inside the GGUF (the converter reads the merged folder's tokenizer files), so
 the exported model stops where the student stops.
@@ -49,13 +51,19 @@ def convert_f16(merged: Path, target: Path) -> Path:
     return target
 
 
-def quantize(source: Path, target: Path, quant: str = "Q4_K_M", threads: int = 0) -> Path:
+def quantize(source: Path, target: Path, quant: str = "Q4_K_M", threads: int = 0,
+             importance: dict | None = None) -> Path:
+    """GGUF f16 -> `quant`; `importance` ({GGUF tensor name: per-column importance}) weights the rounding error."""
     import llama_cpp
+    from export.imatrix import as_llama_imatrix
     if quant not in QUANT_TYPES:
         raise UserError(f"unknown quantization {quant!r}; choose one of {', '.join(QUANT_TYPES)}")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = QUANT_TYPES[quant]
     params.nthread = threads
+    if importance:
+        entries, _buffers = as_llama_imatrix(importance)   # _buffers keeps the arrays alive during the call
+        params.imatrix = entries
     tmp = target.with_name(target.name + ".partial")
     code = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), params)
     if code != 0 or not tmp.exists():
@@ -65,7 +73,36 @@ def quantize(source: Path, target: Path, quant: str = "Q4_K_M", threads: int = 0
     return target
 
 
-def export_gguf(merged: Path, out: Path, quant: str = "Q4_K_M", keep_f16: bool = True) -> dict:
+def read_calibration(sft_jsonl: Path, limit: int = 64) -> list[list[dict]]:
+    """The first `limit` conversations (prompt + completion messages) of an SFT file such as teacher/sft/train.jsonl."""
+    from edgedistill.records import read_jsonl
+    conversations = []
+    for line, row in read_jsonl(sft_jsonl):
+        if len(conversations) >= limit:
+            break
+        if not isinstance(row.get("prompt"), list) or not isinstance(row.get("completion"), list):
+            raise UserError(f"{sft_jsonl}:{line}: calibration rows need 'prompt' and 'completion' message lists")
+        conversations.append(row["prompt"] + row["completion"])
+    return conversations
+
+
+def calibration_importance(merged: Path, f16: Path, conversations: list[list[dict]], limit: int = 64) -> dict:
+    """Importance matrix of the merged student over up to `limit` conversations, under the GGUF's tensor names."""
+    from edgedistill.generate import render_prompt
+    from edgedistill.models import load_model
+    from export.imatrix import collect_importance, gguf_names
+    model, tokenizer = load_model(str(merged))
+    rows = []
+    for messages in conversations[:limit]:
+        prompt = render_prompt(tokenizer, messages[:-1]) + messages[-1]["content"]
+        rows.append(tokenizer.encode(prompt, add_special_tokens=False)[:512])
+    return gguf_names(collect_importance(model, rows), f16)
+
+
+def export_gguf(merged: Path, out: Path, quant: str = "Q4_K_M", keep_f16: bool = True,
+                calibration: list[list[dict]] | None = None) -> dict:
+    """merged HF folder -> student-f16.gguf -> student-<quant>.gguf. `calibration`: conversations (the last turn
+    the assistant's) whose activations weight the quantization; without them, plain llama.cpp rounding."""
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     f16 = out / "student-f16.gguf"
@@ -73,11 +110,14 @@ def export_gguf(merged: Path, out: Path, quant: str = "Q4_K_M", keep_f16: bool =
         convert_f16(merged, f16)
     converted = time.time()
     quantized = out / f"student-{quant}.gguf"
+    importance = None
     if not quantized.exists():
-        quantize(f16, quantized, quant)
+        importance = calibration_importance(merged, f16, calibration) if calibration else None
+        quantize(f16, quantized, quant, importance=importance)
     files = {"f16": f16, quant: quantized}
     result = {"gguf": str(quantized), "quant": quant, "convert_seconds": round(converted - started, 1),
               "quantize_seconds": round(time.time() - converted, 1),
+              "importance_matrix": f"{len(importance)} tensors" if importance else None,
               "files": {name: {"path": str(p), "bytes": p.stat().st_size, "sha256": file_sha256(p)}
                         for name, p in files.items()}}
     if not keep_f16:

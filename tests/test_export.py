@@ -44,6 +44,22 @@ def test_gguf_reloads_and_generates_with_calculator(exported):
     assert isinstance(forced, str)
 
 
+def test_gguf_batched_decoding_matches_one_at_a_time():
+    """Continuous batching (slots refilled as rows finish, the shared prefix copied into each slot) returns every
+    conversation's own completion, in order: the same text as decoding it alone. On the packaged SmolLM2 GGUF,
+    because a random tiny model only ever writes newlines."""
+    from edgedistill.models import resolve
+    generator = LlamaCppGenerator(str(resolve("smollm2-135m-instruct").path))
+    system = {"role": "system", "content": "You answer questions from the factory floor in one short sentence."}
+    conversations = [[system, {"role": "user", "content": q}] for q in
+                     ["What is 6 times 7?", "Name a colour.", "What does a lathe do?", "Say hello.", "What is CNC?"]]
+    sampling = Sampling(max_new_tokens=10, stop_after_answer=False)
+    batched = generator.generate(conversations, sampling, batch_size=2)
+    alone = [generator.generate([c], sampling, batch_size=1)[0] for c in conversations]
+    assert batched == alone
+    assert len(set(alone)) == len(alone)          # the prompts really lead to different completions
+
+
 def test_truncated_gguf_is_a_clear_error(exported, tmp_path):
     result, _ = exported
     broken = tmp_path / "broken.gguf"
@@ -58,3 +74,58 @@ def test_truncated_gguf_is_a_clear_error(exported, tmp_path):
 def test_export_of_a_non_model_folder_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="no config.json"):
         export_gguf(tmp_path, tmp_path / "out")
+
+
+# --- importance matrix (imatrix) -------------------------------------------------------------------------------
+
+def test_importance_is_the_mean_squared_input_per_column():
+    import torch
+    from export.imatrix import collect_importance
+
+    class Toy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(10, 3)
+            self.proj = torch.nn.Linear(3, 2)
+
+        def forward(self, input_ids, attention_mask=None):
+            return self.proj(self.embed(input_ids))
+
+    torch.manual_seed(0)
+    toy = Toy()
+    rows = [[1, 2, 3], [4, 5]]
+    importance = collect_importance(toy, rows, batch_size=2)   # one padded batch: padding must not count
+    x = toy.embed.weight[[1, 2, 3, 4, 5]].detach()
+    assert list(importance) == ["proj"]
+    assert importance["proj"] == pytest.approx((x ** 2).mean(0).numpy(), rel=1e-6)   # all 5 tokens, no padding
+
+
+def test_importance_names_follow_the_gguf(exported, tiny_model_dir):
+    import numpy as np
+    from export.imatrix import gguf_names
+    f16 = exported[1] / "student-f16.gguf"
+    hf = {"model.layers.1.mlp.down_proj": np.ones(128), "model.layers.0.self_attn.q_proj": np.ones(64),
+          "lm_head": np.ones(64), "not.a.weight": np.ones(3)}
+    assert sorted(gguf_names(hf, f16)) == ["blk.0.attn_q.weight", "blk.1.ffn_down.weight", "token_embd.weight"]
+
+
+def test_importance_steers_the_rounding(exported, tmp_path):
+    """Weighting one input column of a matrix a million times more must shrink that column's rounding error."""
+    import gguf
+    import numpy as np
+    from export.gguf import quantize
+    f16 = exported[1] / "student-f16.gguf"
+    name = "blk.0.ffn_down.weight"
+
+    def column_error(path):
+        tensors = {t.name: t for t in gguf.GGUFReader(str(path)).tensors}
+        source = gguf.quants.dequantize(source_tensors[name].data, source_tensors[name].tensor_type)
+        result = gguf.quants.dequantize(tensors[name].data, tensors[name].tensor_type)
+        return np.abs(result - source).reshape(source.shape)[:, 5].mean()
+
+    source_tensors = {t.name: t for t in gguf.GGUFReader(str(f16)).tensors}
+    plain = quantize(f16, tmp_path / "plain.gguf", "Q4_0")
+    weights = np.ones(128, dtype=np.float32)
+    weights[5] = 1e6
+    steered = quantize(f16, tmp_path / "steered.gguf", "Q4_0", importance={name: weights})
+    assert column_error(steered) < 0.5 * column_error(plain)

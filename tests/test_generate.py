@@ -1,7 +1,7 @@
 """Generation with the calculator: forced fills, token split, stop at the end of the Answer line."""
 import torch
 
-from edgedistill.generate import CalculatorFill, Sampling, StopAfterAnswer, TransformersGenerator, encode_completion
+from edgedistill.generate import Row, Sampling, TransformersGenerator, choose_tokens, encode_completion
 from edgedistill.models import load_model
 
 
@@ -9,32 +9,38 @@ def ids(tokenizer, text):
     return tokenizer.encode(text, add_special_tokens=False)
 
 
+def row_for(tok, sampling):
+    return Row(sampling, lambda ids: tok.decode(ids, skip_special_tokens=True),
+               lambda text: tok.encode(text, add_special_tokens=False), {tok.eos_token_id})
+
+
 def test_calculator_fill_forces_value_and_close(smollm_tokenizer):
     tok = smollm_tokenizer
-    prompt = ids(tok, "Q")
-    generated = ids(tok, "Answer: <<(12+3)*4=")
-    fill = CalculatorFill(tok, len(prompt), batch_size=2)
-    other = ids(tok, "Answer: maybe")
-    sequence = torch.tensor([prompt + generated, prompt + [tok.pad_token_id] * (len(generated) - len(other)) + other])
-    forced = []
-    for _ in range(len(ids(tok, "60>>"))):
-        scores = fill(sequence, torch.zeros(2, len(tok)))
-        token = int(scores[0].argmax())
-        assert torch.isinf(scores[0]).sum() == len(tok) - 1      # exactly one token allowed
-        assert not torch.isinf(scores[1]).any()                  # the other row decodes freely
-        forced.append(token)
-        sequence = torch.cat([sequence, torch.tensor([[token], [0]])], dim=1)
+    row = row_for(tok, Sampling(max_new_tokens=50, stop_after_answer=False))
+    for token in ids(tok, "Answer: <<(12+3)*4="):
+        assert row.step(token) == token                 # the model's own choices pass through
+    anything = ids(tok, " no")[0]
+    forced = [row.step(anything) for _ in ids(tok, "60>>")]   # whatever the model picks, the value is fed
     assert tok.decode(forced) == "60>>"
-    assert not torch.isinf(fill(sequence, torch.zeros(2, len(tok)))[0]).any()   # then the model goes on
+    assert row.step(anything) == anything                # then the model goes on
+    assert row.text == "Answer: <<(12+3)*4=60>> no"
 
 
 def test_calculator_fill_leaves_invalid_expression_alone(smollm_tokenizer):
     tok = smollm_tokenizer
-    prompt = ids(tok, "Q")
-    fill = CalculatorFill(tok, len(prompt), batch_size=1)
     for text in ["Answer: <<2**999=", "Answer: <<x+1=", "Answer: <<1/0="]:
-        scores = fill(torch.tensor([prompt + ids(tok, text)]), torch.zeros(1, len(tok)))
-        assert not torch.isinf(scores).any(), text
+        row = row_for(tok, Sampling(max_new_tokens=50))
+        for token in ids(tok, text):
+            row.step(token)
+        assert row.queue == [], text
+
+
+def test_calculator_off_forces_nothing(smollm_tokenizer):
+    tok = smollm_tokenizer
+    row = row_for(tok, Sampling(max_new_tokens=50, calculator=False))
+    for token in ids(tok, "Answer: <<2*3="):
+        row.step(token)
+    assert row.queue == []
 
 
 def test_encode_completion_splits_at_calculator_boundaries(smollm_tokenizer):
@@ -46,14 +52,31 @@ def test_encode_completion_splits_at_calculator_boundaries(smollm_tokenizer):
     assert encoded == [i for piece in pieces for i in ids(tok, piece)]
 
 
-def test_stop_after_answer(smollm_tokenizer):
+def test_stop_after_answer_eos_and_budget(smollm_tokenizer):
     tok = smollm_tokenizer
-    prompt = ids(tok, "Q")
-    stop = StopAfterAnswer(tok, len(prompt))
-    rows = ["Answer: <<2*3=6>>\n", "Answer: <<2*3=", "Let me think\n"]
-    width = max(len(ids(tok, r)) for r in rows)
-    batch = torch.tensor([prompt + [tok.pad_token_id] * (width - len(ids(tok, r))) + ids(tok, r) for r in rows])
-    assert stop(batch, None).tolist() == [True, False, False]
+
+    def feed(text, sampling):
+        row = row_for(tok, sampling)
+        fed = [row.step(t) for t in ids(tok, text)]
+        return fed.index(None) if None in fed else len(fed)
+
+    answer = "Answer: <<2*3=6>>\nReason: six"
+    stop_at = len(ids(tok, "Answer: <<2*3=6>>\n"))
+    assert feed(answer, Sampling(max_new_tokens=50)) == stop_at - 1          # stops on the newline token
+    assert feed(answer, Sampling(max_new_tokens=50, stop_after_answer=False)) == len(ids(tok, answer))
+    assert feed("Let me think\nabout it", Sampling(max_new_tokens=50)) == len(ids(tok, "Let me think\nabout it"))
+    assert feed("one two three four", Sampling(max_new_tokens=2)) == 1    # the second token is the last
+    row = row_for(tok, Sampling())
+    assert row.step(tok.eos_token_id) is None and row.tokens == []
+
+
+def test_choose_tokens_greedy_and_seeded_sampling():
+    logits = torch.tensor([[0.0, 5.0, 1.0], [3.0, 0.0, 0.0]])
+    assert choose_tokens(logits, Sampling(), None) == [1, 0]
+    draw = lambda seed: choose_tokens(logits.repeat(50, 1), Sampling(temperature=1.0), torch.Generator().manual_seed(seed))  # noqa: E731
+    assert draw(3) == draw(3) and draw(3) != draw(4)
+    nucleus = choose_tokens(logits.repeat(50, 1), Sampling(temperature=1.0, top_p=0.5), torch.Generator().manual_seed(0))
+    assert set(nucleus[0::2]) == {1} and set(nucleus[1::2]) == {0}   # top_p 0.5 keeps only the top token here
 
 
 def test_generator_runs_batched_and_is_deterministic(tiny_model_dir):
@@ -85,3 +108,19 @@ def test_shared_prefix_leaves_each_prompt_a_token():
     assert shared_prefix([[1, 2, 3], [1, 2, 3]]) == [1, 2]
     assert shared_prefix([[1, 2, 3], [1, 9]]) == [1]
     assert shared_prefix([[5], [6]]) == []
+
+
+def test_own_decoding_loop_matches_transformers_generate(tiny_model_dir):
+    """Parity: with the calculator and the answer stop off, our loop (rows leaving the batch as they finish, EOS
+    included) produces exactly `transformers.generate`'s greedy tokens, prompt by prompt."""
+    model, tok = load_model(str(tiny_model_dir))
+    gen = TransformersGenerator(model, tok)
+    conversations = [[{"role": "user", "content": q}] for q in ["Hi", "What is 12 times 7.5 in total parts?", "x"]]
+    sampling = Sampling(max_new_tokens=12, stop_after_answer=False, calculator=False)
+    ours = gen.generate(conversations, sampling, batch_size=3)
+    from edgedistill.generate import render_prompt
+    for conversation, text in zip(conversations, ours):
+        prompt = torch.tensor([tok.encode(render_prompt(tok, conversation), add_special_tokens=False)])
+        reference = model.generate(prompt, max_new_tokens=12, do_sample=False, eos_token_id=sorted(gen.eos),
+                                   pad_token_id=tok.pad_token_id)
+        assert text == tok.decode(reference[0, prompt.shape[1]:], skip_special_tokens=True).strip()
