@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="JSONL of {question, answer}, or shopfloor:heldout")
     p.add_argument("--limit", type=int, default=None, help="first N questions only")
     p.add_argument("--shots", type=int, default=0, help="worked examples in the prompt (for untrained models)")
-    p.add_argument("--batch-size", type=int, default=32, help="rows decoded together (default 32)")
+    p.add_argument("--batch-size", type=int, default=64, help="rows decoded together (default 64)")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--allow-network", action="store_true", help="let the resolver download a hub model")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", default=None, metavar="SFT.jsonl",
                    help="training conversations (e.g. runs/x/teacher/sft/train.jsonl) whose activations steer the "
                         "rounding (an importance matrix, as llama-imatrix makes); default: plain rounding")
-    p.add_argument("--calibration-rows", type=int, default=64, help="how many of them (default 64)")
+    p.add_argument("--calibration-rows", type=int, default=32, help="how many of them (default 32)")
     p = sub.add_parser("serve", help="the factory-floor Q&A web app (answer, computation, reasoning, confidence)",
                        description="Starts a Gradio app. Binds 127.0.0.1 unless --host says otherwise; "
                                    "sends nothing off the machine.")

@@ -30,7 +30,8 @@ class DataConfig:
 @dataclass
 class TeacherConfig:
     kind: str = "dataset"                 # dataset: reference rationales rewritten answer-first; model: sample a model
-    model: str | None = None              # for kind=model: any model the resolver takes
+    model: str | None = None              # for kind=model: any model the resolver takes, or a server's http(s)://.../v1
+    template: str | None = None           # for a server: a local model whose chat template renders the prompts
     samples: int = 4                      # k samples per question (kind=model)
     temperature: float = 0.7
     max_new_tokens: int = 160
@@ -60,12 +61,12 @@ class ExportConfig:
     gguf: bool = True                     # merged student -> GGUF f16 -> quantized GGUF (llama.cpp)
     quant: str = "Q4_K_M"                 # Q4_K_M, Q8_0, Q4_0, Q5_K_M, Q6_K
     keep_f16: bool = True
-    calibration: int = 64                 # training conversations whose activations steer the rounding; 0: plain
+    calibration: int = 32                 # training conversations whose activations steer the rounding; 0: plain
 
 
 @dataclass
 class EvalConfig:
-    batch_size: int = 32                  # rows decoded together (a CPU decode step costs about the same for 1 or 32)
+    batch_size: int = 64                  # rows decoded together (a CPU decode step costs about the same for 1 or 64)
     max_new_tokens: int = 48              # the Answer: line; generation stops at its end
     base: bool = True                     # also evaluate the untrained base model (few-shot) for comparison
 

@@ -202,13 +202,17 @@ def shared_prefix(prompts: list[list[int]]) -> list[int]:
     return first[:length]
 
 
-def load_generator(spec: str, allow_network: bool = False, backend: str = "auto"):
-    """A generator for anything the resolver takes.
+def load_generator(spec: str, allow_network: bool = False, backend: str = "auto", template: str | None = None):
+    """A generator for anything the resolver takes, or for an OpenAI-compatible server's URL.
 
-    backend "auto": a GGUF file runs on llama.cpp when llama-cpp-python is installed, everything else (and a GGUF
-    without llama.cpp, after dequantising) on transformers. "transformers" or "llama.cpp" force one.
+    backend "auto": an http(s):// URL goes to that server (`template`: whose chat template renders the prompts);
+    a GGUF file runs on llama.cpp when llama-cpp-python is installed, everything else (and a GGUF without
+    llama.cpp, after dequantising) on transformers. "transformers" or "llama.cpp" force one.
     """
     from edgedistill.models import load_model, resolve
+    if str(spec).startswith(("http://", "https://")):
+        from edgedistill.openai_api import load_openai_generator
+        return load_openai_generator(str(spec), template, allow_network)
     resolved = resolve(spec, allow_network)
     if resolved.kind == "gguf" and backend in ("auto", "llama.cpp"):
         try:

@@ -27,6 +27,27 @@ MAX_SLOTS = 16       # llama.cpp is compute-bound on a CPU from about 8 rows on;
 BATCH_TOKENS = 512   # rows per llama_decode call; a longer prompt goes through in chunks of this size
 
 
+def _chat_renderer(llm):
+    """messages -> prompt, with the chat template stored in the GGUF (plain text when it has none)."""
+    template = llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        return lambda messages: "\n\n".join(m["content"] for m in messages) + "\n\n"
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    tokens = llm._model.token_get_text
+    formatter = Jinja2ChatFormatter(template, eos_token=tokens(llm.token_eos()), bos_token=tokens(llm.token_bos()))
+    return lambda messages: formatter(messages=messages).prompt
+
+
+def gguf_chat_renderer(gguf_path: str):
+    """The chat template of a GGUF without loading its weights (vocabulary only)."""
+    import llama_cpp
+    try:
+        llm = llama_cpp.Llama(model_path=gguf_path, vocab_only=True, verbose=False)
+    except (ValueError, RuntimeError) as exc:
+        raise UserError(f"{gguf_path}: llama.cpp cannot read this GGUF ({exc})") from None
+    return _chat_renderer(llm)
+
+
 @dataclass
 class _Slot:
     index: int      # which conversation this slot is answering
@@ -56,20 +77,9 @@ class LlamaCppGenerator:
         eot = metadata.get("tokenizer.ggml.eot_token_id")
         if eot is not None:
             self.eos.add(int(eot))
-        template = metadata.get("tokenizer.chat_template")
-        tokens = self.llm._model.token_get_text
-        self.formatter = None
-        if template:
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-            self.formatter = Jinja2ChatFormatter(template, eos_token=tokens(self.llm.token_eos()),
-                                                 bos_token=tokens(self.llm.token_bos()))
+        self.render = _chat_renderer(self.llm)
         self._contexts: dict[int, object] = {}
         self._batch = None
-
-    def render(self, messages: list[dict]) -> str:
-        if self.formatter is None:
-            return "\n\n".join(m["content"] for m in messages) + "\n\n"
-        return self.formatter(messages=messages).prompt
 
     def encode(self, text: str, special: bool = False) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
@@ -97,7 +107,9 @@ class LlamaCppGenerator:
             params.n_seq_max = slots + 1
             params.n_threads = params.n_threads_batch = self.threads
             params.kv_unified = True     # one cache: a prefix copied into every slot is stored once
-            ctx = lib.llama_init_from_model(self.llm._model.model, params)
+            from llama_cpp._utils import suppress_stdout_stderr
+            with suppress_stdout_stderr(disable=False):   # a context-size warning per call, harmless here
+                ctx = lib.llama_init_from_model(self.llm._model.model, params)
             if ctx is None:
                 raise UserError(f"llama.cpp could not make a context for {slots} rows of {self.context_per_row} "
                                 f"tokens (out of memory?): use a smaller batch_size")

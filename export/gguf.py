@@ -65,7 +65,9 @@ def quantize(source: Path, target: Path, quant: str = "Q4_K_M", threads: int = 0
         entries, _buffers = as_llama_imatrix(importance)   # _buffers keeps the arrays alive during the call
         params.imatrix = entries
     tmp = target.with_name(target.name + ".partial")
-    code = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), params)
+    from llama_cpp._utils import suppress_stdout_stderr
+    with suppress_stdout_stderr(disable=False):         # llama.cpp logs a line per tensor
+        code = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), params)
     if code != 0 or not tmp.exists():
         tmp.unlink(missing_ok=True)
         raise UserError(f"llama.cpp could not quantize {source} to {quant} (code {code})")
@@ -73,7 +75,7 @@ def quantize(source: Path, target: Path, quant: str = "Q4_K_M", threads: int = 0
     return target
 
 
-def read_calibration(sft_jsonl: Path, limit: int = 64) -> list[list[dict]]:
+def read_calibration(sft_jsonl: Path, limit: int = 32) -> list[list[dict]]:
     """The first `limit` conversations (prompt + completion messages) of an SFT file such as teacher/sft/train.jsonl."""
     from edgedistill.records import read_jsonl
     conversations = []
@@ -86,7 +88,7 @@ def read_calibration(sft_jsonl: Path, limit: int = 64) -> list[list[dict]]:
     return conversations
 
 
-def calibration_importance(merged: Path, f16: Path, conversations: list[list[dict]], limit: int = 64) -> dict:
+def calibration_importance(merged: Path, conversations: list[list[dict]], limit: int = 32) -> dict:
     """Importance matrix of the merged student over up to `limit` conversations, under the GGUF's tensor names."""
     from edgedistill.generate import render_prompt
     from edgedistill.models import load_model
@@ -96,7 +98,7 @@ def calibration_importance(merged: Path, f16: Path, conversations: list[list[dic
     for messages in conversations[:limit]:
         prompt = render_prompt(tokenizer, messages[:-1]) + messages[-1]["content"]
         rows.append(tokenizer.encode(prompt, add_special_tokens=False)[:512])
-    return gguf_names(collect_importance(model, rows), f16)
+    return gguf_names(collect_importance(model, rows), model.config)
 
 
 def export_gguf(merged: Path, out: Path, quant: str = "Q4_K_M", keep_f16: bool = True,
@@ -112,7 +114,7 @@ def export_gguf(merged: Path, out: Path, quant: str = "Q4_K_M", keep_f16: bool =
     quantized = out / f"student-{quant}.gguf"
     importance = None
     if not quantized.exists():
-        importance = calibration_importance(merged, f16, calibration) if calibration else None
+        importance = calibration_importance(merged, calibration) if calibration else None
         quantize(f16, quantized, quant, importance=importance)
     files = {"f16": f16, quant: quantized}
     result = {"gguf": str(quantized), "quant": quant, "convert_seconds": round(converted - started, 1),

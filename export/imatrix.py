@@ -33,8 +33,10 @@ def collect_importance(model, token_rows: list[list[int]], batch_size: int = 16)
             counts[name] = counts.get(name, 0) + x.shape[0]
         return hook
 
+    head = model.get_output_embeddings()
+    head_name = next((name for name, module in model.named_modules() if module is head), None)
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear):
+        if isinstance(module, torch.nn.Linear) and module is not head:
             hooks.append(module.register_forward_pre_hook(hook_for(name)))
     try:
         for start in tqdm(range(0, len(token_rows), batch_size), desc="importance matrix", unit="batch",
@@ -44,33 +46,35 @@ def collect_importance(model, token_rows: list[list[int]], batch_size: int = 16)
             ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
             mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
             real["mask"] = mask.bool()
-            model(input_ids=ids, attention_mask=mask)
+            # The decoder alone: the output head's input is its last hidden state, so the head's importance comes
+            # from that, without computing vocabulary-wide logits (a fifth of the forward) nobody reads.
+            hidden = model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+            if head_name:
+                hook_for(head_name)(None, (hidden,))
     finally:
         for h in hooks:
             h.remove()
     return {name: (sums[name] / counts[name]).numpy().astype(np.float32) for name in sums}
 
 
-def gguf_names(importance: dict[str, np.ndarray], gguf_path: Path) -> dict[str, np.ndarray]:
-    """Rename HF modules to the tensor names in this GGUF (`model.layers.0.mlp.down_proj` -> `blk.0.ffn_down.weight`).
-    A tied output head lives in `token_embd.weight`, so its importance goes there."""
+def gguf_names(importance: dict[str, np.ndarray], config) -> dict[str, np.ndarray]:
+    """Rename HF modules to the GGUF tensor names llama.cpp's converter gives them
+    (`model.layers.0.mlp.down_proj` -> `blk.0.ffn_down.weight`), from the model's HF config alone (reading the GGUF
+    back would parse its whole vocabulary). A tied output head lives in `token_embd.weight`, so its importance goes
+    there. Names llama.cpp does not find are ignored by it; an architecture gguf-py does not know gives {}."""
     import gguf
-    reader = gguf.GGUFReader(str(gguf_path))
-    arch_name = bytes(reader.fields["general.architecture"].parts[-1]).decode()
-    arch = {v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[arch_name]
-    n_blocks = int(reader.fields[f"{arch_name}.block_count"].parts[-1][0])
-    present = {t.name for t in reader.tensors}
-    name_map = gguf.get_tensor_name_map(arch, n_blocks)
+    arch = {name: key for key, name in gguf.MODEL_ARCH_NAMES.items()}.get(config.model_type)
+    if arch is None:
+        return {}
+    name_map = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
     renamed = {}
     for hf_name, values in importance.items():
         base = name_map.get_name(hf_name)
         if base is None:
             continue
-        name = base + ".weight"
-        if name == "output.weight" and name not in present:
-            name = "token_embd.weight"
-        if name in present:
-            renamed[name] = values
+        if base == "output" and getattr(config, "tie_word_embeddings", False):
+            base = "token_embd"
+        renamed[base + ".weight"] = values
     return renamed
 
 

@@ -14,6 +14,8 @@ Outputs, in `<run>/teacher/`:
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -60,16 +62,18 @@ def dataset_sample(q: Question) -> Sample:
 def model_teacher(config: Config, questions: list[Question], todo: list[Question], log: AppendLog) -> None:
     from edgedistill.generate import Sampling, load_generator
     cfg = config.teacher
-    generator = load_generator(cfg.model, config.allow_network)
+    generator = load_generator(cfg.model, config.allow_network, template=cfg.template)
     shots = [(q, answer_first_target(q)) for q in questions[:FEW_SHOT] if q.rationale]
-    meta = {"temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens}
+    meta = {"backend": generator.backend, "temperature": cfg.temperature, "top_p": 1.0,
+            "max_new_tokens": cfg.max_new_tokens}
     chunk = max(1, cfg.batch_size)   # questions per append: a kill loses at most this many questions' samples
     started, total = time.time(), len(todo)
     for start in range(0, total, chunk):
         batch = todo[start:start + chunk]
         conversations = [chat(q, shots) for q in batch for _ in range(cfg.samples)]
+        seed = config.seed + start
         sampling = Sampling(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                            stop_after_answer=False, seed=config.seed + start)
+                            stop_after_answer=False, seed=seed)
         texts = generator.generate(conversations, sampling, batch_size=cfg.batch_size * cfg.samples)
         rows = []
         for i, q in enumerate(batch):
@@ -80,11 +84,16 @@ def model_teacher(config: Config, questions: list[Question], todo: list[Question
                 verdict = {"correct": is_correct(predicted, q) and not problems, "predicted": predicted,
                            "reference": q.answer, "how": "reference answer + calculator check",
                            "problems": problems}
-                rows.append(to_dict(_sample(q, cfg.model, meta, k, text, verdict, calculator_ok=not problems)))
+                provenance = {**meta, "seed": seed, "prompt_sha256": _prompt_hash(conversations[i * cfg.samples])}
+                rows.append(to_dict(_sample(q, cfg.model, provenance, k, text, verdict, calculator_ok=not problems)))
         log.append(rows)
         done = start + len(batch)
         rate = done / (time.time() - started)
         print(f"teacher: {done}/{total} questions, {rate:.2f} q/s", flush=True)
+
+
+def _prompt_hash(messages: list[dict]) -> str:
+    return hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _sample(q: Question, model: str, meta: dict, k: int, text: str, verdict: dict, calculator_ok=True) -> Sample:

@@ -80,33 +80,51 @@ def test_export_of_a_non_model_folder_is_a_clear_error(tmp_path):
 
 def test_importance_is_the_mean_squared_input_per_column():
     import torch
+    from types import SimpleNamespace
     from export.imatrix import collect_importance
 
-    class Toy(torch.nn.Module):
+    class Decoder(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.embed = torch.nn.Embedding(10, 3)
-            self.proj = torch.nn.Linear(3, 2)
+            self.proj = torch.nn.Linear(3, 4)
 
         def forward(self, input_ids, attention_mask=None):
-            return self.proj(self.embed(input_ids))
+            return SimpleNamespace(last_hidden_state=self.proj(self.embed(input_ids)))
+
+    class ToyLM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.decoder, self.head = Decoder(), torch.nn.Linear(4, 10)
+
+        def get_decoder(self):
+            return self.decoder
+
+        def get_output_embeddings(self):
+            return self.head
 
     torch.manual_seed(0)
-    toy = Toy()
-    rows = [[1, 2, 3], [4, 5]]
-    importance = collect_importance(toy, rows, batch_size=2)   # one padded batch: padding must not count
-    x = toy.embed.weight[[1, 2, 3, 4, 5]].detach()
-    assert list(importance) == ["proj"]
-    assert importance["proj"] == pytest.approx((x ** 2).mean(0).numpy(), rel=1e-6)   # all 5 tokens, no padding
+    toy = ToyLM()
+    importance = collect_importance(toy, [[1, 2, 3], [4, 5]], batch_size=2)   # one padded batch
+    x = toy.decoder.embed.weight[[1, 2, 3, 4, 5]].detach()                     # the 5 real tokens, no padding
+    hidden = toy.decoder.proj(x).detach()
+    assert sorted(importance) == ["decoder.proj", "head"]
+    assert importance["decoder.proj"] == pytest.approx((x ** 2).mean(0).numpy(), rel=1e-5)
+    assert importance["head"] == pytest.approx((hidden ** 2).mean(0).numpy(), rel=1e-5)
 
 
-def test_importance_names_follow_the_gguf(exported, tiny_model_dir):
+def test_importance_names_are_the_tensor_names_in_the_gguf(exported, tiny_model_dir):
+    import gguf
     import numpy as np
+    from transformers import AutoConfig
     from export.imatrix import gguf_names
-    f16 = exported[1] / "student-f16.gguf"
+    config = AutoConfig.from_pretrained(tiny_model_dir)
     hf = {"model.layers.1.mlp.down_proj": np.ones(128), "model.layers.0.self_attn.q_proj": np.ones(64),
           "lm_head": np.ones(64), "not.a.weight": np.ones(3)}
-    assert sorted(gguf_names(hf, f16)) == ["blk.0.attn_q.weight", "blk.1.ffn_down.weight", "token_embd.weight"]
+    names = gguf_names(hf, config)
+    assert sorted(names) == ["blk.0.attn_q.weight", "blk.1.ffn_down.weight", "token_embd.weight"]   # tied head
+    in_file = {t.name for t in gguf.GGUFReader(str(exported[1] / "student-f16.gguf")).tensors}
+    assert set(names) <= in_file                         # what the converter really wrote
 
 
 def test_importance_steers_the_rounding(exported, tmp_path):

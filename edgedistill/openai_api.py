@@ -1,0 +1,191 @@
+"""Any OpenAI-compatible server as a generation backend: vLLM, SGLang, llama.cpp's server, hosted APIs.
+
+    teacher:
+      model: http://127.0.0.1:8000/v1      # the server's base URL
+      template: smollm2-135m-instruct      # optional: whose chat template renders the prompts (see below)
+
+A server cannot run our calculator in the middle of its decoding, so the calculator works between requests
+("verify and continue"): the server writes a completion; we walk its `<<expr=value>>` annotations in order, and at
+the first whose value is not the calculator's (or that the token budget cut open) we keep the text up to `=`,
+append the calculator's `value>>` and ask the server to continue from there. The result is the text the model
+would have written with the calculator filling in values as it decoded; a model that gets its arithmetic right
+costs one request per sample. Continuing needs the raw prompt, so requests go to `/v1/completions` with the chat
+template applied here: taken from `template` (any model spec the resolver takes; a GGUF is read vocabulary-only),
+or else from the model id the server reports, when that id resolves locally (llama.cpp's server reports the GGUF
+path it serves; vLLM a hub id, found in the local Hugging Face cache).
+
+Requests run concurrently (`concurrency` at a time), each with a timeout; connection errors, timeouts, 429 and 5xx
+are retried with exponential backoff; a server that stays down, or answers with something that is not a
+completion, is a UserError that says so. Each sample sends its own seed (seed + index), so a rerun asks for the
+same samples.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+from tqdm import tqdm
+
+from edgedistill import UserError
+from edgedistill.calculator import ANNOTATION, fill_for
+from edgedistill.generate import ANSWER_LINE_DONE, Sampling
+
+RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+MAX_CONTINUATIONS = 16   # calculator corrections per sample; more means the model has lost the thread
+
+
+def first_wrong_fill(text: str) -> tuple[int, str] | None:
+    """(cut, fill) for the first annotation the calculator disagrees with: keep text[:cut] (up to and including its
+    `=`) and append `fill` (`value>>`). An annotation left open at the end counts too; an invalid expression is left
+    as the model wrote it, as the in-process decoders do."""
+    position = 0
+    while True:
+        start = text.find("<<", position)
+        if start < 0:
+            return None
+        equals = text.find("=", start)
+        if equals < 0:
+            return None
+        cut = equals + 1
+        fill = fill_for(text[:cut])
+        closed = ANNOTATION.match(text, start)
+        if fill is not None and (closed is None or text[cut:closed.end()] != fill):
+            return cut, fill
+        position = closed.end() if closed else cut
+
+
+def truncate_after_answer(text: str) -> str:
+    match = ANSWER_LINE_DONE.search(text)
+    return text[:match.end()] if match else text
+
+
+class OpenAIGenerator:
+    backend = "openai"
+
+    def __init__(self, base_url: str, render: Callable[[list[dict]], str], model: str | None = None,
+                 api_key: str | None = None, concurrency: int = 8, timeout: float = 120.0, retries: int = 4,
+                 backoff: float = 0.5):
+        self.base_url = base_url.rstrip("/")
+        self.render, self.concurrency, self.timeout, self.retries, self.backoff = (
+            render, concurrency, timeout, retries, backoff)
+        self.api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        self.model = model or server_model_id(self.base_url, timeout, self.api_key)
+
+    def generate(self, conversations: list[list[dict]], sampling: Sampling, batch_size: int = 16,
+                 progress: str | None = None) -> list[str]:
+        prompts = [self.render(m) for m in conversations]
+        bar = tqdm(total=len(prompts), desc=progress, disable=progress is None, unit="q")
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            futures = [pool.submit(self.complete, p, sampling, sampling.seed + i) for i, p in enumerate(prompts)]
+            outputs = []
+            for future in futures:
+                outputs.append(future.result())   # raises the first failure (a UserError) after the pool drains
+                bar.update(1)
+        bar.close()
+        return outputs
+
+    def complete(self, prompt: str, sampling: Sampling, seed: int = 0) -> str:
+        text, used = "", 0
+        for _ in range(MAX_CONTINUATIONS):
+            budget = sampling.max_new_tokens - used
+            if budget <= 0:
+                break
+            piece, tokens = self._request(prompt + text, budget, sampling, seed)
+            used += tokens
+            candidate = text + piece
+            wrong = first_wrong_fill(candidate) if sampling.calculator else None
+            if wrong is None or wrong[0] <= len(text):
+                text = candidate
+                break
+            text = candidate[:wrong[0]] + wrong[1]          # continue after the calculator's value
+            if sampling.stop_after_answer and ANSWER_LINE_DONE.search(text + "\n"):
+                break                                       # the fill completed the Answer line: enough
+        if sampling.stop_after_answer:
+            text = truncate_after_answer(text)
+        return text.strip()
+
+    def _request(self, prompt: str, max_tokens: int, sampling: Sampling, seed: int) -> tuple[str, int]:
+        payload = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens, "seed": seed,
+                   "temperature": sampling.temperature, "top_p": sampling.top_p if sampling.temperature > 0 else 1.0}
+        raw = self._post("/completions", payload)
+        try:
+            data = json.loads(raw)
+            choice = data["choices"][0]
+            text = choice["text"]
+            if not isinstance(text, str):
+                raise TypeError("text is not a string")
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise UserError(f"{self.base_url} answered something that is not an OpenAI completion: "
+                            f"{raw[:200]!r}") from None
+        tokens = (data.get("usage") or {}).get("completion_tokens") or max(1, len(text) // 4)
+        return text, int(tokens)
+
+    def _post(self, path: str, payload: dict) -> bytes:
+        return http_call(self.base_url + path, payload, self.timeout, self.retries, self.backoff, self.api_key)
+
+
+def http_call(url: str, payload: dict | None, timeout: float, retries: int, backoff: float,
+              api_key: str | None = None) -> bytes:
+    """POST (or GET without payload) with retries and exponential backoff on transient failures."""
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    data = json.dumps(payload).encode() if payload is not None else None
+    delay, last = backoff, ""
+    for attempt in range(retries + 1):
+        try:
+            request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.read()
+        except urllib.error.HTTPError as exc:
+            body = exc.read()[:200]
+            if exc.code not in RETRY_STATUS:
+                raise UserError(f"{url}: HTTP {exc.code} {body!r}") from None
+            last = f"HTTP {exc.code}"
+        except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException, OSError) as exc:
+            last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+        if attempt < retries:
+            time.sleep(delay)
+            delay *= 2
+    raise UserError(f"no answer from {url} after {retries + 1} tries ({last}): is the server running?")
+
+
+def server_model_id(base_url: str, timeout: float = 10.0, api_key: str | None = None) -> str:
+    """The first model id the server lists at /v1/models."""
+    raw = http_call(base_url + "/models", None, timeout, retries=2, backoff=0.5, api_key=api_key)
+    try:
+        return json.loads(raw)["data"][0]["id"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise UserError(f"{base_url}/models answered something that is not a model list: {raw[:200]!r}") from None
+
+
+def chat_renderer(spec: str, allow_network: bool = False) -> Callable[[list[dict]], str]:
+    """messages -> prompt text with the chat template of the model `spec` names (no weights loaded)."""
+    from edgedistill.models import resolve
+    resolved = resolve(spec, allow_network)
+    if resolved.kind == "gguf":
+        from edgedistill.llamacpp import gguf_chat_renderer
+        return gguf_chat_renderer(str(resolved.path))
+    from transformers import AutoTokenizer
+    from edgedistill.generate import render_prompt
+    tokenizer = AutoTokenizer.from_pretrained(resolved.hf_folder(), trust_remote_code=False, local_files_only=True)
+    return lambda messages: render_prompt(tokenizer, messages)
+
+
+def load_openai_generator(base_url: str, template: str | None = None, allow_network: bool = False,
+                          **options) -> OpenAIGenerator:
+    model = options.pop("model", None) or server_model_id(base_url.rstrip("/"))
+    spec = template or model
+    try:
+        render = chat_renderer(spec, allow_network)
+    except UserError as exc:
+        raise UserError(f"the prompts for {base_url} need a chat template: the server's model {model!r} is not "
+                        f"found here ({exc}); set teacher.template to a local model spec (GGUF, HF folder, "
+                        f"packaged name) with the same template") from None
+    return OpenAIGenerator(base_url, render, model=model, **options)
