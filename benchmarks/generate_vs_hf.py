@@ -45,7 +45,7 @@ def main():
     rows["transformers.generate"] = (time.time() - started, texts)
     generator = TransformersGenerator(model, tokenizer)
     started = time.time()
-    texts = generator.generate([chat(q) for q in questions], Sampling(max_new_tokens=48), batch_size=16)
+    texts = generator.generate([chat(q) for q in questions], Sampling(max_new_tokens=48), batch_size=64)
     rows["edgedistill"] = (time.time() - started, texts)
     print(f"{len(questions)} questions from {args.data}, model {args.model}, torch threads {torch.get_num_threads()}")
     print(f"{'':24} {'seconds':>8} {'q/s':>6} {'pass@1':>7}")
