@@ -18,10 +18,11 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from edgedistill import UserError
-from edgedistill.generate import MIN_SHARED_PREFIX, Row, Sampling, shared_prefix
+from edgedistill.generate import MIN_SHARED_PREFIX, Row, Sampling, choose_tokens, shared_prefix
 
 MAX_SLOTS = 16       # llama.cpp is compute-bound on a CPU from about 8 rows on; more only costs KV memory
 BATCH_TOKENS = 512   # rows per llama_decode call; a longer prompt goes through in chunks of this size
@@ -78,8 +79,7 @@ class LlamaCppGenerator:
         if eot is not None:
             self.eos.add(int(eot))
         self.render = _chat_renderer(self.llm)
-        self._contexts: dict[int, object] = {}
-        self._batch = None
+        self._ctx, self._context_slots, self._batch = None, 0, None
 
     def encode(self, text: str, special: bool = False) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
@@ -98,9 +98,11 @@ class LlamaCppGenerator:
         return self._generate_tokens(prompts, sampling, batch_size, progress)
 
     def _context(self, slots: int):
-        """A llama.cpp context with `slots` sequences plus one for the shared prefix, made once per size."""
-        if slots not in self._contexts:
+        """A llama.cpp context with `slots` sequences plus one for the shared prefix. One is kept and remade only
+        when a call needs more slots, so its KV memory is allocated once per generator, not once per call."""
+        if self._context_slots < slots:
             lib = self._lib
+            self.close()
             params = lib.llama_context_default_params()
             params.n_ctx = (slots + 1) * self.context_per_row
             params.n_batch = params.n_ubatch = BATCH_TOKENS
@@ -113,10 +115,10 @@ class LlamaCppGenerator:
             if ctx is None:
                 raise UserError(f"llama.cpp could not make a context for {slots} rows of {self.context_per_row} "
                                 f"tokens (out of memory?): use a smaller batch_size")
-            self._contexts[slots] = ctx
+            self._ctx, self._context_slots = ctx, slots
             if self._batch is None:
                 self._batch = lib.llama_batch_init(BATCH_TOKENS, 0, 1)
-        return self._contexts[slots]
+        return self._ctx
 
     def _generate_tokens(self, prompts: list[list[int]], sampling: Sampling, batch_size: int,
                          progress: str | None) -> list[str]:
@@ -132,14 +134,14 @@ class LlamaCppGenerator:
         ctx = self._context(n_slots)
         memory = lib.llama_get_memory(ctx)
         lib.llama_memory_clear(memory, True)
-        prefix_seq = n_slots
+        prefix_seq = self._context_slots                # the context's last sequence holds the prefix
         prefix = shared_prefix(prompts) if len(prompts) > 1 else []
         if len(prefix) < MIN_SHARED_PREFIX:
             prefix = []
         if prefix:
             self._decode(ctx, [(tok, pos, prefix_seq, False) for pos, tok in enumerate(prefix)])
 
-        rng = np.random.default_rng(sampling.seed)
+        generator = torch.Generator().manual_seed(sampling.seed)
         outputs = [""] * len(prompts)
         waiting = list(range(len(prompts)))[::-1]       # pop() takes the next prompt in order
         slots: dict[int, _Slot] = {}
@@ -172,9 +174,10 @@ class LlamaCppGenerator:
                 entries += prompt_rows
                 readers.append((seq, len(entries) - 1))
             self._decode(ctx, entries)
-            for seq, index in readers:
+            chosen = choose_tokens(self._logits(ctx, [index for _, index in readers]), sampling, generator)
+            for (seq, _), choice in zip(readers, chosen):
                 slot = slots[seq]
-                token = slot.row.step(self._choose(ctx, index, sampling, rng))
+                token = slot.row.step(choice)
                 if token is None:
                     outputs[slot.index] = slot.row.text.strip()
                     del slots[seq]
@@ -199,26 +202,18 @@ class LlamaCppGenerator:
                 raise UserError(f"llama.cpp decode failed (code {code}): the KV cache is full; "
                                 f"use a smaller batch_size or shorter prompts")
 
-    def _choose(self, ctx, index: int, sampling: Sampling, rng: np.random.Generator) -> int:
-        pointer = self._lib.llama_get_logits_ith(ctx, index)
-        logits = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(self.n_vocab,))
-        if sampling.temperature <= 0:
-            return int(np.argmax(logits))
-        scaled = (logits - logits.max()) / sampling.temperature
-        probs = np.exp(scaled)
-        probs /= probs.sum()
-        if sampling.top_p < 1.0:
-            order = np.argsort(-probs)
-            keep = order[:int(np.searchsorted(np.cumsum(probs[order]), sampling.top_p)) + 1]
-            mask = np.zeros_like(probs)
-            mask[keep] = probs[keep]
-            probs = mask / mask.sum()
-        return int(rng.choice(self.n_vocab, p=probs))
+    def _logits(self, ctx, indices: list[int]) -> torch.Tensor:
+        """The last decode's logits at these batch rows, copied (the next decode overwrites them)."""
+        rows = []
+        for index in indices:
+            pointer = ctypes.cast(self._lib.llama_get_logits_ith(ctx, index), ctypes.POINTER(ctypes.c_float))
+            rows.append(np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)))
+        return torch.from_numpy(np.stack(rows))
 
     def close(self) -> None:
-        for ctx in self._contexts.values():
-            self._lib.llama_free(ctx)
-        self._contexts.clear()
+        if self._ctx is not None:
+            self._lib.llama_free(self._ctx)
+        self._ctx, self._context_slots = None, 0
 
     def __del__(self):
         try:

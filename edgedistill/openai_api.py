@@ -148,7 +148,7 @@ def http_call(url: str, payload: dict | None, timeout: float, retries: int, back
             if exc.code not in RETRY_STATUS:
                 raise UserError(f"{url}: HTTP {exc.code} {body!r}") from None
             last = f"HTTP {exc.code}"
-        except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException, OSError) as exc:
+        except (OSError, http.client.HTTPException) as exc:   # refused, reset, timed out, torn answer
             last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
         if attempt < retries:
             time.sleep(delay)
