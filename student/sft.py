@@ -45,7 +45,8 @@ def tokenise(tokenizer, rows: list[dict], max_length: int) -> list[dict]:
         completion_ids = encode_completion(tokenizer, completion) + [tokenizer.eos_token_id]
         ids = (prompt_ids + completion_ids)[:max_length]
         labels = ([-100] * len(prompt_ids) + completion_ids)[:max_length]
-        examples.append({"input_ids": ids, "labels": labels, "weight": float(row.get("weight", 1.0))})
+        examples.append({"input_ids": ids, "labels": labels, "weight": float(row.get("weight", 1.0)),
+                         "index": len(examples)})
     return examples
 
 
@@ -56,16 +57,65 @@ def collate(examples: list[dict], pad_id: int) -> dict:
     return {"input_ids": torch.tensor([pad(e["input_ids"], pad_id) for e in examples]),
             "attention_mask": torch.tensor([pad([1] * len(e["input_ids"]), 0) for e in examples]),
             "labels": torch.tensor([pad(e["labels"], -100) for e in examples]),
-            "weight": torch.tensor([e["weight"] for e in examples])}
+            "weight": torch.tensor([e["weight"] for e in examples]),
+            "index": [e["index"] for e in examples]}
 
 
-def completion_logits(backbone, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+class FrozenBottom:
+    """The hidden states after the frozen bottom layers, kept per example and reused in every later epoch.
+
+    With LoRA on the top layers only, the bottom layers (and the embeddings) never change, so an example's hidden
+    state after them is the same every epoch: the second epoch skips a third of the forward pass (about 30 s of
+    the quickstart). Exact because batches are right-padded and attention is causal: a real token never sees a
+    pad, so its state does not depend on which examples share its batch. About 0.5 MB per example at 576 wide.
+    """
+
+    def __init__(self, decoder, n_frozen: int):
+        self.decoder, self.n_frozen = decoder, n_frozen
+        self.states: dict[int, torch.Tensor] = {}
+
+    def hidden(self, batch: dict) -> torch.Tensor:
+        ids, lengths = batch["index"], batch["attention_mask"].sum(-1).tolist()
+        if not all(i in self.states for i in ids):
+            captured = {}
+            hook = self.decoder.layers[self.n_frozen - 1].register_forward_hook(
+                lambda module, args, output: captured.setdefault("h", _tensor(output).detach()))
+            try:
+                hidden = _decoder_hidden(self.decoder, batch, input_ids=batch["input_ids"])
+            finally:
+                hook.remove()
+            for i, length, h in zip(ids, lengths, captured["h"]):
+                self.states[i] = h[:length].clone()
+            return hidden
+        width = batch["input_ids"].shape[1]
+        embeds = torch.zeros(len(ids), width, self.states[ids[0]].shape[-1], dtype=self.states[ids[0]].dtype)
+        for row, i in enumerate(ids):
+            embeds[row, :len(self.states[i])] = self.states[i]
+        all_layers = self.decoder.layers
+        self.decoder.layers = all_layers[self.n_frozen:]   # the decoder runs whatever `layers` holds, in order
+        try:
+            return _decoder_hidden(self.decoder, batch, inputs_embeds=embeds)
+        finally:
+            self.decoder.layers = all_layers
+
+
+def _tensor(output):
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _decoder_hidden(decoder, batch: dict, **inputs) -> torch.Tensor:
+    return decoder(attention_mask=batch["attention_mask"], use_cache=False, **inputs).last_hidden_state
+
+
+def completion_logits(backbone, batch: dict, frozen: FrozenBottom | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Logits at completion positions only, with their targets and the example each belongs to.
 
     The LM head (vocabulary x width) is the costliest matrix of a small model; running it on the prompt
     positions, whose labels are masked anyway, would spend about half of a CPU step for nothing.
     """
-    hidden = backbone.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    hidden = frozen.hidden(batch) if frozen else _decoder_hidden(backbone.get_decoder(), batch,
+                                                                 input_ids=batch["input_ids"])
     targets = batch["labels"][:, 1:]
     mask = targets != -100
     rows = torch.arange(targets.shape[0])[:, None].expand_as(targets)[mask]
@@ -124,6 +174,7 @@ def run_sft(config: Config, sft_file: Path, out: Path) -> dict:
         raise UserError(f"{sft_file}: no training examples (the teacher verified none); nothing to train on")
     torch.manual_seed(config.seed)
     model, tokenizer = load_model(cfg.model, config.allow_network)
+    first = 0   # layers below this one stay frozen
     if cfg.method == "lora":
         from peft import LoraConfig, get_peft_model
         # Adapting only the top layers stops backpropagation there: the frozen bottom needs no gradient.
@@ -136,6 +187,7 @@ def run_sft(config: Config, sft_file: Path, out: Path) -> dict:
     examples = tokenise(tokenizer, rows, cfg.max_length)
     lengths = [len(e["input_ids"]) for e in examples]
     backbone = model.get_base_model() if cfg.method == "lora" else model
+    frozen = FrozenBottom(backbone.get_decoder(), first) if first > 0 and cfg.epochs > 1 else None
     steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
     total_steps = max(1, round(steps_per_epoch * cfg.epochs))
     params = [p for p in model.parameters() if p.requires_grad]
@@ -158,7 +210,7 @@ def run_sft(config: Config, sft_file: Path, out: Path) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, total_steps, cfg.warmup_steps, cfg.learning_rate)
         with torch.autocast("cpu", dtype=amp, enabled=amp is not None):
-            logits, targets, rows_of_tokens = completion_logits(backbone, batch)
+            logits, targets, rows_of_tokens = completion_logits(backbone, batch, frozen)
         loss = completion_loss(logits, targets, batch["weight"][rows_of_tokens])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

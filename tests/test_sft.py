@@ -34,6 +34,31 @@ def test_completion_logits_equal_full_forward_at_completion_positions(tiny_model
     assert rows_of.tolist() == [0] * int(mask[0].sum()) + [1] * int(mask[1].sum())
 
 
+def test_frozen_bottom_reuses_hidden_states_exactly_whatever_the_batch(tiny_model_dir):
+    """Second epoch: the cached states after the frozen layers give the logits a full forward gives, even when the
+    example now shares its batch with a longer one (more padding)."""
+    from edgedistill.models import load_model
+    model, tok = load_model(str(tiny_model_dir))
+    rows = [{"prompt": [{"role": "user", "content": text}], "completion": [{"role": "assistant", "content": answer}]}
+            for text, answer in [("What is 6 times 7?", "Answer: <<6*7=42>>\nReason: six sevens."), ("Hi", "Answer: 1"),
+                                 ("A much longer question about the press line and its hourly output?", "Answer: 3")]]
+    examples = sft.tokenise(tok, rows, 256)
+    frozen = sft.FrozenBottom(model.get_decoder(), n_frozen=1)
+    first_epoch = sft.collate(examples[:2], tok.pad_token_id)
+    sft.completion_logits(model, first_epoch, frozen)
+    sft.completion_logits(model, sft.collate(examples[2:], tok.pad_token_id), frozen)
+    assert sorted(frozen.states) == [0, 1, 2]
+    second_epoch = sft.collate([examples[2], examples[0]], tok.pad_token_id)
+    calls = []
+    hook = model.get_decoder().layers[0].register_forward_hook(lambda *a: calls.append(1))
+    cached, _, _ = sft.completion_logits(model, second_epoch, frozen)
+    hook.remove()
+    assert calls == []                                  # the frozen layer did not run again
+    full, _, _ = sft.completion_logits(model, second_epoch)
+    torch.testing.assert_close(cached, full, rtol=1e-4, atol=1e-4)
+    assert len(model.get_decoder().layers) == model.config.num_hidden_layers   # restored after the fast path
+
+
 def test_tokenise_masks_the_prompt_and_appends_eos(smollm_tokenizer):
     tok = smollm_tokenizer
     row = {"prompt": [{"role": "user", "content": "Q?"}],
