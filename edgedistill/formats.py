@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import re
 
-from edgedistill.calculator import ANNOTATION, CalculatorError, evaluate, format_number, numbers_match
+from edgedistill.calculator import evaluate, format_number
 from edgedistill.records import Question
 
 # Short on purpose: every training example and every prompt carries it (a CPU pays per token).
 INSTRUCTION = "Write 'Answer:' first, arithmetic as <<expression=>>, then 'Reason:'."
+# The same content reasoning first (pre-thinking, the baseline answer-first is compared against).
+INSTRUCTION_RATIONALE_FIRST = "Write 'Reason:' first, arithmetic as <<expression=>>, then 'Answer:'."
 
 _GSM8K_REPEAT = re.compile(r"(<<[^<>=]*=([^<>]*)>>)\s*\2(?![\d.])")   # `<<2*3=6>>6` -> `<<2*3=6>>`
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
 
 def user_message(question: Question | str) -> str:
@@ -30,10 +31,11 @@ def user_message(question: Question | str) -> str:
     return q
 
 
-def chat(question: Question | str, shots: list[tuple[Question, str]] = ()) -> list[dict]:
+def chat(question: Question | str, shots: list[tuple[Question, str]] = (), instruction: str = INSTRUCTION
+         ) -> list[dict]:
     """The chat messages for a question: the instruction as the system turn (it replaces a template's default
     system prompt, so the prompt stays short), then worked examples (question, target) as earlier turns."""
-    messages = [{"role": "system", "content": INSTRUCTION}]
+    messages = [{"role": "system", "content": instruction}]
     for shot_question, target in shots:
         messages += [{"role": "user", "content": user_message(shot_question)},
                      {"role": "assistant", "content": target}]
@@ -56,6 +58,12 @@ def answer_first_target(question: Question, rationale: str | None = None) -> str
     return f"Answer: {answer}\nReason: {reason}" if reason else f"Answer: {answer}"
 
 
+def rationale_first(answer_first: str) -> str:
+    """The same answer and rationale with the rationale first: `Reason: ...` then `Answer: ...` on the last line."""
+    answer, reason = split_answer_reason(answer_first)
+    return f"Reason: {reason}\nAnswer: {answer}" if reason else f"Answer: {answer}"
+
+
 def answer_line(text: str) -> str | None:
     """The text after 'Answer:' up to the end of its line, or None when the model wrote no Answer line."""
     match = re.search(r"Answer:\s*(.*)", text)
@@ -67,43 +75,3 @@ def split_answer_reason(text: str) -> tuple[str | None, str]:
     answer = answer_line(text)
     match = re.search(r"Reason:\s*(.*)", text, re.S)
     return answer, (match.group(1).strip() if match else "")
-
-
-def extract_answer(text: str, answer_type: str = "number") -> str | None:
-    """The model's answer: read from the Answer line (after the calculator filled it in).
-
-    For numbers: the value of the last annotation on that line, else its first number; for models that ignore
-    the format, the last number anywhere in the text. For choice and label answers: the line's text.
-    """
-    line = answer_line(text)
-    if answer_type != "number":
-        return line.strip().rstrip(".") if line else None
-    if line is not None:
-        annotations = ANNOTATION.findall(line)
-        if annotations:
-            expr, value = annotations[-1]
-            if value.strip():
-                return value.strip()
-            try:
-                return format_number(evaluate(expr))
-            except CalculatorError:
-                return None
-        numbers = _NUMBER.findall(line)
-        if numbers:
-            return numbers[0].replace(",", "")
-    numbers = _NUMBER.findall(ANNOTATION.sub(lambda m: f" {m.group(2)} ", text))
-    return numbers[-1].replace(",", "") if numbers else None
-
-
-def is_correct(predicted: str | None, question: Question) -> bool:
-    """Numbers match to the reference's decimals (or a relative 1e-4); choices and labels case-insensitively."""
-    if predicted is None or question.answer is None:
-        return False
-    if question.answer_type == "number":
-        try:
-            return numbers_match(question.answer, float(predicted))
-        except ValueError:
-            return False
-    if question.answer_type == "choice":
-        return predicted.strip().upper()[:1] == question.answer.strip().upper()[:1]
-    return predicted.strip().lower() == question.answer.strip().lower()

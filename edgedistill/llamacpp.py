@@ -62,6 +62,7 @@ class LlamaCppGenerator:
     def __init__(self, gguf_path: str, context_per_row: int = 1024, threads: int | None = None):
         self.threads = threads or os.cpu_count()
         self.context_per_row = context_per_row
+        self.generated_tokens = 0   # completion tokens so far, for progress reports (tokens/s)
         try:
             import llama_cpp
         except ImportError:
@@ -180,6 +181,7 @@ class LlamaCppGenerator:
                 token = slot.row.step(choice)
                 if token is None:
                     outputs[slot.index] = slot.row.text.strip()
+                    self.generated_tokens += len(slot.row.tokens)
                     del slots[seq]
                     bar.update(1)
                 else:

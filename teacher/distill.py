@@ -1,16 +1,32 @@
-"""Teacher stage: write answer-first training data, verified, resumable.
+"""Teacher stage: verified, scored, answer-first training data and preference pairs, resumable and traceable.
 
 Two teachers, one config line apart (`teacher.kind`):
 - `dataset` (the quickstart's default; DistillKit calls it a dataset teacher): the reference rationale that comes
   with each seed question, rewritten answer-first. Every calculator annotation is re-evaluated; a record whose
   arithmetic does not check out is kept in samples.jsonl with its verdict and left out of the SFT data.
-- `model`: any model the resolver takes samples `teacher.samples` answer-first completions per question (with the
-  calculator, two worked examples in the prompt) and each is verified against the reference answer.
+- `model`: any model the resolver takes, or an OpenAI-compatible server, self-evolves the data (SPHERE,
+  arXiv 2503.04813), in rounds that each append to samples.jsonl:
+    1. sample    k answer-first completions per question (calculator on, two worked examples in the prompt);
+                 each is verified against the reference, or, for a question without one, against the majority
+                 of the k answers (every verdict says which: `reference_source` gold | majority, `agreement`)
+    2. correct   questions whose k samples all fail get one reflect-and-retry round: the wrong answer is shown
+                 back with "that is wrong, find the mistake", and k new samples are verified the same way
+    3. negatives a weaker model (or the student) samples at high temperature; its wrong answers are the
+                 rejected side of preference pairs
+  Every sample's steps are scored (teacher/steps.py) and every sample carries its provenance: teacher model,
+  backend, sampling parameters, seed, prompt hash.
 
-Outputs, in `<run>/teacher/`:
-    samples.jsonl      every sample with its verdict (append-only; a rerun regenerates no finished record)
-    sft/train.jsonl    the verified samples as {"prompt": [messages], "completion": [messages]} (TRL's format)
-    summary.json       counts: questions, samples, verified, kept
+Then the views (written afresh from samples.jsonl every time, so a rerun after a kill rebuilds them whole):
+    sft/train.jsonl               selected verified samples, answer-first, with difficulty (1 - pass rate)
+    sft/rationale_first.jsonl     the same content rationale-first (the baseline answer-first is compared with)
+    preferences/train.jsonl       chosen/rejected pairs (teacher/pairs.py)
+    dataset/                      all three as a Hugging Face datasets folder with a card (teacher/publish.py)
+    selection.json, selection.png what selection kept and dropped, and why (teacher/select.py)
+    summary.json                  counts and yields
+
+Resume: samples are appended per chunk of questions; a rerun regenerates only chunks with missing ids. Chunks
+are cut from the full question list and seeded by their index, so a resumed run writes exactly the records the
+uninterrupted run would have.
 """
 from __future__ import annotations
 
@@ -19,102 +35,256 @@ import json
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 from edgedistill.calculator import check_annotations
+from edgedistill.checkers import extract_answer, is_correct, majority
 from edgedistill.config import Config
-from edgedistill.formats import answer_first_target, chat, extract_answer, is_correct, split_answer_reason
+from edgedistill.formats import INSTRUCTION_RATIONALE_FIRST, answer_first_target, chat, rationale_first, \
+    split_answer_reason
 from edgedistill.records import AppendLog, Question, Sample, load_questions, to_dict, write_json_atomic, \
     write_jsonl_atomic
 
-FEW_SHOT = 2   # worked examples in a model teacher's prompt, taken from the first train questions
+FEW_SHOT = 2   # worked examples in a model teacher's prompt, taken from the first train questions with rationales
+CORRECTION = "That answer ({answer}) is wrong. Find the mistake, then solve the question again in the same format."
 
 
 def run_teacher(config: Config, out: Path) -> dict:
-    questions = load_questions(config.data.train, limit=config.data.train_limit)
+    cfg = config.teacher
+    questions = load_questions(config.data.train, need_answers=cfg.kind == "dataset", limit=config.data.train_limit)
     log = AppendLog(out / "samples.jsonl", key="id")
-    done = log.done()
-    todo = [q for q in questions if not all(f"{q.id}#{k}" in done for k in range(_samples_per_question(config)))]
-    if done:
-        print(f"teacher: resuming, {len(done)} samples already written, {len(todo)} questions to go", flush=True)
-    if config.teacher.kind == "dataset":
-        log.append(to_dict(dataset_sample(q)) for q in todo)
+    scorer = make_scorer(config)
+    judge = None
+    if cfg.judge_model and any(q.answer_type == "text" for q in questions):   # free-text answers need a judge
+        from edgedistill.checkers import Judge
+        from edgedistill.generate import load_generator
+        judge = Judge(load_generator(cfg.judge_model, config.allow_network, template=cfg.template))
+    if cfg.kind == "dataset":
+        done = log.done()
+        log.append(to_dict(dataset_sample(q, scorer)) for q in questions if f"{q.id}#0" not in done)
     else:
-        model_teacher(config, questions, todo, log)
-    return write_sft_view(questions, log.rows(), config.teacher.keep_per_question, out)
+        from edgedistill.generate import load_generator
+        teacher = load_generator(cfg.model, config.allow_network, sampling_backend(cfg.model, cfg.backend),
+                                 template=cfg.template)
+        shots = [(q, answer_first_target(q)) for q in questions if q.rationale][:FEW_SHOT]
+        first = lambda q: [chat(q, shots)] * cfg.samples   # noqa: E731
+        sample_round(config, "sample", teacher, cfg.model, questions, first, cfg.temperature, log, scorer, judge)
+        if cfg.self_correct:
+            failed = failed_questions(questions, log.rows(), cfg.samples)
+            retry = lambda q: [chat(q, shots) + [{"role": "assistant", "content": s["text"]},   # noqa: E731
+                                                 {"role": "user", "content": CORRECTION.format(
+                                                     answer=s["verdict"].get("predicted") or s["answer"])}]
+                               for s in failed[q.id]]
+            sample_round(config, "correct", teacher, cfg.model, [q for q in questions if q.id in failed], retry,
+                         cfg.temperature, log, scorer, judge)
+        if cfg.negatives_model:
+            weak = load_generator(cfg.negatives_model, config.allow_network,
+                                  sampling_backend(cfg.negatives_model, cfg.backend), template=cfg.template)
+            negatives = lambda q: [chat(q, shots)] * cfg.negatives_samples   # noqa: E731
+            sample_round(config, "negative", weak, cfg.negatives_model, questions, negatives,
+                         cfg.negatives_temperature, log, scorer, judge)
+    return write_views(config, questions, log.rows(), out)
 
 
-def _samples_per_question(config: Config) -> int:
-    return 1 if config.teacher.kind == "dataset" else config.teacher.samples
+SMALL_GGUF_BYTES = 512 * 2**20
 
 
-def dataset_sample(q: Question) -> Sample:
+def sampling_backend(spec: str, backend: str = "auto") -> str:
+    """The backend a teacher samples with. `auto`: a small GGUF (under 512 MiB, a few hundred million parameters)
+    samples on transformers, dequantised to fp32 once: many rows per batch with each repeated prompt prefilled
+    once wrote 148 tok/s against llama.cpp's 100 on 2 cores (SmolLM2-135M, benchmarks/teacher_throughput.py).
+    Larger GGUFs stay on llama.cpp, whose quantized weights need an eighth of fp32's memory."""
+    if backend != "auto" or str(spec).startswith(("http://", "https://")):
+        return backend
+    from edgedistill.models import resolve
+    resolved = resolve(spec)
+    small = resolved.kind == "gguf" and resolved.path.stat().st_size < SMALL_GGUF_BYTES
+    return "transformers" if small else "auto"
+
+
+def make_scorer(config: Config):
+    from teacher.steps import GroundingScorer, JudgeScorer, NoScorer
+    if config.teacher.step_scorer == "judge":
+        from edgedistill.generate import load_generator
+        return JudgeScorer(load_generator(config.teacher.judge_model, config.allow_network,
+                                          template=config.teacher.template))
+    return GroundingScorer() if config.teacher.step_scorer == "grounding" else NoScorer()
+
+
+def dataset_sample(q: Question, scorer) -> Sample:
     """The reference rationale, answer-first, with its arithmetic re-checked by the calculator."""
     if not q.rationale:
-        return _sample(q, "dataset", {}, 0, "", verdict={"correct": False, "how": "no reference rationale"})
+        return _sample(q, "dataset", {}, "0", "", {"correct": False, "how": "no reference rationale"}, "teacher")
     text = answer_first_target(q)
     problems = check_annotations(text)
     predicted = extract_answer(text, q.answer_type)
-    correct = is_correct(predicted, q) and not problems
-    verdict = {"correct": correct, "how": "reference answer + calculator check", "reference": q.answer,
-               "problems": problems}
-    return _sample(q, "dataset", {}, 0, text, verdict=verdict, calculator_ok=not problems)
+    verdict = {"correct": is_correct(predicted, q) and not problems, "how": "reference answer + calculator check",
+               "reference": q.answer, "reference_source": "gold", "problems": problems}
+    sample = _sample(q, "dataset", {}, "0", text, verdict, "teacher")
+    sample.scores = scorer.score(q, [text])[0]
+    return sample
 
 
-def model_teacher(config: Config, questions: list[Question], todo: list[Question], log: AppendLog) -> None:
-    from edgedistill.generate import Sampling, load_generator
+ID_PREFIX = {"sample": "", "correct": "c", "negative": "n"}
+ORIGIN = {"sample": "teacher", "correct": "self-correction", "negative": "negative"}
+
+
+def sample_round(config: Config, name: str, generator, model: str, questions: list[Question], conversations_for,
+                 temperature: float, log: AppendLog, scorer, judge=None) -> None:
+    """Sample the conversations of each question, verify, score, append; chunks already written are skipped."""
+    from edgedistill.generate import Sampling
     cfg = config.teacher
-    generator = load_generator(cfg.model, config.allow_network, template=cfg.template)
-    shots = [(q, answer_first_target(q)) for q in questions[:FEW_SHOT] if q.rationale]
-    meta = {"backend": generator.backend, "temperature": cfg.temperature, "top_p": 1.0,
-            "max_new_tokens": cfg.max_new_tokens}
-    chunk = max(1, cfg.batch_size)   # questions per append: a kill loses at most this many questions' samples
-    started, total = time.time(), len(todo)
-    for start in range(0, total, chunk):
-        batch = todo[start:start + chunk]
-        conversations = [chat(q, shots) for q in batch for _ in range(cfg.samples)]
-        seed = config.seed + start
-        sampling = Sampling(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                            stop_after_answer=False, seed=seed)
-        texts = generator.generate(conversations, sampling, batch_size=cfg.batch_size * cfg.samples)
+    done = log.done()
+    references = first_round_references(log.rows()) if name != "sample" else {}
+    chunks = [questions[i:i + max(1, cfg.batch_size)] for i in range(0, len(questions), max(1, cfg.batch_size))]
+    work = [(index, chunk, [conversations_for(q) for q in chunk]) for index, chunk in enumerate(chunks)]
+    work = [(index, chunk, convs) for index, chunk, convs in work
+            if not all(_id(q, name, k) in done for q, c in zip(chunk, convs) for k in range(len(c)))]
+    total_q = sum(len(chunk) for _, chunk, _ in work)
+    if not total_q:
+        return
+    this_round = [i for i in done if i.split("#", 1)[1].startswith(ID_PREFIX[name] or tuple("0123456789"))]
+    if this_round:
+        print(f"teacher: resuming the {name} round, {len(this_round)} samples already written, {total_q} "
+              f"questions to go", flush=True)
+    bar = tqdm(total=total_q, desc=f"teacher {name}", unit="q")
+    started, tokens_before = time.time(), getattr(generator, "generated_tokens", 0)
+    for index, chunk, convs in work:
+        seed = config.seed * 1_000_003 + {"sample": 0, "correct": 100_000, "negative": 200_000}[name] + index
+        sampling = Sampling(max_new_tokens=cfg.max_new_tokens, temperature=temperature, stop_after_answer=False,
+                            seed=seed)
+        flat = [c for per_q in convs for c in per_q]
+        texts = iter(generator.generate(flat, sampling, batch_size=len(flat)))
+        meta = {"backend": generator.backend, "temperature": temperature, "top_p": 1.0,
+                "max_new_tokens": cfg.max_new_tokens, "seed": seed, "round": name}
         rows = []
-        for i, q in enumerate(batch):
-            for k in range(cfg.samples):
-                text = texts[i * cfg.samples + k]
-                predicted = extract_answer(text, q.answer_type)
+        for q, per_q in zip(chunk, convs):
+            outputs = [next(texts) for _ in per_q]
+            predictions = [extract_answer(t, q.answer_type) for t in outputs]
+            reference = references.get(q.id) or reference_for(q, predictions)
+            scores = scorer.score(q, outputs)
+            for k, (conversation, text, predicted, score) in enumerate(zip(per_q, outputs, predictions, scores)):
+                if _id(q, name, k) in done:
+                    continue
                 problems = check_annotations(text)
-                verdict = {"correct": is_correct(predicted, q) and not problems, "predicted": predicted,
-                           "reference": q.answer, "how": "reference answer + calculator check",
-                           "problems": problems}
-                provenance = {**meta, "seed": seed, "prompt_sha256": _prompt_hash(conversations[i * cfg.samples])}
-                rows.append(to_dict(_sample(q, cfg.model, provenance, k, text, verdict, calculator_ok=not problems)))
+                verdict = {"correct": _verified(predicted, q, reference, judge) and not problems,
+                           "predicted": predicted,
+                           **reference, "how": "reference answer + calculator check", "problems": problems}
+                provenance = {**meta, "prompt_sha256": _prompt_hash(conversation)}
+                sample = _sample(q, model, provenance, f"{ID_PREFIX[name]}{k}", text, verdict, ORIGIN[name])
+                sample.scores = score
+                rows.append(to_dict(sample))
         log.append(rows)
-        done = start + len(batch)
-        rate = done / (time.time() - started)
-        print(f"teacher: {done}/{total} questions, {rate:.2f} q/s", flush=True)
+        bar.update(len(chunk))
+        made = getattr(generator, "generated_tokens", 0) - tokens_before
+        bar.set_postfix({"tok/s": f"{made / max(1e-9, time.time() - started):.0f}"})
+    bar.close()
+
+
+def reference_for(q: Question, predictions: list[str | None]) -> dict:
+    """The question's own answer when it has one, else the majority of the k answers with its agreement."""
+    if q.answer is not None:
+        return {"reference": q.answer, "reference_source": "gold"}
+    answer, agreement = majority(predictions, q)
+    return {"reference": answer, "reference_source": "majority", "agreement": agreement}
+
+
+def _verified(predicted: str | None, q: Question, reference: dict, judge=None) -> bool:
+    if reference["reference"] is None:
+        return False
+    return is_correct(predicted, Question(**{**q.__dict__, "answer": reference["reference"]}), judge)
+
+
+def first_round_references(samples: list[dict]) -> dict[str, dict]:
+    """Per question, the reference its first round was verified against (later rounds use the same)."""
+    found = {}
+    for s in samples:
+        if s.get("origin", "teacher") == "teacher" and s["question_id"] not in found:
+            found[s["question_id"]] = {key: s["verdict"][key] for key in ("reference", "reference_source", "agreement")
+                                       if key in s["verdict"]}
+    return found
+
+
+def failed_questions(questions: list[Question], samples: list[dict], k: int) -> dict[str, list[dict]]:
+    """Questions with a reference answer whose first-round samples all failed: {id: those samples}."""
+    first: dict[str, list[dict]] = {}
+    for s in samples:
+        if s.get("origin", "teacher") == "teacher":
+            first.setdefault(s["question_id"], []).append(s)
+    return {q.id: first[q.id] for q in questions
+            if q.answer is not None and len(first.get(q.id, [])) >= k
+            and not any(s["verdict"].get("correct") for s in first[q.id])}
+
+
+def _id(q: Question, name: str, k: int) -> str:
+    return f"{q.id}#{ID_PREFIX[name]}{k}"
 
 
 def _prompt_hash(messages: list[dict]) -> str:
     return hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _sample(q: Question, model: str, meta: dict, k: int, text: str, verdict: dict, calculator_ok=True) -> Sample:
+def _sample(q: Question, model: str, meta: dict, k: str, text: str, verdict: dict, origin: str) -> Sample:
     answer, rationale = split_answer_reason(text)
     return Sample(id=f"{q.id}#{k}", question_id=q.id, teacher={"model": model, **meta, "sample": k}, text=text,
-                  answer=answer, rationale=rationale, verdict=verdict, calculator_ok=calculator_ok)
+                  answer=answer, rationale=rationale, verdict=verdict, calculator_ok=not verdict.get("problems"),
+                  origin=origin)
 
 
-def write_sft_view(questions: list[Question], samples: list[dict], keep: int, out: Path) -> dict:
-    """The verified samples as prompt/completion chat records, at most `keep` per question, in question order."""
+def write_views(config: Config, questions: list[Question], samples: list[dict], out: Path) -> dict:
+    """SFT (both formats), preference pairs, selection and the datasets folder, from the whole sample log."""
+    from teacher.pairs import build_pairs
+    from teacher.publish import write_dataset
+    from teacher.select import select, write_selection_report
+    cfg = config.teacher
     by_question: dict[str, list[dict]] = {}
     for s in samples:
-        if s["verdict"].get("correct"):
-            by_question.setdefault(s["question_id"], []).append(s)
-    rows = []
-    for q in questions:
-        for s in by_question.get(q.id, [])[:keep]:
-            rows.append({"id": s["id"], "prompt": chat(q), "completion": [{"role": "assistant", "content": s["text"]}]})
-    write_jsonl_atomic(out / "sft" / "train.jsonl", rows)
+        by_question.setdefault(s["question_id"], []).append(s)
+    candidates = []
+    for order, q in enumerate(questions):
+        group = by_question.get(q.id, [])
+        first = [s for s in group if s.get("origin", "teacher") == "teacher"]
+        pass_rate = sum(bool(s["verdict"].get("correct")) for s in first) / max(1, len(first))
+        verified = [s for s in group if s["verdict"].get("correct") and s.get("origin") != "negative"]
+        verified.sort(key=lambda s: (-s.get("scores", {}).get("min", 0.0), s["id"]))
+        if not verified:   # counted in the selection report's "not verified"
+            candidates.append({"id": q.id, "order": order, "q": q, "question": q.question, "text": "",
+                               "rationale": "", "pass_rate": 0.0, "tokens": 0, "verified": False})
+        for s in verified[:cfg.keep_per_question]:
+            candidates.append({"id": s["id"], "order": order, "q": q, "question": q.question, "text": s["text"],
+                               "rationale": s.get("rationale") or "", "pass_rate": round(pass_rate, 4),
+                               "tokens": max(1, len(s["text"]) // 4)})
+    eval_files = ([config.data.eval] if cfg.select.decontaminate_eval else []) + cfg.select.decontaminate
+    eval_texts = [e.question for path in eval_files for e in load_questions(path, need_answers=False)]
+    embedder = None
+    if cfg.select.budget is not None or cfg.select.budget_tokens is not None:
+        from edgedistill.models import embedder_folder
+        embedder = embedder_folder(cfg.select.embedder, config.allow_network)
+    kept, selection = select(candidates, cfg.select, eval_texts, config.seed, embedder)
+    sft = [{"id": c["id"], "prompt": chat(c["q"]), "completion": [{"role": "assistant", "content": c["text"]}],
+            "pass_rate": c["pass_rate"], "difficulty": c["difficulty"]} for c in kept]
+    sft_rf = [{**row, "prompt": chat(c["q"], instruction=INSTRUCTION_RATIONALE_FIRST),
+               "completion": [{"role": "assistant", "content": rationale_first(c["text"])}]}
+              for row, c in zip(sft, kept)]
+    pairs, pair_report = build_pairs(questions, samples, cfg.pair_margin, cfg.pair_length_ratio)
+    write_jsonl_atomic(out / "sft" / "train.jsonl", sft)
+    write_jsonl_atomic(out / "sft" / "rationale_first.jsonl", sft_rf)
+    write_jsonl_atomic(out / "preferences" / "train.jsonl", pairs)
+    write_selection_report(selection, out)
+    firsts = first_round_references(samples)
     summary = {"questions": len(questions), "samples": len(samples),
                "verified": sum(1 for s in samples if s["verdict"].get("correct")),
-               "questions_with_verified": len(by_question), "kept": len(rows)}
+               "questions_with_verified": len({c["q"].id for c in candidates if c.get("verified", True)}), "kept": len(sft),
+               "references": {source: sum(r.get("reference_source") == source for r in firsts.values())
+                              for source in ("gold", "majority")},
+               "self_corrected": len({s["question_id"] for s in samples
+                                      if s.get("origin") == "self-correction" and s["verdict"].get("correct")}),
+               "negatives": sum(s.get("origin") == "negative" for s in samples),
+               "pairs": pair_report, "selection": {k: selection[k] for k in ("candidates", "kept", "dropped")}}
+    sources = {"questions": config.data.train, "kind": cfg.kind, "teacher": cfg.model or "reference rationales",
+               "samples": cfg.samples if cfg.kind == "model" else 1, "temperature": cfg.temperature,
+               "negatives": cfg.negatives_model, "step_scorer": cfg.step_scorer, "seed": config.seed}
+    write_dataset(out / "dataset", {"sft": sft, "sft_rationale_first": sft_rf, "preferences": pairs}, summary, sources)
     write_json_atomic(out / "summary.json", summary)
-    return summary
+    return {k: summary[k] for k in ("questions", "samples", "verified", "questions_with_verified", "kept")} | \
+        {"pairs": pair_report["pairs"]}

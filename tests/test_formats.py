@@ -1,5 +1,5 @@
-from edgedistill.formats import (INSTRUCTION, answer_first_target, chat, clean_rationale, extract_answer, is_correct,
-                                 split_answer_reason)
+from edgedistill.checkers import extract_answer, is_correct
+from edgedistill.formats import INSTRUCTION, answer_first_target, chat, clean_rationale, split_answer_reason
 from edgedistill.records import Question, question_from_dict
 
 

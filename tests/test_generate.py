@@ -107,6 +107,23 @@ def test_shared_prefix_cache_gives_the_same_greedy_output(tiny_model_dir):
     assert batched == alone
 
 
+def test_repeated_prompts_are_prefilled_once_and_still_sampled_apart(tiny_model_dir):
+    model, tok = load_model(str(tiny_model_dir))
+    gen = TransformersGenerator(model, tok)
+    a, b = [{"role": "user", "content": "What is 6 times 7?"}], [{"role": "user", "content": "Name a sensor."}]
+    greedy = Sampling(max_new_tokens=8, stop_after_answer=False)
+    assert gen.generate([a, b, a, a], greedy, batch_size=4) == \
+        [gen.generate([c], greedy, batch_size=1)[0] for c in (a, b, a, a)]
+    rows = []
+    original = model.forward
+    model.forward = lambda *args, **kw: rows.append(kw["input_ids"].shape[0]) or original(*args, **kw)
+    sampled = gen.generate([a] * 4, Sampling(max_new_tokens=8, temperature=1.0, stop_after_answer=False, seed=1))
+    model.forward = original
+    assert rows[:2] == [1, 1]                # shared prefix, then one prompt row prefilled for four samples
+    assert rows[2] == 4                      # then four rows decode
+    assert len(set(sampled)) > 1             # each row still draws its own tokens
+
+
 def test_shared_prefix_leaves_each_prompt_a_token():
     from edgedistill.generate import shared_prefix
     assert shared_prefix([[1, 2, 3], [1, 2, 3]]) == [1, 2]

@@ -119,7 +119,7 @@ def test_teacher_on_a_server_that_dies_mid_run_loses_nothing_and_resumes(tmp_pat
     config.write_text(yaml.safe_dump({
         "data": {"train": str(data), "eval": str(data), "train_limit": None},
         "teacher": {"kind": "model", "model": url, "template": "smollm2-135m-instruct", "samples": 2,
-                    "batch_size": 1, "max_new_tokens": 40}}))
+                    "batch_size": 1, "max_new_tokens": 40, "self_correct": False}}))
     out = tmp_path / "run"
     samples = out / "teacher" / "samples.jsonl"
     command = [sys.executable, "-m", "edgedistill.cli", "teach", "--config", str(config), "--out", str(out)]

@@ -23,6 +23,7 @@ def write_jsonl(path, rows):
 def tiny_config(tmp_path, model_dir, **overrides):
     data = write_jsonl(tmp_path / "seeds.jsonl", QUESTIONS)
     config = {"data": {"train": str(data), "eval": str(data), "train_limit": None},
+              "teacher": {"select": {"decontaminate_eval": False}},   # these tests evaluate on training questions
               "student": {"model": str(model_dir), "epochs": 2, "batch_size": 4, "checkpoint_every": 2,
                           "learning_rate": 1e-3},
               "eval": {"batch_size": 4, "max_new_tokens": 12, "base": True}}
@@ -32,6 +33,16 @@ def tiny_config(tmp_path, model_dir, **overrides):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def test_evaluating_on_the_training_file_is_caught_as_contamination(tmp_path, tiny_model_dir, capsys):
+    data = write_jsonl(tmp_path / "seeds.jsonl", QUESTIONS)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"data": {"train": str(data), "eval": str(data), "train_limit": None},
+                                      "student": {"model": str(tiny_model_dir)}}))
+    assert main(["teach", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err
+    assert "selection kept none (8 contaminated" in error and "is data.eval the training file?" in error
 
 
 def test_run_writes_report_and_second_run_skips(tmp_path, tiny_model_dir, capsys):

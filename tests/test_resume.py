@@ -40,7 +40,8 @@ def test_kill_during_teacher_then_resume_regenerates_no_finished_record(tmp_path
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({
         "data": {"train": str(data), "eval": str(data), "train_limit": None, "eval_limit": 4},
-        "teacher": {"kind": "model", "model": str(tiny_model_dir), "samples": 2, "batch_size": 1, "max_new_tokens": 24},
+        "teacher": {"kind": "model", "model": str(tiny_model_dir), "samples": 2, "batch_size": 1, "max_new_tokens": 24,
+                    "self_correct": False},
         "student": {"model": str(tiny_model_dir), "epochs": 1, "batch_size": 8},
         "eval": {"batch_size": 4, "max_new_tokens": 8, "base": False}}))
     out = tmp_path / "run"
@@ -65,6 +66,7 @@ def test_kill_during_training_then_resume_repeats_at_most_one_interval(tmp_path,
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({
         "data": {"train": str(data), "eval": str(data), "train_limit": None},
+        "teacher": {"select": {"decontaminate_eval": False}},
         "student": {"model": str(tiny_model_dir), "epochs": 40, "batch_size": 2, "checkpoint_every": 5},
         "eval": {"batch_size": 4, "max_new_tokens": 8, "base": False}}))
     out = tmp_path / "run"
