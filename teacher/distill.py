@@ -34,6 +34,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from tqdm import tqdm
 
@@ -125,8 +126,14 @@ def dataset_sample(q: Question, scorer) -> Sample:
     return sample
 
 
-ID_PREFIX = {"sample": "", "correct": "c", "negative": "n"}
-ORIGIN = {"sample": "teacher", "correct": "self-correction", "negative": "negative"}
+class Round(NamedTuple):
+    id_prefix: str       # sample ids: "<question>#<prefix><k>"
+    origin: str          # what the sample's record says it is
+    seed_offset: int     # each round draws from its own seeds
+
+
+ROUNDS = {"sample": Round("", "teacher", 0), "correct": Round("c", "self-correction", 100_000),
+          "negative": Round("n", "negative", 200_000)}
 
 
 def sample_round(config: Config, name: str, generator, model: str, questions: list[Question], conversations_for,
@@ -138,19 +145,18 @@ def sample_round(config: Config, name: str, generator, model: str, questions: li
     references = first_round_references(log.rows()) if name != "sample" else {}
     chunks = [questions[i:i + max(1, cfg.batch_size)] for i in range(0, len(questions), max(1, cfg.batch_size))]
     work = [(index, chunk, [conversations_for(q) for q in chunk]) for index, chunk in enumerate(chunks)]
-    work = [(index, chunk, convs) for index, chunk, convs in work
-            if not all(_id(q, name, k) in done for q, c in zip(chunk, convs) for k in range(len(c)))]
+    written = [[_id(q, name, k) in done for q, c in zip(chunk, convs) for k in range(len(c))] for _, chunk, convs in work]
+    work = [w for w, flags in zip(work, written) if not all(flags)]
     total_q = sum(len(chunk) for _, chunk, _ in work)
     if not total_q:
         return
-    this_round = [i for i in done if i.split("#", 1)[1].startswith(ID_PREFIX[name] or tuple("0123456789"))]
-    if this_round:
-        print(f"teacher: resuming the {name} round, {len(this_round)} samples already written, {total_q} "
+    if any(any(flags) for flags in written):
+        print(f"teacher: resuming the {name} round, {sum(map(sum, written))} samples already written, {total_q} "
               f"questions to go", flush=True)
     bar = tqdm(total=total_q, desc=f"teacher {name}", unit="q")
     started, tokens_before = time.time(), getattr(generator, "generated_tokens", 0)
     for index, chunk, convs in work:
-        seed = config.seed * 1_000_003 + {"sample": 0, "correct": 100_000, "negative": 200_000}[name] + index
+        seed = config.seed * 1_000_003 + ROUNDS[name].seed_offset + index
         sampling = Sampling(max_new_tokens=cfg.max_new_tokens, temperature=temperature, stop_after_answer=False,
                             seed=seed)
         flat = [c for per_q in convs for c in per_q]
@@ -168,10 +174,11 @@ def sample_round(config: Config, name: str, generator, model: str, questions: li
                     continue
                 problems = check_annotations(text)
                 verdict = {"correct": _verified(predicted, q, reference, judge) and not problems,
-                           "predicted": predicted,
-                           **reference, "how": "reference answer + calculator check", "problems": problems}
+                           "predicted": predicted, **reference, "how": "reference + calculator check",
+                           "problems": problems}
                 provenance = {**meta, "prompt_sha256": _prompt_hash(conversation)}
-                sample = _sample(q, model, provenance, f"{ID_PREFIX[name]}{k}", text, verdict, ORIGIN[name])
+                sample = _sample(q, model, provenance, f"{ROUNDS[name].id_prefix}{k}", text, verdict,
+                                 ROUNDS[name].origin)
                 sample.scores = score
                 rows.append(to_dict(sample))
         log.append(rows)
@@ -217,7 +224,7 @@ def failed_questions(questions: list[Question], samples: list[dict], k: int) -> 
 
 
 def _id(q: Question, name: str, k: int) -> str:
-    return f"{q.id}#{ID_PREFIX[name]}{k}"
+    return f"{q.id}#{ROUNDS[name].id_prefix}{k}"
 
 
 def _prompt_hash(messages: list[dict]) -> str:

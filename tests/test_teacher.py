@@ -147,6 +147,7 @@ def test_model_teacher_majority_self_correction_negatives_and_outputs(tmp_path, 
     config.data.train, config.data.eval, config.data.train_limit = str(seeds), "shopfloor:dev", None
     config.teacher.kind, config.teacher.model, config.teacher.negatives_model = "model", "big", "weak"
     config.teacher.samples, config.teacher.batch_size = 4, 2
+    config.teacher.backend = "transformers"       # named, so the scripted teachers' names are not resolved
     out = tmp_path / "teacher"
     summary = distill.run_teacher(config, out)
     samples = {s["id"]: s for s in map(json.loads, (out / "samples.jsonl").read_text().splitlines())}
