@@ -74,7 +74,7 @@ def run_teacher(config: Config, out: Path) -> dict:
             failed = failed_questions(questions, log.rows(), cfg.samples)
             retry = lambda q: [chat(q, shots) + [{"role": "assistant", "content": s["text"]},   # noqa: E731
                                                  {"role": "user", "content": CORRECTION.format(
-                                                     answer=s["verdict"].get("predicted") or s["answer"])}]
+                                                     answer=s["verdict"].get("predicted") or "none given")}]
                                for s in failed[q.id]]
             sample_round(config, "correct", teacher, cfg.model, [q for q in questions if q.id in failed], retry,
                          cfg.temperature, log, scorer, judge)

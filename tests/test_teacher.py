@@ -131,8 +131,8 @@ def test_model_teacher_majority_self_correction_negatives_and_outputs(tmp_path, 
     seeds.write_text("question,answer\nQ1 press: 6 times 7?,42\nQ2 press: 5 times 5?,25\nQ3 no reference: 2 times 3?,\n")
 
     def teacher_script(question, correcting, i, temperature):
-        if question.startswith("Q2") and not correcting:
-            return "Answer: <<5*6=30>>\nReason: Five times six is <<5*6=30>>."      # always wrong first
+        if question.startswith("Q2") and not correcting:                           # always wrong first
+            return "Answer: <<5*6=30>>\nReason: Five times six is <<5*6=30>>." if i % 2 else "I do not know."
         if question.startswith("Q3"):
             return "Answer: <<2*3=6>>\nReason: <<2*3=6>>." if i % 4 != 3 else "Answer: 5\nReason: A guess."
         a, b = {"Q1": (6, 7), "Q2": (5, 5)}[question[:2]]
@@ -159,6 +159,7 @@ def test_model_teacher_majority_self_correction_negatives_and_outputs(tmp_path, 
     assert all(samples[f"plant-3#c{k}"]["verdict"]["correct"] for k in range(4))
     assert samples["plant-3#c0"]["origin"] == "self-correction"
     assert any("That answer (30) is wrong" in m[-1]["content"] for m in teachers["big"].prompts)
+    assert any("That answer (none given) is wrong" in m[-1]["content"] for m in teachers["big"].prompts)
     assert not any(k.startswith("plant-2#c") for k in samples)          # Q1 was right: no correction round
     assert samples["plant-2#n0"]["origin"] == "negative" and samples["plant-2#n0"]["teacher"]["model"] == "weak"
     assert samples["plant-2#0"]["teacher"]["prompt_sha256"] and samples["plant-2#0"]["teacher"]["seed"] is not None
