@@ -4,8 +4,8 @@ A step is a sentence of the rationale (the text after `Reason:`). A sample's sco
 chain of reasoning is as sound as its weakest step, the usual way a process reward model's step scores are
 combined) and the mean is kept beside it. Two scorers, one method (`score(question, texts)`):
 
-- `GroundingScorer` (the default; no model, instant): a step scores 0 when a calculator annotation in it is wrong,
-  else the share of the operands of its expressions that are grounded, i.e. appear in the question, in an earlier
+- `GroundingScorer` (the default; no model, instant): a step scores 0 when a calculator annotation or a plain
+  equation in it ("12/6 = 2") is wrong, else the share of the operands of its expressions that are grounded, i.e. appear in the question, in an earlier
   step, or among a few unit constants (60 minutes, 100 percent, 12 a dozen...). A small model's typical slip is a
   quantity that is nowhere in the question (7 hours read as 8): this catches it without a second model.
 - `JudgeScorer(generator)`: a process reward by prompting: any model (a local GGUF, a server's URL) is asked per
@@ -23,6 +23,8 @@ from edgedistill.records import Question
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(<])|\n+")
 _NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?|\.\d+")
 _OPERAND = re.compile(r"\d+(?:\.\d+)?|\.\d+")
+_NUM = r"\d[\d,]*(?:\.\d+)?"
+PLAIN_EQUATION = re.compile(rf"(?<![\w.])({_NUM}(?:\s*[-+*/×x]\s*{_NUM})+)\s*=\s*({_NUM})")
 WORD_NUMBERS = {"half": 0.5, "twice": 2, "double": 2, "triple": 3, "dozen": 12, "one": 1, "two": 2, "three": 3,
                 "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10, "eleven": 11,
                 "twelve": 12, "quarter": 0.25, "third": 3, "hundred": 100, "thousand": 1000}
@@ -59,9 +61,12 @@ class GroundingScorer:
         known = numbers_in(question.question + " " + " ".join(question.options or [])) | UNIT_CONSTANTS
         scores = []
         for step in split_steps(text):
-            annotations = ANNOTATION.findall(step)
+            # calculator annotations, and plain equations for teachers that skip the calculator ("12/6 = 2")
+            equations = ANNOTATION.findall(step) + [(expr.replace("×", "*").replace("x", "*").replace(",", ""),
+                                                     value.replace(",", ""))
+                                                    for expr, value in PLAIN_EQUATION.findall(ANNOTATION.sub(" ", step))]
             operands, wrong = [], False
-            for expr, value in annotations:
+            for expr, value in equations:
                 try:
                     result = evaluate(expr)
                 except CalculatorError:

@@ -24,6 +24,9 @@ def test_grounding_scores_an_invented_quantity_and_a_wrong_sum_low():
     assert invented["steps"] == [1.0, 0.5] and invented["min"] == 0.5     # 8 is nowhere in the question
     assert wrong["min"] == 0.0                                          # 60*7 is not 400
     assert split_steps("Answer: 3\nReason: One. Two three.") == ["One.", "Two three."]
+    plain_right, plain_wrong = scorer.score(PRESS, ["Answer: 420\nReason: 60 x 7 = 420 parts.",
+                                                    "Answer: 400\nReason: 60 x 7 = 400 parts."])
+    assert plain_right["min"] == 1.0 and plain_wrong["min"] == 0.0      # equations without the calculator count too
 
 
 def test_judge_scorer_asks_per_step_with_the_steps_before_it():
