@@ -2,15 +2,18 @@
 
     <run>/teacher/dataset/
         README.md                                  card: sources, counts, yield, filters; `configs` for load_dataset
-        sft/train-00000-of-00001.parquet           answer-first   {"prompt": [...], "completion": [...], ...}
-        sft_rationale_first/train-00000-of-00001.parquet   the same content, rationale first
-        preferences/train-00000-of-00001.parquet   {"prompt": [...], "chosen": [...], "rejected": [...], ...}
+        sft/train-<hash>.parquet           answer-first   {"prompt": [...], "completion": [...], ...}
+        sft_rationale_first/train-<hash>.parquet   the same content, rationale first
+        preferences/train-<hash>.parquet   {"prompt": [...], "chosen": [...], "rejected": [...], ...}
 
 `datasets.load_dataset("<run>/teacher/dataset", "sft")` (and so TRL's SFTTrainer and DPOTrainer) reads them as
-they are; the student stage reads the JSONL twins in `sft/` and `preferences/`.
+they are; the student stage reads the JSONL twins in `sft/` and `preferences/`. Each file is named by a hash of
+its rows and the card names that file: `datasets` keys its cache on the card's paths, so two folders (or two runs
+into one folder) with the same file names would load the first one's cached rows (datasets 5.2.0 does).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -21,24 +24,29 @@ VIEWS = {"sft": "answer-first SFT records (prompt/completion chat messages)",
          "preferences": "preference pairs (prompt/chosen/rejected) for DPO"}
 
 
-def write_parquet(path: Path, rows: list[dict]) -> None:
+def write_parquet(folder: Path, rows: list[dict]) -> str:
+    """`folder/train-<hash of the rows>.parquet` (older files there removed); returns its name."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    path.parent.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"train-{hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:12]}.parquet"
     table = pa.Table.from_pylist(rows) if rows else pa.table({"id": pa.array([], pa.string())})
-    tmp = path.with_name("." + path.name + ".tmp")
+    tmp = folder / f".{name}.tmp"
     pq.write_table(table, tmp)
-    tmp.replace(path)
+    tmp.replace(folder / name)
+    for old in folder.glob("*.parquet"):
+        if old.name != name:
+            old.unlink()
+    return name
 
 
 def write_dataset(root: Path, views: dict[str, list[dict]], summary: dict, sources: dict) -> None:
-    for name, rows in views.items():
-        write_parquet(root / name / "train-00000-of-00001.parquet", rows)
-    write_text_atomic(root / "README.md", dataset_card(views, summary, sources))
+    files = {name: f"{name}/{write_parquet(root / name, rows)}" for name, rows in views.items()}
+    write_text_atomic(root / "README.md", dataset_card(views, files, summary, sources))
 
 
-def dataset_card(views: dict[str, list[dict]], summary: dict, sources: dict) -> str:
-    configs = "".join(f"- config_name: {name}\n  data_files:\n  - split: train\n    path: {name}/train-*.parquet\n"
+def dataset_card(views: dict[str, list[dict]], files: dict[str, str], summary: dict, sources: dict) -> str:
+    configs = "".join(f"- config_name: {name}\n  data_files:\n  - split: train\n    path: {files[name]}\n"
                       for name in views)
     counts = "\n".join(f"| `{name}` | {len(rows)} | {VIEWS.get(name, '')} |" for name, rows in views.items())
     selection = summary.get("selection", {})

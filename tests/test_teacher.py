@@ -171,9 +171,14 @@ def test_model_teacher_majority_self_correction_negatives_and_outputs(tmp_path, 
     assert [r["pass_rate"] for r in sft] == [1.0, 0.0, 0.75]
     rationale_first = (out / "sft" / "rationale_first.jsonl").read_text().splitlines()
     assert json.loads(rationale_first[0])["completion"][0]["content"].startswith("Reason: 6 times 7")
-    table = pq.read_table(out / "dataset" / "preferences" / "train-00000-of-00001.parquet").to_pylist()
+    (parquet,) = (out / "dataset" / "preferences").glob("*.parquet")
+    table = pq.read_table(parquet).to_pylist()
     # Q3's negative is too long beside its short chosen answer: the teacher's own wrong sample stands in
     assert {r["rejected_id"] for r in table} == {"plant-2#n0", "plant-3#n0", "plant-4#3"}
+    datasets = pytest.importorskip("datasets")       # what TRL's trainers load with
+    loaded = datasets.load_dataset(str(out / "dataset"), "preferences")["train"]
+    assert loaded.num_rows == 3 and loaded[0]["prompt"][-1]["role"] == "user"
+    assert datasets.load_dataset(str(out / "dataset"), "sft")["train"]["pass_rate"] == [1.0, 0.0, 0.75]
     card = (out / "dataset" / "README.md").read_text()
     assert "config_name: sft_rationale_first" in card and "1 by majority vote" in card
     assert json.loads((out / "summary.json").read_text())["self_corrected"] == 1
