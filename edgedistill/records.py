@@ -53,8 +53,13 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UserError(f"{path}:{number}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                                f"save the file as UTF-8") from None
             if not line.strip():
                 continue
             try:
@@ -80,9 +85,9 @@ def read_csv(path: str | Path) -> Iterator[tuple[int, dict]]:
         raise UserError(f"{path}: no such file")
     with path.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle)
-        if not reader.fieldnames or "question" not in [name.strip() for name in reader.fieldnames]:
-            raise UserError(f"{path}:1: the header has no 'question' column (found: {reader.fieldnames})")
         try:
+            if not reader.fieldnames or "question" not in [name.strip() for name in reader.fieldnames]:
+                raise UserError(f"{path}:1: the header has no 'question' column (found: {reader.fieldnames})")
             for row in reader:
                 obj = {k.strip(): v.strip() for k, v in row.items() if k and isinstance(v, str) and v.strip()}
                 if not obj:
@@ -91,8 +96,9 @@ def read_csv(path: str | Path) -> Iterator[tuple[int, dict]]:
                     text = obj["options"]
                     obj["options"] = json.loads(text) if text.startswith("[") else [o.strip() for o in text.split("|")]
                 yield reader.line_num, obj
-        except (csv.Error, json.JSONDecodeError) as exc:
-            raise UserError(f"{path}:{reader.line_num}: malformed CSV row ({exc})") from None
+        except (csv.Error, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"{path}:{max(1, reader.line_num)}: malformed CSV row ({exc}); a CSV must be UTF-8 "
+                            f"text") from None
 
 
 def read_rows(path: str | Path) -> Iterator[tuple[int, dict]]:

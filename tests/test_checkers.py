@@ -99,3 +99,11 @@ def test_csv_with_options_and_bad_headers(tmp_path):
     bad.write_text("prompt,answer\nWhat?,1\n")
     with pytest.raises(UserError, match=r"bad.csv:1: the header has no 'question' column"):
         load_questions(bad)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("question\nWie viele Maße?\n".encode("latin-1"))
+    with pytest.raises(UserError, match="must be UTF-8"):
+        load_questions(latin, need_answers=False)
+    jsonl = tmp_path / "latin.jsonl"
+    jsonl.write_bytes(b'{"question": "ok", "answer": "1"}\n' + '{"question": "Maße"}\n'.encode("latin-1"))
+    with pytest.raises(UserError, match=r"latin.jsonl:2: not UTF-8"):
+        load_questions(jsonl, need_answers=False)
