@@ -141,8 +141,9 @@ def sample_round(config: Config, name: str, generator, model: str, questions: li
     """Sample the conversations of each question, verify, score, append; chunks already written are skipped."""
     from edgedistill.generate import Sampling
     cfg = config.teacher
-    done = log.done()
-    references = first_round_references(log.rows()) if name != "sample" else {}
+    written_rows = log.rows()
+    done = {row["id"] for row in written_rows}
+    references = first_round_references(written_rows) if name != "sample" else {}
     chunks = [questions[i:i + max(1, cfg.batch_size)] for i in range(0, len(questions), max(1, cfg.batch_size))]
     work = [(index, chunk, [conversations_for(q) for q in chunk]) for index, chunk in enumerate(chunks)]
     written = [[_id(q, name, k) in done for q, c in zip(chunk, convs) for k in range(len(c))] for _, chunk, convs in work]

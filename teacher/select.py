@@ -79,18 +79,26 @@ def embed(texts: list[str], folder: Path, batch_size: int = 64) -> np.ndarray:
 
 
 def kmeans(points: np.ndarray, k: int, seed: int, iterations: int = 30) -> np.ndarray:
-    """Cluster index per point: k-means++ seeding from a seeded generator, then Lloyd iterations."""
+    """Cluster index per point: k-means++ seeding from a seeded generator, then Lloyd iterations.
+
+    Memory and time stay linear in the number of points: distances come from |x|^2 - 2 x.c + |c|^2 (an N x K
+    matrix, never N x K x D), and the seeding keeps each point's distance to its nearest centre so far.
+    """
     rng = np.random.default_rng(seed)
+    points = points.astype(np.float64)
     k = max(1, min(k, len(points)))
-    centres = [points[rng.integers(len(points))]]
+    chosen = [int(rng.integers(len(points)))]
+    nearest = ((points - points[chosen[0]]) ** 2).sum(1)
     for _ in range(1, k):
-        distance = np.min(((points[:, None, :] - np.array(centres)[None]) ** 2).sum(-1), axis=1)
-        total = distance.sum()
-        centres.append(points[rng.choice(len(points), p=distance / total)] if total > 0 else points[len(centres)])
-    centres = np.array(centres)
+        total = nearest.sum()
+        index = int(rng.choice(len(points), p=nearest / total)) if total > 0 else len(chosen)
+        chosen.append(index)
+        nearest = np.minimum(nearest, ((points - points[index]) ** 2).sum(1))
+    centres = points[chosen]
+    squared = (points ** 2).sum(1)[:, None]
     labels = np.zeros(len(points), dtype=int)
     for _ in range(iterations):
-        labels = ((points[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
+        labels = (squared - 2 * points @ centres.T + (centres ** 2).sum(1)[None]).argmin(1)
         new = np.array([points[labels == c].mean(0) if (labels == c).any() else centres[c] for c in range(k)])
         if np.allclose(new, centres):
             break
