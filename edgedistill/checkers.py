@@ -49,8 +49,13 @@ def extract_answer(text: str, answer_type: str = "number") -> str | None:
     return numbers[-1].replace(",", "") if numbers else None
 
 
+def words(text: str) -> list[str]:
+    """Lower-case words, punctuation dropped: how answers, labels and n-grams are compared."""
+    return re.sub(r"[^\w]+", " ", text.lower()).split()
+
+
 def _words(text: str) -> str:
-    return " ".join(re.sub(r"[^\w]+", " ", text.lower()).split())
+    return " ".join(words(text))
 
 
 def _number(answer: str) -> float | None:

@@ -162,6 +162,14 @@ def load_questions(path: str | Path, need_answers: bool = True, limit: int | Non
     return questions
 
 
+def by_question(samples: Iterable[dict]) -> dict[str, list[dict]]:
+    """Sample records grouped by their question id, in file order."""
+    groups: dict[str, list[dict]] = {}
+    for s in samples:
+        groups.setdefault(s["question_id"], []).append(s)
+    return groups
+
+
 def to_dict(record) -> dict:
     return {k: v for k, v in dataclasses.asdict(record).items() if v is not None}
 

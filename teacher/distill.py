@@ -43,8 +43,8 @@ from edgedistill.checkers import extract_answer, is_correct, majority
 from edgedistill.config import Config
 from edgedistill.formats import INSTRUCTION_RATIONALE_FIRST, answer_first_target, chat, rationale_first, \
     split_answer_reason
-from edgedistill.records import AppendLog, Question, Sample, load_questions, to_dict, write_json_atomic, \
-    write_jsonl_atomic
+from edgedistill.records import AppendLog, Question, Sample, by_question, load_questions, to_dict, \
+    write_json_atomic, write_jsonl_atomic
 
 FEW_SHOT = 2   # worked examples in a model teacher's prompt, taken from the first train questions with rationales
 CORRECTION = "That answer ({answer}) is wrong. Find the mistake, then solve the question again in the same format."
@@ -215,10 +215,7 @@ def first_round_references(samples: list[dict]) -> dict[str, dict]:
 
 def failed_questions(questions: list[Question], samples: list[dict], k: int) -> dict[str, list[dict]]:
     """Questions with a reference answer whose first-round samples all failed: {id: those samples}."""
-    first: dict[str, list[dict]] = {}
-    for s in samples:
-        if s.get("origin", "teacher") == "teacher":
-            first.setdefault(s["question_id"], []).append(s)
+    first = by_question(s for s in samples if s.get("origin", "teacher") == "teacher")
     return {q.id: first[q.id] for q in questions
             if q.answer is not None and len(first.get(q.id, [])) >= k
             and not any(s["verdict"].get("correct") for s in first[q.id])}
@@ -245,12 +242,10 @@ def write_views(config: Config, questions: list[Question], samples: list[dict], 
     from teacher.publish import write_dataset
     from teacher.select import select, write_selection_report
     cfg = config.teacher
-    by_question: dict[str, list[dict]] = {}
-    for s in samples:
-        by_question.setdefault(s["question_id"], []).append(s)
+    groups = by_question(samples)
     candidates = []
     for order, q in enumerate(questions):
-        group = by_question.get(q.id, [])
+        group = groups.get(q.id, [])
         first = [s for s in group if s.get("origin", "teacher") == "teacher"]
         pass_rate = sum(bool(s["verdict"].get("correct")) for s in first) / max(1, len(first))
         verified = [s for s in group if s["verdict"].get("correct") and s.get("origin") != "negative"]

@@ -15,7 +15,7 @@ Every pair satisfies verify(chosen) and not verify(rejected); a test checks it.
 from __future__ import annotations
 
 from edgedistill.formats import chat
-from edgedistill.records import Question
+from edgedistill.records import Question, by_question
 
 
 def _score(sample: dict) -> float:
@@ -25,12 +25,10 @@ def _score(sample: dict) -> float:
 def build_pairs(questions: list[Question], samples: list[dict], margin: float = 0.0,
                 max_length_ratio: float = 1.5) -> tuple[list[dict], dict]:
     """(pairs in TRL's conversational preference format, report of counts and drops)."""
-    by_question: dict[str, list[dict]] = {}
-    for s in samples:
-        by_question.setdefault(s["question_id"], []).append(s)
+    groups = by_question(samples)
     pairs, dropped = [], {"no verified sample": 0, "no failed sample": 0, "margin": 0, "length": 0}
     for q in questions:
-        group = by_question.get(q.id, [])
+        group = groups.get(q.id, [])
         good = [s for s in group if s["verdict"].get("correct") and s.get("origin") != "negative"]
         bad = [s for s in group if not s["verdict"].get("correct") and s["text"].strip()]
         if not good:

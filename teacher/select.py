@@ -21,13 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgedistill.checkers import words
 from edgedistill.records import write_json_atomic
 
 BANDS = ("easy", "medium", "hard")
-
-
-def words(text: str) -> list[str]:
-    return re.sub(r"[^\w]+", " ", text.lower()).split()
 
 
 def repetition(text: str, n: int = 4) -> float:
