@@ -45,7 +45,7 @@ class TeacherConfig:
     kind: str = "dataset"                 # dataset: reference rationales rewritten answer-first; model: sample a model
     model: str | None = None              # for kind=model: any model the resolver takes, or a server's http(s)://.../v1
     template: str | None = None           # for a server: a local model whose chat template renders the prompts
-    backend: str = "auto"                 # auto (a GGUF under 512 MiB: transformers, else llama.cpp) | transformers | llama.cpp
+    backend: str = "auto"                 # auto (a GGUF under 512 MiB: transformers, else llama.cpp) | transformers | llama.cpp | vllm (GPU)
     samples: int = 4                      # k samples per question (kind=model); their agreement is the difficulty
     temperature: float = 0.7
     max_new_tokens: int = 160
@@ -112,7 +112,8 @@ class Config:
         return dataclasses.asdict(self)
 
 
-CHOICES = {"teacher.kind": ("dataset", "model"), "teacher.backend": ("auto", "transformers", "llama.cpp"), "teacher.step_scorer": ("grounding", "judge", "none"),
+CHOICES = {"teacher.kind": ("dataset", "model"), "teacher.backend": ("auto", "transformers", "llama.cpp", "vllm"),
+           "teacher.step_scorer": ("grounding", "judge", "none"),
            "student.method": ("lora", "full"),
            "export.quant": ("Q4_K_M", "Q8_0", "Q4_0", "Q5_K_M", "Q6_K")}
 

@@ -225,12 +225,15 @@ def load_generator(spec: str, allow_network: bool = False, backend: str = "auto"
 
     backend "auto": an http(s):// URL goes to that server (`template`: whose chat template renders the prompts);
     a GGUF file runs on llama.cpp when llama-cpp-python is installed, everything else (and a GGUF without
-    llama.cpp, after dequantising) on transformers. "transformers" or "llama.cpp" force one.
+    llama.cpp, after dequantising) on transformers. "transformers", "llama.cpp" or "vllm" (GPU) force one.
     """
     from edgedistill.models import load_model, resolve
     if str(spec).startswith(("http://", "https://")):
         from edgedistill.openai_api import load_openai_generator
         return load_openai_generator(str(spec), template, allow_network)
+    if backend == "vllm":
+        from edgedistill.vllm_engine import load_vllm_generator
+        return load_vllm_generator(spec, allow_network)
     resolved = resolve(spec, allow_network)
     if resolved.kind == "gguf" and backend in ("auto", "llama.cpp"):
         try:

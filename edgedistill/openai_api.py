@@ -61,6 +61,22 @@ def first_wrong_fill(text: str) -> tuple[int, str] | None:
         position = closed.end() if closed else cut
 
 
+def extend_with_calculator(text: str, piece: str, sampling: Sampling) -> tuple[str, bool]:
+    """One verify-and-continue step: (the text so far, finished?) after the engine wrote `piece` after `text`.
+    Not finished when the calculator corrected a value: the text ends with its `value>>`, to be continued."""
+    candidate = text + piece
+    wrong = first_wrong_fill(candidate) if sampling.calculator else None
+    if wrong is None or wrong[0] <= len(text):
+        return candidate, True
+    text = candidate[:wrong[0]] + wrong[1]                 # continue after the calculator's value
+    done = sampling.stop_after_answer and ANSWER_LINE_DONE.search(text + "\n") is not None
+    return text, done                                      # a fill that completed the Answer line is enough
+
+
+def finish(text: str, sampling: Sampling) -> str:
+    return (truncate_after_answer(text) if sampling.stop_after_answer else text).strip()
+
+
 def truncate_after_answer(text: str) -> str:
     match = ANSWER_LINE_DONE.search(text)
     return text[:match.end()] if match else text
@@ -103,17 +119,10 @@ class OpenAIGenerator:
             used += tokens
             with self._count_lock:
                 self.generated_tokens += tokens
-            candidate = text + piece
-            wrong = first_wrong_fill(candidate) if sampling.calculator else None
-            if wrong is None or wrong[0] <= len(text):
-                text = candidate
+            text, finished = extend_with_calculator(text, piece, sampling)
+            if finished:
                 break
-            text = candidate[:wrong[0]] + wrong[1]          # continue after the calculator's value
-            if sampling.stop_after_answer and ANSWER_LINE_DONE.search(text + "\n"):
-                break                                       # the fill completed the Answer line: enough
-        if sampling.stop_after_answer:
-            text = truncate_after_answer(text)
-        return text.strip()
+        return finish(text, sampling)
 
     def _request(self, prompt: str, max_tokens: int, sampling: Sampling, seed: int) -> tuple[str, int]:
         payload = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens, "seed": seed,

@@ -1,5 +1,6 @@
 """Teacher stage in depth: step scores, preference pairs, selection, and the self-evolving rounds end to end."""
 import json
+import math
 
 import pyarrow.parquet as pq
 import pytest
@@ -129,7 +130,7 @@ class ScriptedTeacher:
         return out
 
 
-def test_model_teacher_majority_self_correction_negatives_and_outputs(tmp_path, monkeypatch):
+def test_model_teacher_majority_self_correction_negatives_and_outputs(tmp_path, monkeypatch, tiny_model_dir):
     seeds = tmp_path / "plant.csv"
     seeds.write_text("question,answer\nQ1 press: 6 times 7?,42\nQ2 press: 5 times 5?,25\nQ3 no reference: 2 times 3?,\n")
 
@@ -179,6 +180,7 @@ def test_model_teacher_majority_self_correction_negatives_and_outputs(tmp_path, 
     loaded = datasets.load_dataset(str(out / "dataset"), "preferences")["train"]
     assert loaded.num_rows == 3 and loaded[0]["prompt"][-1]["role"] == "user"
     assert datasets.load_dataset(str(out / "dataset"), "sft")["train"]["pass_rate"] == [1.0, 0.0, 0.75]
+    trl_trains_one_step_on(out / "dataset", tiny_model_dir, tmp_path)
     card = (out / "dataset" / "README.md").read_text()
     assert "config_name: sft_rationale_first" in card and "1 by majority vote" in card
     assert json.loads((out / "summary.json").read_text())["self_corrected"] == 1
@@ -187,6 +189,20 @@ def test_model_teacher_majority_self_correction_negatives_and_outputs(tmp_path, 
     teachers["big"].prompts.clear()
     distill.run_teacher(config, out)
     assert (out / "samples.jsonl").read_text() == before and teachers["big"].prompts == []
+
+
+def trl_trains_one_step_on(dataset_folder, model_dir, tmp_path):
+    """TRL's own trainers take the datasets folder as it is: DPO starts at log 2 (policy = reference), SFT runs."""
+    datasets = pytest.importorskip("datasets")
+    trl = pytest.importorskip("trl")
+    common = {"output_dir": str(tmp_path / "trl"), "max_steps": 1, "per_device_train_batch_size": 3,
+              "report_to": "none", "logging_steps": 1, "save_strategy": "no", "bf16": False, "use_cpu": True}
+    dpo = trl.DPOTrainer(model=str(model_dir), args=trl.DPOConfig(**common),
+                         train_dataset=datasets.load_dataset(str(dataset_folder), "preferences")["train"])
+    assert dpo.train().training_loss == pytest.approx(math.log(2), abs=1e-5)
+    sft = trl.SFTTrainer(model=str(model_dir), args=trl.SFTConfig(**common),
+                         train_dataset=datasets.load_dataset(str(dataset_folder), "sft")["train"])
+    assert math.isfinite(sft.train().training_loss)
 
 
 def test_same_seed_same_data_and_a_resumed_run_equals_an_uninterrupted_one(tmp_path, tiny_model_dir):
