@@ -23,6 +23,7 @@ from edgedistill.records import PACKAGED_PREFIX
 class DataConfig:
     train: str = "shopfloor:train"        # seed questions the teacher answers (packaged split or JSONL path)
     eval: str = "shopfloor:heldout"       # held-out questions for the report (never used for training)
+    dev: str = "shopfloor:dev"            # dev questions the student is evaluated on while it trains
     train_limit: int | None = 400         # first N train questions (None: all)
     eval_limit: int | None = None
 
@@ -63,20 +64,58 @@ class TeacherConfig:
 
 
 @dataclass
+class DPOConfig:
+    """Direct preference optimisation on the teacher's pairs, from the previous stage's model (InfiAlign's recipe:
+    the SFT model is the policy's start and the reference)."""
+    beta: float = 0.1
+    learning_rate: float = 5e-5           # LoRA; full fine-tuning wants about 1e-6
+    epochs: float = 1.0
+    batch_size: int = 4                   # pairs per step
+
+
+@dataclass
+class OnlineConfig:
+    """On-policy RL: each step samples `samples` completions per prompt from the current model, verifies them, and
+    updates with the objective's advantages."""
+    objective: str = "grao"               # grao | pass (pass@k) | max (max@k) | maj (majority vote) | mean (RLOO)
+    samples: int = 4                      # G (GRAO) or k (the k-sample objectives)
+    prompts_per_step: int = 4
+    steps: int = 20
+    temperature: float = 1.0
+    max_new_tokens: int = 128
+    learning_rate: float = 2e-5
+    beta: float = 0.5                     # GRAO: imitation weight
+    lam: float = 0.6                      # GRAO: alignment regulariser
+    centred: bool = False                 # k-sample objectives: centred leave-one-out (optimises k-1 samples)
+
+
+@dataclass
 class StudentConfig:
     model: str = "smollm2-135m-instruct"
+    stages: list[str] = field(default_factory=lambda: ["sft"])   # in order, each from the last: sft, dpo, online
     method: str = "lora"                  # lora | full
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     lora_layers_fraction: float = 1.0     # adapt the top fraction of layers (less backward work on a CPU)
+    format: str = "answer_first"          # answer_first | rationale_first (the baseline it is compared with)
+    rationale_weight: float = 1.0         # lambda_r: the rationale's share of the answer-first loss (0: answer only)
+    hardness: float = 0.0                 # alpha: weight examples by their rationale loss (0: off)
     epochs: float = 2.0
     learning_rate: float = 1e-3
     batch_size: int = 8
+    accumulation: int = 1                 # micro-batches per optimizer step
     max_length: int = 320
     warmup_steps: int = 10
     checkpoint_every: int = 10            # optimizer steps between resumable checkpoints
+    eval_every: int = 0                   # dev evaluation every N steps (0: off): pass@1 greedy, maj@k sampled
+    dev_limit: int = 40                   # dev questions per evaluation (data.dev, else the shipped dev split)
+    dev_samples: int = 4                  # k of maj@k in the dev evaluation
+    precision: str = "auto"               # auto (bf16 where the CPU has native bf16, or a GPU) | bf16 | fp32
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])   # tensorboard, mlflow, wandb, or []
     threads: int | None = None            # torch threads (None: all cores)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+    online: OnlineConfig = field(default_factory=OnlineConfig)
 
 
 @dataclass
@@ -114,8 +153,13 @@ class Config:
 
 CHOICES = {"teacher.kind": ("dataset", "model"), "teacher.backend": ("auto", "transformers", "llama.cpp", "vllm"),
            "teacher.step_scorer": ("grounding", "judge", "none"),
-           "student.method": ("lora", "full"),
+           "student.method": ("lora", "full"), "student.format": ("answer_first", "rationale_first"),
+           "student.precision": ("auto", "bf16", "fp32"),
+           "student.online.objective": ("grao", "pass", "max", "maj", "mean"),
            "export.quant": ("Q4_K_M", "Q8_0", "Q4_0", "Q5_K_M", "Q6_K")}
+
+
+STUDENT_STAGES = ("sft", "dpo", "online")
 
 
 def load_config(path: str | Path) -> Config:
@@ -178,11 +222,16 @@ def _coerce(value, kind, dotted: str, where):
 
 def _check_values(config: Config, base: Path, where) -> None:
     for dotted, choices in CHOICES.items():
-        section, key = dotted.split(".")
-        value = getattr(getattr(config, section), key)
+        value = config
+        for part in dotted.split("."):
+            value = getattr(value, part)
         if value not in choices:
             raise UserError(f"{where(dotted)}: '{dotted}' must be one of {choices}, got {value!r}")
-    for key in ("train", "eval"):
+    for stage in config.student.stages:
+        if stage not in STUDENT_STAGES:
+            raise UserError(f"{where('student.stages')}: 'student.stages' holds {stage!r}; each must be one of "
+                            f"{STUDENT_STAGES}")
+    for key in ("train", "eval", "dev"):
         value = getattr(config.data, key)
         if not value.startswith(PACKAGED_PREFIX) and not Path(value).is_file():
             raise UserError(f"{where('data.' + key)}: 'data.{key}' file not found: {value}")

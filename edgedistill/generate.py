@@ -93,19 +93,29 @@ def render_prompt(tokenizer, messages: list[dict]) -> str:
 def encode_completion(tokenizer, completion: str, calculator: bool = True) -> list[int]:
     """Token ids of a completion as the calculator runtime produces them: split after each `<<expr=` and after the
     filled `value>>`, each piece tokenised on its own (the model writes up to `=`, the runtime writes the rest)."""
+    return encode_with_calculator_flags(tokenizer, completion, calculator)[0]
+
+
+def encode_with_calculator_flags(tokenizer, completion: str, calculator: bool = True) -> tuple[list[int], list[bool]]:
+    """(token ids, written by the calculator?) per token: on-policy RL leaves the calculator's tokens out of the
+    policy gradient, since the model did not choose them."""
     if not calculator:
-        return tokenizer.encode(completion, add_special_tokens=False)
+        ids = tokenizer.encode(completion, add_special_tokens=False)
+        return ids, [False] * len(ids)
     pieces, cut = [], 0
     for match in ANNOTATION.finditer(completion):
         value_start = match.start(2)
-        pieces += [completion[cut:value_start], completion[value_start:match.end()]]
+        pieces += [(completion[cut:value_start], False), (completion[value_start:match.end()], True)]
         cut = match.end()
-    pieces.append(completion[cut:])
+    pieces.append((completion[cut:], False))
     ids: list[int] = []
-    for piece in pieces:
+    forced: list[bool] = []
+    for piece, by_calculator in pieces:
         if piece:
-            ids += tokenizer.encode(piece, add_special_tokens=False)
-    return ids
+            piece_ids = tokenizer.encode(piece, add_special_tokens=False)
+            ids += piece_ids
+            forced += [by_calculator] * len(piece_ids)
+    return ids, forced
 
 
 class TransformersGenerator:

@@ -51,8 +51,11 @@ def stage_key(stage: str, config: Config, run: RunDir, keys: dict) -> str:
         return fingerprint(config.seed, config.section("teacher"), config.data.train_limit, config.allow_network,
                            [(f, file_sha256(data_path(f))) for f in files])
     if stage == "train":
-        sft = run.path("teacher", "sft", "train.jsonl")
-        return fingerprint(config.seed, config.section("student"), file_sha256(sft) if sft.exists() else None)
+        inputs = [run.path("teacher", "sft", name) for name in ("train.jsonl", "rationale_first.jsonl")] + \
+            [run.path("teacher", "preferences", "train.jsonl")]
+        dev = [(config.data.dev, file_sha256(data_path(config.data.dev)))] if config.student.eval_every else []
+        return fingerprint(config.seed, config.section("student"), dev,
+                           [file_sha256(f) if f.exists() else None for f in inputs])
     if stage == "export":
         return fingerprint(config.section("export"), keys["train"])
     return fingerprint(config.section("eval"), config.data.eval, config.data.eval_limit, keys["train"],
@@ -77,8 +80,8 @@ def step_teach(config: Config, run: RunDir) -> dict:
 
 
 def step_train(config: Config, run: RunDir) -> dict:
-    from student.sft import run_sft
-    return run_sft(config, run.path("teacher", "sft", "train.jsonl"), run.path("student"))
+    from student.run import run_student
+    return run_student(config, run.path("teacher"), run.path("student"))
 
 
 def step_export(config: Config, run: RunDir) -> dict:

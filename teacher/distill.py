@@ -256,7 +256,8 @@ def write_views(config: Config, questions: list[Question], samples: list[dict], 
         for s in verified[:cfg.keep_per_question]:
             candidates.append({"id": s["id"], "order": order, "q": q, "question": q.question, "text": s["text"],
                                "rationale": s.get("rationale") or "", "pass_rate": round(pass_rate, 4),
-                               "tokens": max(1, len(s["text"]) // 4)})
+                               "tokens": max(1, len(s["text"]) // 4),
+                               "answer": s["verdict"].get("reference", q.answer)})
     eval_files = ([config.data.eval] if cfg.select.decontaminate_eval else []) + cfg.select.decontaminate
     eval_texts = [e.question for path in eval_files for e in load_questions(path, need_answers=False)]
     embedder = None
@@ -265,7 +266,8 @@ def write_views(config: Config, questions: list[Question], samples: list[dict], 
         embedder = embedder_folder(cfg.select.embedder, config.allow_network)
     kept, selection = select(candidates, cfg.select, eval_texts, config.seed, embedder)
     sft = [{"id": c["id"], "prompt": chat(c["q"]), "completion": [{"role": "assistant", "content": c["text"]}],
-            "pass_rate": c["pass_rate"], "difficulty": c["difficulty"]} for c in kept]
+            "pass_rate": c["pass_rate"], "difficulty": c["difficulty"], "answer": c["answer"],
+            "answer_type": c["q"].answer_type, "options": c["q"].options} for c in kept]
     sft_rf = [{**row, "prompt": chat(c["q"], instruction=INSTRUCTION_RATIONALE_FIRST),
                "completion": [{"role": "assistant", "content": rationale_first(c["text"])}]}
               for row, c in zip(sft, kept)]

@@ -70,7 +70,7 @@ def test_kill_during_training_then_resume_repeats_at_most_one_interval(tmp_path,
         "student": {"model": str(tiny_model_dir), "epochs": 40, "batch_size": 2, "checkpoint_every": 5},
         "eval": {"batch_size": 4, "max_new_tokens": 8, "base": False}}))
     out = tmp_path / "run"
-    log = out / "student" / "train_log.jsonl"
+    log = out / "student" / "sft" / "train_log.jsonl"
     kill_when(start_run(config, out), lambda: len(lines(log)) >= 23)
     killed_at = max(json.loads(line)["step"] for line in lines(log) if line.endswith("}"))
     rerun = subprocess.run([sys.executable, "-m", "edgedistill.cli", "run", "--config", str(config), "--out", str(out)],

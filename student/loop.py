@@ -1,0 +1,241 @@
+"""The one training loop every student recipe runs (SFT, DPO, GRAO, pass@k / maj@k RL), and what they share.
+
+    setup      `load_student`: the model through the resolver (a GGUF is dequantised once), LoRA on the top
+               `lora_layers_fraction` of layers (or full fine-tuning), the trainable parameters
+    loop       `train_loop`: per optimizer step, `accumulation` micro-batches each give a loss (the recipe's
+               closure: offline recipes read a batch, online ones sample from the current policy first); AdamW,
+               linear warmup then cosine decay, gradient clipping at 1; bf16 autocast where the CPU has it
+    log        train_log.jsonl always, TensorBoard by default (`report_to`), MLflow or W&B when configured
+    evaluate   the recipe's dev evaluation every `eval_every` steps (pass@1, maj@k), logged like the loss
+    checkpoint every `checkpoint_every` steps: trainable weights, optimizer state, RNG state, step (an atomic
+               directory); a killed run resumes there and its loss curve continues the uninterrupted one exactly,
+               because every recipe makes step N's batch (or samples) from (seed, N) alone
+    merge      LoRA merged into the full-precision base; `merged/` holds safetensors, tokenizer, chat template
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from edgedistill import UserError
+from edgedistill.models import load_model
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class Student:
+    model: torch.nn.Module        # the PEFT wrapper with LoRA, else the model itself
+    backbone: torch.nn.Module     # the causal LM underneath (its decoder and LM head)
+    tokenizer: object
+    params: list                  # what the optimizer updates
+    first_trainable_layer: int    # layers below it never change (LoRA on the top layers only)
+    is_lora: bool
+
+
+def load_student(cfg, model_spec: str, allow_network: bool = False) -> Student:
+    """`cfg` is a StudentConfig (method, lora_r, lora_alpha, lora_dropout, lora_layers_fraction)."""
+    model, tokenizer = load_model(model_spec, allow_network)
+    first = 0
+    if cfg.method == "lora":
+        from peft import LoraConfig, get_peft_model
+        # Adapting only the top layers stops backpropagation there: the frozen bottom needs no gradient.
+        n_layers = model.config.num_hidden_layers
+        first = n_layers - max(1, round(n_layers * cfg.lora_layers_fraction))
+        model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                                 target_modules=LORA_TARGETS, task_type="CAUSAL_LM",
+                                                 layers_to_transform=list(range(first, n_layers))))
+    model.train()
+    backbone = model.get_base_model() if cfg.method == "lora" else model
+    params = [p for p in model.parameters() if p.requires_grad]
+    return Student(model, backbone, tokenizer, params, first, cfg.method == "lora")
+
+
+def autocast_dtype(precision: str = "auto") -> torch.dtype | None:
+    """bf16 autocast where the CPU has native bf16 (AVX512-BF16 or AMX) or on a GPU; elsewhere it is slower than
+    fp32. precision: auto | bf16 | fp32."""
+    if precision != "auto":
+        return torch.bfloat16 if precision == "bf16" else None
+    if torch.cuda.is_available():
+        return torch.bfloat16
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else None
+
+
+def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+class MetricsLog:
+    """train_log.jsonl (always), plus TensorBoard, MLflow or W&B: `report_to` is a list of those names."""
+
+    def __init__(self, out: Path, report_to: list[str], run_name: str, resumed_at: int = 0):
+        self.path, self.sinks = out / "train_log.jsonl", []
+        if self.path.exists():   # steps after the checkpoint a killed run resumes from are run (and logged) again
+            from edgedistill.records import write_text_atomic
+            kept = [line for line in self.path.read_text().splitlines(keepends=True) if _step_of(line) <= resumed_at]
+            write_text_atomic(self.path, "".join(kept))
+        for name in report_to:
+            if name == "tensorboard":
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+                except ImportError:
+                    raise UserError("report_to tensorboard needs the tensorboard package: pip install tensorboard "
+                                    "(or set student.report_to: [])") from None
+                writer = SummaryWriter(str(out / "tensorboard"))
+                self.sinks.append(lambda step, values, w=writer: [w.add_scalar(k, v, step) for k, v in values.items()]
+                                  and w.flush())
+            elif name == "mlflow":
+                mlflow = _import_or_explain("mlflow")
+                mlflow.start_run(run_name=run_name)
+                self.sinks.append(lambda step, values: mlflow.log_metrics(values, step=step))
+            elif name == "wandb":
+                wandb = _import_or_explain("wandb")
+                wandb.init(project="edgedistill", name=run_name)
+                self.sinks.append(lambda step, values: wandb.log(values, step=step))
+            else:
+                raise UserError(f"report_to: {name!r} is not one of tensorboard, mlflow, wandb")
+
+    def write(self, step: int, values: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, **values}) + "\n")
+        numbers = {k: v for k, v in values.items() if isinstance(v, (int, float))}
+        for sink in self.sinks:
+            sink(step, numbers)
+
+
+def _step_of(line: str) -> float:
+    """A log line's step; a line torn by a kill counts as after any checkpoint (it is dropped)."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
+
+
+def _import_or_explain(name: str):
+    try:
+        return __import__(name)
+    except ImportError:
+        raise UserError(f"report_to {name} needs the {name} package: pip install {name}") from None
+
+
+def train_loop(student: Student, out: Path, cfg, total_steps: int,
+               micro_loss: Callable[[int, int], tuple[torch.Tensor, dict]],
+               evaluate: Callable[[int], dict] | None = None, name: str = "train") -> dict:
+    """Run optimizer steps up to `total_steps` (resuming from out/checkpoints): step N's loss is the mean of
+    `micro_loss(N, m)` over m < cfg.accumulation, each backpropagated as it is made (memory of one micro-batch).
+    `cfg`: learning_rate, warmup_steps, accumulation, checkpoint_every, eval_every, precision, report_to."""
+    out.mkdir(parents=True, exist_ok=True)
+    optimizer = torch.optim.AdamW(student.params, lr=cfg.learning_rate, weight_decay=0.0)
+    checkpoints = out / "checkpoints"
+    step = load_checkpoint(checkpoints, student.model, optimizer)
+    log = MetricsLog(out, list(cfg.report_to), name, resumed_at=step)
+    amp = autocast_dtype(cfg.precision)
+    bar = tqdm(total=total_steps, initial=step, desc=name, unit="step")
+    started, values = time.time(), {}
+    while step < total_steps:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, total_steps, cfg.warmup_steps, cfg.learning_rate)
+        totals: dict[str, float] = {}
+        for micro in range(cfg.accumulation):
+            with torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=amp, enabled=amp is not None):
+                loss, metrics = micro_loss(step, micro)
+            (loss / cfg.accumulation).backward()
+            for key, value in {"loss": loss.item(), **metrics}.items():
+                totals[key] = totals.get(key, 0.0) + value / cfg.accumulation
+        grad_norm = torch.nn.utils.clip_grad_norm_(student.params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        values = {**{k: round(v, 6) for k, v in totals.items()}, "lr": optimizer.param_groups[0]["lr"],
+                  "grad_norm": round(float(grad_norm), 6)}
+        if evaluate and cfg.eval_every and (step % cfg.eval_every == 0 or step == total_steps):
+            student.model.eval()
+            values.update({f"dev/{k}": v for k, v in evaluate(step).items()})
+            student.model.train()
+        log.write(step, values)
+        bar.set_postfix(loss=f"{values['loss']:.3f}")
+        bar.update(1)
+        if step % cfg.checkpoint_every == 0 and step < total_steps:
+            save_checkpoint(checkpoints, student.model, optimizer, step)
+    bar.close()
+    return {"steps": total_steps, "final": values, "train_seconds": round(time.time() - started, 1)}
+
+
+def trainable_state(model) -> dict:
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(root: Path, model, optimizer, step: int) -> None:
+    """Trainable weights, optimizer state, RNG state and step, written to a temp dir and renamed: a kill leaves the
+    last complete one. safetensors only (no pickle)."""
+    from safetensors.torch import save_file
+    tmp = root / f".step-{step:06d}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(trainable_state(model), tmp / "trainable.safetensors")
+    state = optimizer.state_dict()
+    tensors = {f"{pid}.{key}": value for pid, entry in state["state"].items() for key, value in entry.items()
+               if torch.is_tensor(value)}
+    tensors["rng.cpu"] = torch.get_rng_state()
+    save_file(tensors, tmp / "optimizer.safetensors")
+    (tmp / "step.json").write_text(json.dumps({"step": step}))
+    tmp.replace(root / f"step-{step:06d}")
+    for old in sorted(root.glob("step-*"))[:-1]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(root: Path, model, optimizer) -> int:
+    from safetensors.torch import load_file
+    found = sorted(root.glob("step-*")) if root.exists() else []
+    if not found:
+        return 0
+    latest = found[-1]
+    weights = load_file(latest / "trainable.safetensors")
+    named = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in weights.items():
+            named[name].copy_(value)
+    state = optimizer.state_dict()
+    tensors = load_file(latest / "optimizer.safetensors")
+    rng = tensors.pop("rng.cpu", None)
+    if rng is not None:
+        torch.set_rng_state(rng)
+    for key, value in tensors.items():
+        pid, field = key.split(".", 1)
+        state["state"].setdefault(int(pid), {})[field] = value
+    optimizer.load_state_dict(state)
+    step = json.loads((latest / "step.json").read_text())["step"]
+    print(f"{root.parent.name}: resuming at step {step}", flush=True)
+    return step
+
+
+def finish_stage(student: Student, out: Path, merged: Path) -> None:
+    """Merge and save the model, then drop the stage's checkpoints (the merged model supersedes them)."""
+    save_merged(student, merged)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+
+
+def save_merged(student: Student, target: Path) -> None:
+    model = student.model.merge_and_unload() if student.is_lora else student.model
+    model.eval()
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    student.tokenizer.save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.replace(target)

@@ -1,0 +1,47 @@
+"""The student stage: `student.stages` in order (default just sft), each starting from the model the one before it
+merged; the last one's merged model is student/merged, what export and evaluation take.
+
+    sft     teacher/sft/train.jsonl (answer_first) or teacher/sft/rationale_first.jsonl      student/sft.py
+    dpo     teacher/preferences/train.jsonl, the previous model as policy start and reference  student/dpo.py
+    online  GRAO or pass@k / maj@k / mean RL on the SFT questions, sampling the current model     student/online.py
+
+A stage whose merged model is already written is skipped on a rerun, and a stage killed midway resumes from its
+last checkpoint.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgedistill.config import Config
+from student.dev import dev_evaluator
+
+SFT_FILES = {"answer_first": "train.jsonl", "rationale_first": "rationale_first.jsonl"}
+
+
+def run_student(config: Config, teacher: Path, out: Path) -> dict:
+    from student.dpo import run_dpo
+    from student.online import run_online
+    from student.sft import run_sft
+    stages = config.student.stages
+    model, results = config.student.model, {}
+    sft_file = teacher / "sft" / SFT_FILES[config.student.format]
+    for n, stage in enumerate(stages):
+        stage_dir = out / stage
+        merged = out / "merged" if n == len(stages) - 1 else stage_dir / "merged"
+        if (merged / "config.json").exists() and (stage_dir / "done.json").exists():
+            results[stage] = {"skipped": "already trained", "merged": str(merged)}
+        else:
+            evaluate = dev_evaluator(config)
+            if stage == "sft":
+                results[stage] = run_sft(config, sft_file, stage_dir, model, merged, evaluate)
+            elif stage == "dpo":
+                results[stage] = run_dpo(config, teacher / "preferences" / "train.jsonl", stage_dir, model, merged,
+                                         evaluate)
+            else:
+                results[stage] = run_online(config, teacher / "sft" / "train.jsonl", stage_dir, model, merged,
+                                            evaluate)
+            (stage_dir / "done.json").write_text("{}\n")
+        model = str(merged)
+    last = results[stages[-1]]
+    return {"stages": results, "merged": str(out / "merged"), "final_loss": last.get("final_loss"),
+            "steps": last.get("steps"), "train_seconds": sum(r.get("train_seconds", 0) for r in results.values())}
