@@ -2,7 +2,7 @@
 
     edgedistill run   --config configs/quickstart.yaml --out runs/quickstart   teacher -> student -> eval -> report
     edgedistill teach --config C --out DIR        only the teacher stage (writes DIR/teacher/)
-    edgedistill train --config C --out DIR        only the student stage (reads DIR/teacher/sft/train.jsonl)
+    edgedistill train --config C --out DIR        only the student stage: student.stages (sft, dpo, online) on DIR/teacher/
     edgedistill eval  --model M --data FILE.jsonl [--limit N] [--shots K] [--json]
     edgedistill export --model runs/x/student/merged --out DIR [--quant Q4_K_M] [--calibration SFT.jsonl]
     edgedistill serve --model M [--host 127.0.0.1] [--port 7860] [--samples 5]   the Q&A web app
@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in [("run", "run every stage from one config (skips stages whose inputs are unchanged)"),
                        ("teach", "teacher stage only: verified answer-first SFT data, preference pairs, selection, "
                                   "a datasets folder (DIR/teacher/)"),
-                       ("train", "student stage only: fine-tune on the teacher's data and merge")]:
+                       ("train", "student stage only: the stages in student.stages (sft, then optionally dpo and "
+                                  "online RL: grao, pass@k, maj@k) on DIR/teacher/, merged into DIR/student/merged")]:
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("--config", required=True, help="YAML config (see configs/quickstart.yaml)")
         p.add_argument("--out", required=True, help="run directory (created; reused to resume or skip)")

@@ -56,6 +56,7 @@ class TeacherConfig:
     negatives_model: str | None = None    # a weaker model (or the student) whose wrong answers are rejected sides
     negatives_samples: int = 2
     negatives_temperature: float = 1.0
+    negatives_zero_shot: bool = False     # prompt the negatives model without worked examples (a fine-tuned student)
     step_scorer: str = "grounding"        # grounding (arithmetic checked, operands traced) | judge | none
     judge_model: str | None = None        # for step_scorer=judge and free-text answers: any model or server URL
     pair_margin: float = 0.0              # a pair's chosen steps must score at least this much above the rejected's
@@ -83,7 +84,7 @@ class OnlineConfig:
     steps: int = 20
     temperature: float = 1.0
     max_new_tokens: int = 128
-    learning_rate: float = 2e-5
+    learning_rate: float = 1e-4           # LoRA; full fine-tuning wants about 1e-6
     beta: float = 0.5                     # GRAO: imitation weight
     lam: float = 0.6                      # GRAO: alignment regulariser
     centred: bool = False                 # k-sample objectives: centred leave-one-out (optimises k-1 samples)

@@ -6,7 +6,8 @@
                once before the first step and stored (reference_logps.json): a step runs one model, not two, and a
                resumed run keeps the true reference, not the half-trained policy
     loss       dpo_loss (student/objectives.py): log 2 at step 0, by construction
-    loop       student/loop.py, with chosen and rejected of a batch in one forward pass
+    loop       student/loop.py, with chosen and rejected of a batch in one forward pass; data-parallel under
+               `accelerate launch` (equal slices of the pairs: the mean of the processes' means is the batch mean)
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from edgedistill import UserError
 from edgedistill.config import Config
 from edgedistill.records import read_jsonl, write_json_atomic
 from student.batching import collate, token_logps, tokenise
-from student.loop import finish_stage, load_student, train_loop
+from student.loop import finish_stage, load_student, shard, train_loop
 from student.objectives import dpo_loss, sequence_logp
 
 
@@ -75,7 +76,9 @@ def run_dpo(config: Config, preferences_file: Path, out: Path, model: str, merge
     pad = student.tokenizer.pad_token_id
     pairs = pair_examples(student.tokenizer, rows, cfg.max_length)
     reference = reference_logps(student, pairs, pad, out / "reference_logps.json")
-    batches_per_epoch = math.ceil(len(pairs) / dpo.batch_size)
+    rank, world = shard()      # with N processes a step takes N x batch_size pairs, each process its equal slice
+    global_size = dpo.batch_size * world
+    batches_per_epoch = math.ceil(len(pairs) / global_size)
     total_steps = max(1, round(batches_per_epoch * dpo.epochs / cfg.accumulation))
     print(f"student dpo: {len(pairs)} pairs, {total_steps} steps of {dpo.batch_size}, beta {dpo.beta}", flush=True)
 
@@ -83,7 +86,7 @@ def run_dpo(config: Config, preferences_file: Path, out: Path, model: str, merge
         epoch, index = divmod(step * cfg.accumulation + micro, batches_per_epoch)
         order = list(range(len(pairs)))
         random.Random(config.seed * 1000 + epoch).shuffle(order)
-        picked = [order[(index * dpo.batch_size + j) % len(order)] for j in range(dpo.batch_size)]
+        picked = [order[(index * global_size + j) % len(order)] for j in range(global_size)][rank::world]
         return pairs_loss(student, [pairs[i] for i in picked], reference[picked], dpo.beta)
 
     evaluate = evaluate_factory(student) if evaluate_factory else None

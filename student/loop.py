@@ -14,8 +14,10 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -143,19 +145,22 @@ def train_loop(student: Student, out: Path, cfg, total_steps: int,
     optimizer = torch.optim.AdamW(student.params, lr=cfg.learning_rate, weight_decay=0.0)
     checkpoints = out / "checkpoints"
     step = load_checkpoint(checkpoints, student.model, optimizer)
-    log = MetricsLog(out, list(cfg.report_to), name, resumed_at=step)
+    parallel = DataParallel(student.model, micro_loss)
+    main_process = parallel.rank == 0
+    log = MetricsLog(out, list(cfg.report_to) if main_process else [], name, resumed_at=step)
     amp = autocast_dtype(cfg.precision)
-    bar = tqdm(total=total_steps, initial=step, desc=name, unit="step")
+    bar = tqdm(total=total_steps, initial=step, desc=name, unit="step", disable=not main_process)
     started, values = time.time(), {}
     while step < total_steps:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, total_steps, cfg.warmup_steps, cfg.learning_rate)
         totals: dict[str, float] = {}
         for micro in range(cfg.accumulation):
-            with torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=amp, enabled=amp is not None):
-                loss, metrics = micro_loss(step, micro)
-            (loss / cfg.accumulation).backward()
-            for key, value in {"loss": loss.item(), **metrics}.items():
+            with parallel.sync(micro == cfg.accumulation - 1), \
+                    torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=amp, enabled=amp is not None):
+                loss, metrics = parallel(step, micro)
+                parallel.backward(loss / cfg.accumulation)
+            for key, value in {"loss": parallel.total(loss), **metrics}.items():
                 totals[key] = totals.get(key, 0.0) + value / cfg.accumulation
         grad_norm = torch.nn.utils.clip_grad_norm_(student.params, 1.0)
         optimizer.step()
@@ -163,17 +168,74 @@ def train_loop(student: Student, out: Path, cfg, total_steps: int,
         step += 1
         values = {**{k: round(v, 6) for k, v in totals.items()}, "lr": optimizer.param_groups[0]["lr"],
                   "grad_norm": round(float(grad_norm), 6)}
-        if evaluate and cfg.eval_every and (step % cfg.eval_every == 0 or step == total_steps):
+        if evaluate and main_process and cfg.eval_every and (step % cfg.eval_every == 0 or step == total_steps):
             student.model.eval()
             values.update({f"dev/{k}": v for k, v in evaluate(step).items()})
             student.model.train()
-        log.write(step, values)
+        if main_process:
+            log.write(step, values)
+            if step % cfg.checkpoint_every == 0 and step < total_steps:
+                save_checkpoint(checkpoints, student.model, optimizer, step)
         bar.set_postfix(loss=f"{values['loss']:.3f}")
         bar.update(1)
-        if step % cfg.checkpoint_every == 0 and step < total_steps:
-            save_checkpoint(checkpoints, student.model, optimizer, step)
     bar.close()
-    return {"steps": total_steps, "final": values, "train_seconds": round(time.time() - started, 1)}
+    return {"steps": total_steps, "final": values, "train_seconds": round(time.time() - started, 1),
+            "processes": parallel.world}
+
+
+def shard() -> tuple[int, int]:
+    """(this process's rank, number of processes): (0, 1) unless started by `accelerate launch` or torchrun.
+    A recipe makes the global batch of a step (batch_size x processes) and keeps its own slice of it."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+class DataParallel:
+    """Data-parallel training through accelerate (DDP: gloo on CPUs, NCCL on GPUs) when launched with
+    `accelerate launch --num_processes N`; a plain call otherwise.
+
+    DDP averages gradients over processes, so a recipe scales its local loss to the global batch (local sum over
+    global token count, times the number of processes): N processes then train exactly as one with an N times
+    larger batch. The recipe's loss runs inside this module's forward, because DDP synchronises only what runs
+    through the module it wraps."""
+
+    def __init__(self, model: torch.nn.Module, micro_loss: Callable):
+        self.rank, self.world = shard()
+        self.step_module = _LossModule(model, micro_loss)
+        self.accelerator = None
+        if self.world > 1:
+            from accelerate import Accelerator
+            self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+            self.step_module = self.accelerator.prepare_model(self.step_module)
+
+    def __call__(self, step: int, micro: int):
+        return self.step_module(step, micro)
+
+    def sync(self, last_micro_batch: bool):
+        """Gradients are exchanged once per optimizer step, after its last micro-batch."""
+        if self.accelerator is None or last_micro_batch:
+            return contextlib.nullcontext()
+        return self.step_module.no_sync()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        if self.accelerator is None:
+            loss.backward()
+        else:
+            self.accelerator.backward(loss)
+
+    def total(self, loss: torch.Tensor) -> float:
+        """The global batch's loss: the mean over processes of their scaled local losses."""
+        if self.accelerator is None:
+            return loss.item()
+        return self.accelerator.reduce(loss.detach(), reduction="mean").item()
+
+
+class _LossModule(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, micro_loss: Callable):
+        super().__init__()
+        self.model, self.micro_loss = model, micro_loss
+
+    def forward(self, step: int, micro: int):
+        return self.micro_loss(step, micro)
 
 
 def trainable_state(model) -> dict:
@@ -225,9 +287,13 @@ def load_checkpoint(root: Path, model, optimizer) -> int:
 
 
 def finish_stage(student: Student, out: Path, merged: Path) -> None:
-    """Merge and save the model, then drop the stage's checkpoints (the merged model supersedes them)."""
-    save_merged(student, merged)
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    """Merge and save the model, then drop the stage's checkpoints (the merged model supersedes them). With
+    several processes the first writes; the others wait for it."""
+    if shard()[0] == 0:
+        save_merged(student, merged)
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    if shard()[1] > 1:
+        torch.distributed.barrier()
 
 
 def save_merged(student: Student, target: Path) -> None:

@@ -57,15 +57,16 @@ def hardness_weights(token_logps: torch.Tensor, rationale_mask: torch.Tensor, al
 
 
 def answer_first_loss(token_logps: torch.Tensor, answer_mask: torch.Tensor, rationale_mask: torch.Tensor,
-                      rationale_weight: float = 1.0, hardness: float = 0.0, weight: torch.Tensor | None = None
-                      ) -> torch.Tensor:
+                      rationale_weight: float = 1.0, hardness: float = 0.0, weight: torch.Tensor | None = None,
+                      denominator: float | None = None) -> torch.Tensor:
     """L_post = -sum log p(answer tokens) - lambda_r sum log p(rationale tokens | answer), per completion token.
 
     The answer comes first, so its tokens are conditioned on the question only: with lambda_r = 0 this is exactly
     answer-only fine-tuning; the rationale term adds gradient through the shared states (Chen et al. 5.2).
     `hardness` = alpha of `hardness_weights`; `weight`: per-example weights given with the data. Divided by the
     weighted token count (answer tokens + lambda_r x rationale tokens): lambda_r = 1 is sft_loss on the whole
-    completion, lambda_r = 0 answer-only SFT, exactly."""
+    completion, lambda_r = 0 answer-only SFT, exactly. `denominator` replaces that count when the batch is one
+    process's slice of a larger one (data-parallel training normalises by the global count)."""
     if hardness:
         hard = hardness_weights(token_logps, rationale_mask, hardness)
         weight = hard if weight is None else weight * hard
@@ -73,7 +74,7 @@ def answer_first_loss(token_logps: torch.Tensor, answer_mask: torch.Tensor, rati
     nll = -token_logps * per_token
     if weight is not None:
         nll = nll * weight[:, None]
-    return nll.sum() / per_token.sum().clamp(min=1e-8)
+    return nll.sum() / (denominator if denominator is not None else per_token.sum().clamp(min=1e-8))
 
 
 # -- DPO ------------------------------------------------------------------------------------------------------------

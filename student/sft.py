@@ -22,7 +22,7 @@ from edgedistill import UserError
 from edgedistill.config import Config
 from edgedistill.records import read_jsonl
 from student.batching import FrozenBottom, answer_mask, batches_for_epoch, collate, token_logps, tokenise
-from student.loop import finish_stage, load_student, train_loop
+from student.loop import finish_stage, load_student, shard, train_loop
 from student.objectives import answer_first_loss
 
 
@@ -41,7 +41,9 @@ def run_sft(config: Config, sft_file: Path, out: Path, model: str | None = None,
     lengths = [len(e["input_ids"]) for e in examples]
     frozen = FrozenBottom(student.backbone.get_decoder(), student.first_trainable_layer) \
         if student.first_trainable_layer > 0 and cfg.epochs > 1 else None
-    batches_per_epoch = math.ceil(len(examples) / cfg.batch_size)
+    rank, world = shard()                     # with N processes a step's batch is N x batch_size, each its slice
+    global_size = cfg.batch_size * world
+    batches_per_epoch = math.ceil(len(examples) / global_size)
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.accumulation)
     total_steps = max(1, round(steps_per_epoch * cfg.epochs))
     print(f"student sft: {len(examples)} examples, {total_steps} steps of {cfg.batch_size} x {cfg.accumulation} "
@@ -50,10 +52,14 @@ def run_sft(config: Config, sft_file: Path, out: Path, model: str | None = None,
 
     def micro_loss(step: int, micro: int):
         epoch, index = divmod(step, steps_per_epoch)
-        batches = batches_for_epoch(lengths, cfg.batch_size, config.seed, epoch)
+        batches = batches_for_epoch(lengths, global_size, config.seed, epoch)
         position = index * cfg.accumulation + micro
-        batch = collate([examples[i] for i in batches[position % len(batches)]], student.tokenizer.pad_token_id)
-        return batch_loss(student, batch, cfg, frozen)
+        everyone = [examples[i] for i in batches[position % len(batches)]]
+        batch = collate(everyone[rank::world], student.tokenizer.pad_token_id)
+        if world == 1:
+            return batch_loss(student, batch, cfg, frozen)
+        loss, metrics = batch_loss(student, batch, cfg, frozen, denominator=loss_denominator(everyone, cfg))
+        return loss * world, metrics          # DDP averages gradients over the processes
 
     evaluate = evaluate_factory(student) if evaluate_factory else None
     result = train_loop(student, out, cfg, total_steps, micro_loss, evaluate, name="sft")
@@ -62,9 +68,21 @@ def run_sft(config: Config, sft_file: Path, out: Path, model: str | None = None,
     return {**result, "examples": len(examples), "final_loss": result["final"].get("loss"), "merged": str(merged)}
 
 
-def batch_loss(student, batch: dict, cfg, frozen: FrozenBottom | None = None) -> tuple[torch.Tensor, dict]:
+def batch_loss(student, batch: dict, cfg, frozen: FrozenBottom | None = None, denominator: float | None = None
+               ) -> tuple[torch.Tensor, dict]:
     """The answer-first loss of one collated batch, and its completion token count."""
     logps, mask = token_logps(student.backbone, batch, frozen)
     answer = answer_mask(mask, batch["answer_tokens"])
-    loss = answer_first_loss(logps, answer, mask - answer, cfg.rationale_weight, cfg.hardness, weight=batch["weight"])
+    loss = answer_first_loss(logps, answer, mask - answer, cfg.rationale_weight, cfg.hardness,
+                             weight=batch["weight"], denominator=denominator)
     return loss, {"tokens": float(mask.sum())}
+
+
+def loss_denominator(examples: list[dict], cfg) -> float:
+    """The weighted completion-token count of a whole (global) batch: answer tokens + lambda_r x the rest."""
+    total = 0.0
+    for e in examples:
+        completion = sum(label != -100 for label in e["labels"][1:])
+        answer = min(e["answer_tokens"], completion)
+        total += answer + cfg.rationale_weight * (completion - answer)
+    return max(total, 1e-8)

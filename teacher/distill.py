@@ -60,6 +60,7 @@ def run_teacher(config: Config, out: Path) -> dict:
         from edgedistill.checkers import Judge
         from edgedistill.generate import load_generator
         judge = Judge(load_generator(cfg.judge_model, config.allow_network, template=cfg.template))
+    shots = [(q, answer_first_target(q)) for q in questions if q.rationale][:FEW_SHOT]
     if cfg.kind == "dataset":
         done = log.done()
         log.append(to_dict(dataset_sample(q, scorer)) for q in questions if f"{q.id}#0" not in done)
@@ -67,7 +68,6 @@ def run_teacher(config: Config, out: Path) -> dict:
         from edgedistill.generate import load_generator
         teacher = load_generator(cfg.model, config.allow_network, sampling_backend(cfg.model, cfg.backend),
                                  template=cfg.template)
-        shots = [(q, answer_first_target(q)) for q in questions if q.rationale][:FEW_SHOT]
         first = lambda q: [chat(q, shots)] * cfg.samples   # noqa: E731
         sample_round(config, "sample", teacher, cfg.model, questions, first, cfg.temperature, log, scorer, judge)
         if cfg.self_correct:
@@ -78,12 +78,13 @@ def run_teacher(config: Config, out: Path) -> dict:
                                for s in failed[q.id]]
             sample_round(config, "correct", teacher, cfg.model, [q for q in questions if q.id in failed], retry,
                          cfg.temperature, log, scorer, judge)
-        if cfg.negatives_model:
-            weak = load_generator(cfg.negatives_model, config.allow_network,
-                                  sampling_backend(cfg.negatives_model, cfg.backend), template=cfg.template)
-            negatives = lambda q: [chat(q, shots)] * cfg.negatives_samples   # noqa: E731
-            sample_round(config, "negative", weak, cfg.negatives_model, questions, negatives,
-                         cfg.negatives_temperature, log, scorer, judge)
+    if cfg.negatives_model:   # either kind: the student's own wrong answers make the best rejected sides
+        from edgedistill.generate import load_generator
+        weak = load_generator(cfg.negatives_model, config.allow_network,
+                              sampling_backend(cfg.negatives_model, cfg.backend), template=cfg.template)
+        negatives = lambda q: [chat(q, [] if cfg.negatives_zero_shot else shots)] * cfg.negatives_samples  # noqa: E731
+        sample_round(config, "negative", weak, cfg.negatives_model, questions, negatives,
+                     cfg.negatives_temperature, log, scorer, judge)
     return write_views(config, questions, log.rows(), out)
 
 

@@ -85,6 +85,8 @@ def test_changed_student_config_reruns_train_and_eval_only(tmp_path, tiny_model_
     (lambda c: c["student"].update(epochs="two"), "'student.epochs' must be float"),
     (lambda c: c["data"].update(train="/nope.jsonl"), "file not found: /nope.jsonl"),
     (lambda c: c["student"].update(method="qlora"), "'student.method' must be one of"),
+    (lambda c: c["student"].update(stages=["sft", "ppo"]), "'student.stages' holds 'ppo'"),
+    (lambda c: c["student"].update(online={"objective": "best"}), "'student.online.objective' must be one of"),
 ])
 def test_bad_config_exits_2_with_key_and_line(tmp_path, tiny_model_dir, capsys, mutate, message):
     path = tiny_config(tmp_path, tiny_model_dir)

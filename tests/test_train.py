@@ -152,3 +152,34 @@ def test_answer_first_early_stop_gives_the_same_answer_as_decoding_everything(tm
     short = generator.generate([conversation], Sampling(max_new_tokens=40, stop_after_answer=True))[0]
     assert "Reason:" in full and short == full.split("\n")[0]                  # stopped at the delimiter
     assert extract_answer(short, "number") == extract_answer(full, "number") == "6"
+
+
+def test_two_processes_under_accelerate_train_like_one_with_the_doubled_batch(tmp_path, tiny_model_dir):
+    """DDP on CPU (gloo), 2 processes x 3 examples per step against 1 process x 6: the same merged weights."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    from student.sft import run_sft
+    rows = [{**row, "completion": [{"role": "assistant", "content": row["completion"][0]["content"] + " x" * i}]}
+            for i, row in enumerate(sft_rows(12))]          # unequal lengths: the token-count scaling matters
+    sft = write_jsonl(tmp_path / "sft.jsonl", rows)
+    run_sft(config_for(tiny_model_dir, epochs=1, batch_size=6), sft, tmp_path / "one")
+    worker = Path(__file__).with_name("ddp_sft_worker.py")
+    # --multi_gpu is accelerate's multi-process (torchrun) launcher; without a GPU our Accelerator runs gloo on CPUs
+    launched = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", str(worker), str(tiny_model_dir), str(sft),
+         str(tmp_path / "two"), "3"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert launched.returncode == 0, launched.stdout[-2000:] + launched.stderr[-3000:]
+    assert launched.stdout.count("processes 2") == 2                         # both ranks trained
+    one = load_file(tmp_path / "one" / "merged" / "model.safetensors")
+    two = load_file(tmp_path / "two" / "merged" / "model.safetensors")
+    base = load_file(tiny_model_dir / "model.safetensors")
+    assert any(not torch.equal(one[name], base[name]) for name in base)       # training moved the weights
+    for name, tensor in one.items():
+        torch.testing.assert_close(two[name], tensor, rtol=0, atol=2e-6)
+    logged = [json.loads(line)["loss"] for line in (tmp_path / "two" / "train_log.jsonl").read_text().splitlines()]
+    expected = [json.loads(line)["loss"] for line in (tmp_path / "one" / "train_log.jsonl").read_text().splitlines()]
+    assert logged == pytest.approx(expected, abs=1e-5)
