@@ -8,7 +8,7 @@ rationale-first). Students, all from the packaged SmolLM2-135M-Instruct with the
     answer-first SFT         2 epochs on train.jsonl (the quickstart student)
     + DPO                    from answer-first SFT; pairs = verified reference (chosen) against the SFT student's own
                              wrong answers on the training questions (rejected, InfiAlign's recipe), 1 epoch
-    + GRAO                   from answer-first SFT, 15 on-policy steps of 4 prompts x 4 samples
+    + GRAO                   from answer-first SFT, 10 on-policy steps of 4 prompts x 4 samples
     + pass@4 RL              the same, leave-one-out pass@k advantages
 Evaluation, for each: the shipped held-out split (258 shop-floor questions) and 60 GSM8K questions held out from
 ../shared/data (the last 60 of train.jsonl; no shop-floor seed comes from it): greedy pass@1 with a 95% interval,
@@ -47,7 +47,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/variants")
     parser.add_argument("--gsm8k", type=int, default=60)
-    parser.add_argument("--online-steps", type=int, default=15)
+    parser.add_argument("--online-steps", type=int, default=10)
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -100,9 +100,11 @@ def main():
         models[name] = folder / "merged"
 
     shots = [(q, answer_first_target(q)) for q in load_questions("shopfloor:train", limit=2)]
-    runs = [("base (2-shot)", config.student.model, {"shots": shots})]
-    runs += [(name, str(path), {}) for name, path in models.items()]
-    runs.insert(2, ("answer-first SFT, no calculator", sft_model, {"calculator": False}))
+    runs = [(name, str(models[name]), {}) for name in ("answer-first SFT", "answer-first SFT + DPO",
+                                                        "answer-first SFT + GRAO", "answer-first SFT + pass@4 RL",
+                                                        "rationale-first SFT")]
+    runs += [("base (2-shot)", config.student.model, {"shots": shots}),
+             ("answer-first SFT, no calculator", sft_model, {"calculator": False})]
     results = {}
     for name, model, options in runs:
         generator = None

@@ -103,5 +103,5 @@ def pairs_loss(student, pairs: list[tuple[dict, dict]], reference: torch.Tensor,
     accuracy and mean margin."""
     chosen, rejected = pair_logps(student.backbone, pairs, student.tokenizer.pad_token_id)
     loss = dpo_loss(chosen, rejected, reference[:, 0], reference[:, 1], beta)
-    margin = (chosen - reference[:, 0]) - (rejected - reference[:, 1])
+    margin = ((chosen - reference[:, 0]) - (rejected - reference[:, 1])).detach()
     return loss, {"reward_accuracy": float((margin > 0).float().mean()), "margin": float(margin.mean())}
