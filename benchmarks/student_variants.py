@@ -35,6 +35,12 @@ from evals.evaluate import evaluate_k
 GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "train.jsonl"
 
 
+# Each row of the results table: the model it evaluates and how (evaluate_k options).
+ROWS = ["base (2-shot)", "rationale-first SFT", "rationale-first SFT, no calculator", "answer-first SFT",
+        "answer-first SFT, no calculator", "answer-first SFT + DPO", "answer-first SFT + GRAO",
+        "answer-first SFT + pass@4 RL"]
+
+
 def cached(path: Path, compute):
     if path.exists():
         return json.loads(path.read_text())
@@ -48,7 +54,14 @@ def main():
     parser.add_argument("--out", default="runs/variants")
     parser.add_argument("--gsm8k", type=int, default=60)
     parser.add_argument("--online-steps", type=int, default=10)
+    parser.add_argument("--only", default="", help="comma-separated row names to compute (default: every row); "
+                        "e.g. --only 'base (2-shot),answer-first SFT' skips training the rest")
     args = parser.parse_args()
+    wanted = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = set(wanted) - set(ROWS)
+    if unknown:
+        parser.error(f"unknown rows {sorted(unknown)}; choose from {list(ROWS)}")
+    wanted = wanted or list(ROWS)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     config = load_config("configs/quickstart.yaml")
@@ -82,18 +95,19 @@ def main():
         models[name] = folder / "merged"
     sft_model = str(models["answer-first SFT"])
 
+    needs = {row.split(",")[0] for row in wanted}
     negatives = out / "teacher_negatives"        # the SFT student's own wrong answers, for DPO's rejected side
-    if not (negatives / "preferences" / "train.jsonl").exists():
+    if "answer-first SFT + DPO" in needs and not (negatives / "preferences" / "train.jsonl").exists():
         variant = dataclasses.replace(config, teacher=dataclasses.replace(
             config.teacher, negatives_model=sft_model, negatives_zero_shot=True, negatives_samples=2,
             negatives_temperature=1.0, batch_size=32))
         timed("negatives from the student", lambda: run_teacher(variant, negatives))
-    if not (out / "dpo" / "merged" / "config.json").exists():
+    if "answer-first SFT + DPO" in needs and not (out / "dpo" / "merged" / "config.json").exists():
         timed("DPO", lambda: run_dpo(config, negatives / "preferences" / "train.jsonl", out / "dpo", sft_model))
     models["answer-first SFT + DPO"] = out / "dpo" / "merged"
     for objective, name in [("grao", "answer-first SFT + GRAO"), ("pass", "answer-first SFT + pass@4 RL")]:
         folder = out / objective
-        if not (folder / "merged" / "config.json").exists():
+        if name in needs and not (folder / "merged" / "config.json").exists():
             online = dataclasses.replace(config.student.online, objective=objective, steps=args.online_steps)
             variant = dataclasses.replace(config, student=dataclasses.replace(config.student, online=online))
             timed(name, lambda: run_online(variant, teacher / "sft" / "train.jsonl", folder, sft_model))
@@ -104,9 +118,10 @@ def main():
                                                         "answer-first SFT + GRAO", "answer-first SFT + pass@4 RL",
                                                         "rationale-first SFT")]
     runs += [("base (2-shot)", config.student.model, {"shots": shots}),
-             ("answer-first SFT, no calculator", sft_model, {"calculator": False})]
+             ("answer-first SFT, no calculator", sft_model, {"calculator": False}),
+             ("rationale-first SFT, no calculator", str(models["rationale-first SFT"]), {"calculator": False})]
     results = {}
-    for name, model, options in runs:
+    for name, model, options in [run for run in runs if run[0] in wanted]:
         generator = None
         for split, questions in splits.items():
             key = f"{name} | {split}"

@@ -43,34 +43,19 @@ def evaluate(generator, questions: list[Question], shots: list[tuple[Question, s
 
 
 def evaluate_k(generator, questions: list[Question], k: int = 4, instruction: str | None = None,
-               shots: list[tuple[Question, str]] = (), calculator: bool = True, max_new_tokens: int = 48, temperature: float = 0.7, seed: int = 0,
-               batch_size: int = 64, label: str = "eval") -> dict:
-    """pass@1 (greedy), pass@k and maj@k (k samples at `temperature`), and the mean tokens to the answer.
+               shots: list[tuple[Question, str]] = (), calculator: bool = True, max_new_tokens: int = 48,
+               temperature: float = 0.7, seed: int = 0, batch_size: int = 64, label: str = "eval") -> dict:
+    """pass@1 (greedy, with a 95% interval), pass@k and maj@k (k samples at `temperature`), and the mean tokens to
+    the answer (the kernel's `sampled_scores`, the same as the dev evaluation during training).
 
     Every decode stops at the end of the Answer line, so the tokens counted are the tokens to the answer: the
-    answer line alone for an answer-first model, the whole reasoning plus the answer for a rationale-first one.
-    pass@k is the unbiased estimator with n = k samples."""
-    from edgedistill.checkers import majority
-    from edgedistill.formats import INSTRUCTION
-    from edgedistill.metrics import pass_at_k
+    answer line alone for an answer-first model, the whole reasoning plus the answer for a rationale-first one."""
+    from edgedistill.metrics import sampled_scores
     started = time.time()
-    conversations = [chat(q, shots, instruction=instruction or INSTRUCTION) for q in questions]
-    greedy = generator.generate(conversations, Sampling(max_new_tokens=max_new_tokens, calculator=calculator),
-                                batch_size=batch_size, progress=f"{label} greedy")
-    sampled = generator.generate([c for c in conversations for _ in range(k)],
-                                 Sampling(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                                          calculator=calculator), batch_size=batch_size, progress=f"{label} x{k}")
-    right = [is_correct(extract_answer(t, q.answer_type), q) for t, q in zip(greedy, questions)]
-    pass_k = maj_k = 0.0
-    for i, q in enumerate(questions):
-        answers = [extract_answer(t, q.answer_type) for t in sampled[i * k:(i + 1) * k]]
-        pass_k += pass_at_k(k, sum(is_correct(a, q) for a in answers), k)
-        vote, _ = majority(answers, q)
-        maj_k += vote is not None and is_correct(vote, q)
-    tokenizer = getattr(generator, "tokenizer", None)
-    tokens = [len(tokenizer.encode(t, add_special_tokens=False)) for t in greedy] if tokenizer else []
-    n = len(questions)
-    return {"n": n, "pass@1": round(sum(right) / n, 4), "ci95": wilson_interval(sum(right), n),
-            f"pass@{k}": round(pass_k / n, 4), f"maj@{k}": round(maj_k / n, 4),
-            "tokens_to_answer": round(sum(tokens) / max(1, len(tokens)), 1),
+    scores = sampled_scores(generator, questions, k, instruction, shots, calculator, max_new_tokens, temperature,
+                            seed, batch_size, progress=label)
+    n, right = len(questions), sum(scores["greedy"])
+    return {"n": n, "pass@1": round(right / n, 4), "ci95": wilson_interval(right, n),
+            f"pass@{k}": round(scores["pass@k"] / n, 4), f"maj@{k}": round(scores["maj@k"] / n, 4),
+            "tokens_to_answer": round(sum(scores["tokens"]) / max(1, len(scores["tokens"])), 1),
             "seconds": round(time.time() - started, 1)}

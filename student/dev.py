@@ -5,9 +5,8 @@ stage and the app use, so the numbers mean the same thing there.
 """
 from __future__ import annotations
 
-from edgedistill.checkers import extract_answer, is_correct, majority
-from edgedistill.formats import chat
-from edgedistill.generate import Sampling, TransformersGenerator
+from edgedistill.generate import TransformersGenerator
+from edgedistill.metrics import sampled_scores
 from edgedistill.records import Question, load_questions
 
 
@@ -25,16 +24,8 @@ def dev_evaluator(config):
 
 
 def evaluate_dev(generator, questions: list[Question], k: int, seed: int = 0, max_new_tokens: int = 48) -> dict:
-    conversations = [chat(q) for q in questions]
-    greedy = generator.generate(conversations, Sampling(max_new_tokens=max_new_tokens), batch_size=64)
-    result = {"pass@1": sum(is_correct(extract_answer(t, q.answer_type), q) for t, q in zip(greedy, questions))
-              / len(questions)}
+    scores = sampled_scores(generator, questions, k, max_new_tokens=max_new_tokens, seed=seed)
+    result = {"pass@1": sum(scores["greedy"]) / len(questions)}
     if k > 1:
-        sampled = generator.generate([c for c in conversations for _ in range(k)],
-                                     Sampling(max_new_tokens=max_new_tokens, temperature=0.7, seed=seed), batch_size=64)
-        right = 0
-        for i, q in enumerate(questions):
-            vote, _ = majority([extract_answer(t, q.answer_type) for t in sampled[i * k:(i + 1) * k]], q)
-            right += vote is not None and is_correct(vote, q)
-        result[f"maj@{k}"] = right / len(questions)
+        result[f"maj@{k}"] = scores["maj@k"] / len(questions)
     return {key: round(value, 4) for key, value in result.items()}

@@ -23,7 +23,7 @@ from edgedistill import UserError
 from edgedistill.config import Config
 from edgedistill.records import read_jsonl, write_json_atomic
 from student.batching import collate, token_logps, tokenise
-from student.loop import finish_stage, load_student, shard, train_loop
+from student.loop import autocast, finish_stage, load_student, shard, train_loop
 from student.objectives import dpo_loss, sequence_logp
 
 
@@ -45,8 +45,10 @@ def pair_logps(backbone, pairs: list[tuple[dict, dict]], pad_id: int) -> tuple[t
 
 
 @torch.no_grad()
-def reference_logps(student, pairs, pad_id: int, path: Path, batch_size: int = 8) -> torch.Tensor:
-    """[n, 2] reference log-probabilities, from `path` when an earlier (killed) run stored them."""
+def reference_logps(student, pairs, pad_id: int, path: Path, batch_size: int = 8, precision: str = "auto"
+                    ) -> torch.Tensor:
+    """[n, 2] reference log-probabilities, from `path` when an earlier (killed) run stored them; in the training
+    precision (bf16 autocast where the loop uses it), so the loss is log 2 at step 0 exactly there too."""
     if path.exists():
         stored = json.loads(path.read_text())
         if len(stored) == len(pairs):
@@ -54,7 +56,8 @@ def reference_logps(student, pairs, pad_id: int, path: Path, batch_size: int = 8
     student.model.eval()
     values = []
     for start in range(0, len(pairs), batch_size):
-        chosen, rejected = pair_logps(student.backbone, pairs[start:start + batch_size], pad_id)
+        with autocast(precision):
+            chosen, rejected = pair_logps(student.backbone, pairs[start:start + batch_size], pad_id)
         values += torch.stack([chosen, rejected], -1).tolist()
     student.model.train()
     write_json_atomic(path, values)
@@ -75,7 +78,7 @@ def run_dpo(config: Config, preferences_file: Path, out: Path, model: str, merge
     student = load_student(cfg, model, config.allow_network)
     pad = student.tokenizer.pad_token_id
     pairs = pair_examples(student.tokenizer, rows, cfg.max_length)
-    reference = reference_logps(student, pairs, pad, out / "reference_logps.json")
+    reference = reference_logps(student, pairs, pad, out / "reference_logps.json", precision=cfg.precision)
     rank, world = shard()      # with N processes a step takes N x batch_size pairs, each process its equal slice
     global_size = dpo.batch_size * world
     batches_per_epoch = math.ceil(len(pairs) / global_size)

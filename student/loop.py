@@ -75,6 +75,13 @@ def autocast_dtype(precision: str = "auto") -> torch.dtype | None:
     return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else None
 
 
+def autocast(precision: str = "auto"):
+    """The autocast context training runs in (a no-op in fp32): the DPO reference runs in it too, so the policy
+    and its reference agree exactly at step 0."""
+    amp = autocast_dtype(precision)
+    return torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=amp, enabled=amp is not None)
+
+
 def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -148,7 +155,6 @@ def train_loop(student: Student, out: Path, cfg, total_steps: int,
     parallel = DataParallel(student.model, micro_loss)
     main_process = parallel.rank == 0
     log = MetricsLog(out, list(cfg.report_to) if main_process else [], name, resumed_at=step)
-    amp = autocast_dtype(cfg.precision)
     bar = tqdm(total=total_steps, initial=step, desc=name, unit="step", disable=not main_process)
     started, values = time.time(), {}
     while step < total_steps:
@@ -156,8 +162,7 @@ def train_loop(student: Student, out: Path, cfg, total_steps: int,
             group["lr"] = lr_at(step, total_steps, cfg.warmup_steps, cfg.learning_rate)
         totals: dict[str, float] = {}
         for micro in range(cfg.accumulation):
-            with parallel.sync(micro == cfg.accumulation - 1), \
-                    torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=amp, enabled=amp is not None):
+            with parallel.sync(micro == cfg.accumulation - 1), autocast(cfg.precision):
                 loss, metrics = parallel(step, micro)
                 parallel.backward(loss / cfg.accumulation)
             for key, value in {"loss": parallel.total(loss), **metrics}.items():

@@ -44,17 +44,15 @@ def run_sft(config: Config, sft_file: Path, out: Path, model: str | None = None,
     rank, world = shard()                     # with N processes a step's batch is N x batch_size, each its slice
     global_size = cfg.batch_size * world
     batches_per_epoch = math.ceil(len(examples) / global_size)
-    steps_per_epoch = math.ceil(batches_per_epoch / cfg.accumulation)
-    total_steps = max(1, round(steps_per_epoch * cfg.epochs))
+    total_steps = max(1, math.ceil(batches_per_epoch * cfg.epochs / cfg.accumulation))
     print(f"student sft: {len(examples)} examples, {total_steps} steps of {cfg.batch_size} x {cfg.accumulation} "
           f"({cfg.method}{f' r={cfg.lora_r}' if cfg.method == 'lora' else ''}, {cfg.format}), "
           f"{sum(p.numel() for p in student.params) / 1e6:.2f}M trainable parameters", flush=True)
 
     def micro_loss(step: int, micro: int):
-        epoch, index = divmod(step, steps_per_epoch)
-        batches = batches_for_epoch(lengths, global_size, config.seed, epoch)
-        position = index * cfg.accumulation + micro
-        everyone = [examples[i] for i in batches[position % len(batches)]]
+        # micro-batches run through the epochs in order (a step may span two), so none repeats within an epoch
+        epoch, position = divmod(step * cfg.accumulation + micro, batches_per_epoch)
+        everyone = [examples[i] for i in batches_for_epoch(lengths, global_size, config.seed, epoch)[position]]
         batch = collate(everyone[rank::world], student.tokenizer.pad_token_id)
         if world == 1:
             return batch_loss(student, batch, cfg, frozen)

@@ -54,7 +54,7 @@ def test_dpo_starts_at_log_two_uses_the_stored_reference_and_learns_the_preferen
     # the reference is the starting model's: recomputed from the base it matches what was stored
     student = loop.load_student(config.student, str(tiny_model_dir))
     pairs = dpo.pair_examples(student.tokenizer, preference_rows(), config.student.max_length)
-    with torch.no_grad():
+    with torch.no_grad(), loop.autocast(config.student.precision):     # bf16 where training used it
         chosen, rejected = dpo.pair_logps(student.backbone, pairs, student.tokenizer.pad_token_id)
     assert torch.tensor(stored)[:, 0].tolist() == pytest.approx(chosen.tolist(), abs=1e-4)
     assert result["steps"] == 8 and (tmp_path / "dpo" / "merged" / "model.safetensors").exists()
@@ -164,7 +164,7 @@ def test_two_processes_under_accelerate_train_like_one_with_the_doubled_batch(tm
     rows = [{**row, "completion": [{"role": "assistant", "content": row["completion"][0]["content"] + " x" * i}]}
             for i, row in enumerate(sft_rows(12))]          # unequal lengths: the token-count scaling matters
     sft = write_jsonl(tmp_path / "sft.jsonl", rows)
-    run_sft(config_for(tiny_model_dir, epochs=1, batch_size=6), sft, tmp_path / "one")
+    run_sft(config_for(tiny_model_dir, epochs=1, batch_size=6, precision="fp32"), sft, tmp_path / "one")
     worker = Path(__file__).with_name("ddp_sft_worker.py")
     # --multi_gpu is accelerate's multi-process (torchrun) launcher; without a GPU our Accelerator runs gloo on CPUs
     launched = subprocess.run(
@@ -183,3 +183,22 @@ def test_two_processes_under_accelerate_train_like_one_with_the_doubled_batch(tm
     logged = [json.loads(line)["loss"] for line in (tmp_path / "two" / "train_log.jsonl").read_text().splitlines()]
     expected = [json.loads(line)["loss"] for line in (tmp_path / "one" / "train_log.jsonl").read_text().splitlines()]
     assert logged == pytest.approx(expected, abs=1e-5)
+
+
+def test_accumulation_sees_every_example_once_per_epoch(tmp_path, tiny_model_dir, monkeypatch):
+    """Micro-batches run through the epochs in order: with 3 batches per epoch and 2 micro-batches per step, step 2
+    spans the epoch boundary instead of repeating the epoch's first batch."""
+    from student import sft
+    seen = []
+    real = sft.batch_loss
+
+    def recording(student, batch, cfg, frozen=None, denominator=None):
+        seen.append(list(batch["index"]))
+        return real(student, batch, cfg, frozen, denominator)
+    monkeypatch.setattr(sft, "batch_loss", recording)
+    config = config_for(tiny_model_dir, batch_size=2, accumulation=2, epochs=2)
+    result = sft.run_sft(config, write_jsonl(tmp_path / "sft.jsonl", sft_rows(6)), tmp_path / "sft")
+    assert result["steps"] == 3                               # 6 micro-batches of 2 = 2 epochs of 6 examples
+    assert len(seen) == 6
+    for epoch in (seen[:3], seen[3:]):
+        assert sorted(i for batch in epoch for i in batch) == list(range(6))
