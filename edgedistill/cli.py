@@ -54,11 +54,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--allow-network", action="store_true", help="let the resolver download a hub model")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    p = sub.add_parser("export", help="merged student -> GGUF f16 -> quantized GGUF (llama.cpp, offline)",
-                       description="Convert a Hugging Face folder to GGUF with llama.cpp's converter, then quantize.")
+    p = sub.add_parser("export", help="merged student -> GGUF (quantized) and ONNX, each checked against it",
+                       description="Convert a Hugging Face folder to GGUF with llama.cpp's converter and quantizer, "
+                                   "and to ONNX with onnxruntime-genai's builder, offline; then prove each file "
+                                   "behaves like the source (top-1 agreement, KL, pass@1, size, speed: parity.md). "
+                                   "Fails when agreement is below --min-agreement, unless --force.")
     p.add_argument("--model", required=True, help="a Hugging Face folder (e.g. runs/quickstart/student/merged)")
-    p.add_argument("--out", required=True, help="folder for student-f16.gguf and student-<QUANT>.gguf")
-    p.add_argument("--quant", default="Q4_K_M", help="Q4_K_M (default), Q8_0, Q4_0, Q5_K_M, Q6_K")
+    p.add_argument("--out", required=True, help="folder for the GGUF files, onnx/ and parity.md")
+    p.add_argument("--quant", default="Q4_K_M", help="the main GGUF type: any llama.cpp offers (Q4_K_M, Q8_0, "
+                                                     "Q5_K_M, IQ4_XS, ...)")
+    p.add_argument("--more-quants", default="Q8_0", help="more GGUF types, comma-separated ('' for none)")
+    p.add_argument("--onnx", default="auto", help="auto (smallest int4 setting that passes parity), int4, "
+                                                  "int4-int8-head, int4-fp-head, int8, fp32, or none")
+    p.add_argument("--eval-data", default="shopfloor:heldout", help="questions for the parity check")
+    p.add_argument("--min-agreement", type=float, default=0.85, help="top-1 agreement an artifact needs (0.85)")
+    p.add_argument("--no-parity", action="store_true", help="skip the parity check (not recommended)")
+    p.add_argument("--force", action="store_true", help="keep artifacts that fail the parity check")
     p.add_argument("--calibration", default=None, metavar="SFT.jsonl",
                    help="training conversations (e.g. runs/x/teacher/sft/train.jsonl) whose activations steer the "
                         "rounding (an importance matrix, as llama-imatrix makes); default: plain rounding")
@@ -82,10 +93,17 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_eval(args)
         if args.command == "export":
             from pathlib import Path
-            from export.gguf import export_gguf, read_calibration
+            from edgedistill.config import ExportConfig
+            from edgedistill.records import load_questions
+            from export.gguf import read_calibration
+            from export.run import run_export
             calibration = read_calibration(Path(args.calibration), args.calibration_rows) if args.calibration else None
-            result = export_gguf(Path(args.model), Path(args.out), args.quant, calibration=calibration)
-            print(json.dumps(result, indent=2))
+            cfg = ExportConfig(quant=args.quant, more_quants=[q for q in args.more_quants.split(",") if q.strip()],
+                               onnx=args.onnx, parity=not args.no_parity, min_agreement=args.min_agreement,
+                               force=args.force)
+            questions = [] if args.no_parity else load_questions(args.eval_data)
+            result = run_export(cfg, Path(args.model), Path(args.out), calibration, questions)
+            print(json.dumps({k: v for k, v in result.items() if k != "parity"}, indent=2))
             return 0
         if args.command == "serve":
             from serve.app import serve

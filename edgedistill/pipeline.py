@@ -85,17 +85,19 @@ def step_train(config: Config, run: RunDir) -> dict:
 
 
 def step_export(config: Config, run: RunDir) -> dict:
-    if not config.export.gguf:
+    if not config.export.gguf and config.export.onnx == "none":
         return {"gguf": None}
-    from export.gguf import export_gguf, read_calibration
+    from export.gguf import read_calibration
+    from export.run import run_export
     calibration = None
     if config.export.calibration:   # the student's own training conversations: what its answers look like
         calibration = read_calibration(run.path("teacher", "sft", "train.jsonl"), config.export.calibration)
-    result = export_gguf(run.path("student", "merged"), run.path("export"), config.export.quant,
-                         config.export.keep_f16, calibration)
-    print(f"[export] {result['gguf']} ({result['files'][config.export.quant]['bytes'] / 2**20:.1f} MiB), "
-          f"convert {result['convert_seconds']} s, quantize {result['quantize_seconds']} s", flush=True)
-    return result
+    questions = load_questions(config.data.eval, limit=config.data.eval_limit) if config.export.parity else []
+    result = run_export(config.export, run.path("student", "merged"), run.path("export"), calibration, questions)
+    if result.get("gguf"):
+        print(f"[export] {result['gguf']} ({result['files'][config.export.quant]['bytes'] / 2**20:.1f} MiB), "
+              f"convert {result['convert_seconds']} s, quantize {result['quantize_seconds']} s", flush=True)
+    return {"gguf": None, **result}
 
 
 def step_eval(config: Config, run: RunDir) -> dict:
@@ -125,6 +127,11 @@ def step_eval(config: Config, run: RunDir) -> dict:
         results["gguf"] = score(gguf, "llama.cpp", f"eval gguf {config.export.quant}")
         write_json_atomic(run.path("eval", "gguf.json"), results["gguf"])
         artifacts["gguf"] = Path(gguf)
+    onnx = (run.stage("export").get("outputs", {}).get("onnx") or {}).get("path")
+    if onnx:
+        results["onnx"] = score(onnx, "onnx", "eval onnx")
+        write_json_atomic(run.path("eval", "onnx.json"), results["onnx"])
+        artifacts["onnx"] = Path(onnx)
     seconds = {stage: run.stage(stage).get("seconds") for stage in ("teach", "train", "export")}
     seconds["eval"] = round(sum(r["seconds"] for r in results.values()), 1)
     extra = {"eval_data": config.data.eval, "teacher": config.teacher.kind}

@@ -1,0 +1,145 @@
+"""Speed and memory of one model file, measured in a process of its own (so peak memory is that model's alone).
+
+    python -m export.probe torch|gguf|onnx PATH [--threads 2] [--new-tokens 128] [--repeats 3]
+
+prints one JSON line: load seconds, prefill and decode tokens/s (the median of `repeats` after one warm-up), peak
+resident memory. Decoding is greedy with the KV cache on, EOS suppressed so every run decodes exactly
+`new_tokens`; the prompt is a shop-floor question in the model's chat template. The export stage's parity report
+and benchmarks/export_speed.py both use it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+PROMPT = [{"role": "system", "content": "Write 'Answer:' first, arithmetic as <<expression=>>, then 'Reason:'."},
+          {"role": "user", "content": "A press line makes 60 brackets an hour. The night shift runs it for 7.5 hours "
+                                      "and scraps 12 brackets. How many good brackets does the night shift make?"}]
+
+
+class TorchModel:
+    def __init__(self, path: str):
+        from edgedistill.models import load_model
+        self.model, self.tokenizer = load_model(path)
+        self.model.eval()
+
+    def prompt_ids(self):
+        from edgedistill.generate import render_prompt
+        return self.tokenizer.encode(render_prompt(self.tokenizer, PROMPT), add_special_tokens=False)
+
+    def run(self, ids, new_tokens, eos):
+        import torch
+        with torch.no_grad():
+            started = time.perf_counter()
+            out = self.model(input_ids=torch.tensor([ids]), use_cache=True, logits_to_keep=1)
+            prefilled = time.perf_counter()
+            for _ in range(new_tokens):
+                logits = out.logits[0, -1]
+                logits[list(eos)] = -float("inf")
+                out = self.model(input_ids=logits.argmax().view(1, 1), past_key_values=out.past_key_values,
+                                 use_cache=True)
+            return prefilled - started, time.perf_counter() - prefilled
+
+
+class GgufModel:
+    def __init__(self, path: str, threads: int):
+        import llama_cpp
+        self.llm = llama_cpp.Llama(model_path=path, n_ctx=1024, n_threads=threads, n_threads_batch=threads,
+                                   n_batch=512, verbose=False)
+
+    def prompt_ids(self):
+        from edgedistill.llamacpp import _chat_renderer
+        return self.llm.tokenize(_chat_renderer(self.llm)(PROMPT).encode(), add_bos=False, special=True)
+
+    def run(self, ids, new_tokens, eos):
+        self.llm.reset()
+        started = time.perf_counter()
+        self.llm.eval(ids)
+        prefilled = time.perf_counter()
+        for _ in range(new_tokens):
+            logits = np.array(self.llm.scores[self.llm.n_tokens - 1])
+            logits[list(eos)] = -np.inf
+            self.llm.eval([int(logits.argmax())])
+        return prefilled - started, time.perf_counter() - prefilled
+
+
+class OnnxModel:
+    def __init__(self, path: str, threads: int):
+        from edgedistill.onnx_runtime import OnnxGenerator
+        self.generator = OnnxGenerator(path, threads)
+
+    def prompt_ids(self):
+        return self.generator.encode(self.generator.render(PROMPT))
+
+    def run(self, ids, new_tokens, eos):
+        started = time.perf_counter()
+        generator = self.generator.generator_for(ids, new_tokens)
+        prefilled = time.perf_counter()
+        for _ in range(new_tokens):
+            logits = np.array(generator.get_logits())[0, -1]
+            logits[list(eos)] = -np.inf
+            generator.append_tokens(np.array([int(logits.argmax())], dtype=np.int32))
+        return prefilled - started, time.perf_counter() - prefilled
+
+
+def measure(kind: str, path: str, threads: int = 2, new_tokens: int = 128, repeats: int = 3) -> dict:
+    import torch
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    model = {"torch": lambda: TorchModel(path), "gguf": lambda: GgufModel(path, threads),
+             "onnx": lambda: OnnxModel(path, threads)}[kind]()
+    load_seconds = time.perf_counter() - started
+    eos = _eos_ids(kind, model)
+    ids = model.prompt_ids()
+    model.run(ids, 8, eos)                              # warm-up
+    runs = [model.run(ids, new_tokens, eos) for _ in range(repeats)]
+    prefill = statistics.median(r[0] for r in runs)
+    decode = statistics.median(r[1] for r in runs)
+    return {"kind": kind, "load_seconds": round(load_seconds, 2), "prompt_tokens": len(ids),
+            "prefill_tokens_per_s": round(len(ids) / prefill, 1), "decode_tokens_per_s": round(new_tokens / decode, 1),
+            "new_tokens": new_tokens, "threads": threads,
+            "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def _eos_ids(kind, model) -> set:
+    if kind == "torch":
+        eos = model.model.generation_config.eos_token_id
+        return set(eos if isinstance(eos, list) else [eos or model.tokenizer.eos_token_id])
+    if kind == "gguf":
+        return {model.llm.token_eos()}
+    return model.generator.eos
+
+
+def measure_in_subprocess(kind: str, path: str, threads: int = 2, new_tokens: int = 128, repeats: int = 3) -> dict:
+    """`measure` in a fresh Python process: its peak memory is this model's, not the caller's."""
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-m", "export.probe", kind, str(path), "--threads", str(threads),
+                             "--new-tokens", str(new_tokens), "--repeats", str(repeats)],
+                            capture_output=True, text=True, cwd=root)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    if result.returncode != 0 or not lines:
+        return {"kind": kind, "error": (result.stderr.strip().splitlines() or ["no output"])[-1][:300]}
+    return json.loads(lines[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("kind", choices=["torch", "gguf", "onnx"])
+    parser.add_argument("path")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    print(json.dumps(measure(args.kind, args.path, args.threads, args.new_tokens, args.repeats)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

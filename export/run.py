@@ -1,0 +1,86 @@
+"""The export stage: merged student -> GGUF (f16, then each quantization) and ONNX, each proven against the source.
+
+    gguf     export/gguf.py: llama.cpp's converter and quantizer, offline; `quant` (the main one, which evaluation
+             and the app take) and `more_quants`; an Ollama Modelfile and a server command beside each file
+    onnx     export/onnx.py: onnxruntime-genai's builder; `onnx: auto` tries int4 settings smallest first and keeps
+             the first that passes parity (else int8), or names one setting, or `none`
+    parity   export/parity.py: top-1 agreement, KL, pass@1, template, size, load time, prefill/decode tokens/s and
+             peak memory per artifact; parity.json beside each, parity.md and a table in the log
+    gate     an artifact whose agreement is below `min_agreement`, or whose chat prompt differs from the source's,
+             fails the export with a message naming it, unless `force`
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from edgedistill import UserError
+from edgedistill.records import write_json_atomic, write_text_atomic
+
+
+def run_export(cfg, merged: Path, out: Path, calibration: list[list[dict]] | None = None, questions=()) -> dict:
+    """`cfg` is an ExportConfig; `questions` the evaluation split parity is measured on."""
+    from export.gguf import export_gguf
+    from export.onnx import AUTO_ORDER, build_onnx
+    from export.parity import SourceModel, accuracy, parity_path, parity_report, table
+    if not (merged / "config.json").is_file():
+        raise UserError(f"{merged}: not a Hugging Face model folder (no config.json); export needs the merged student "
+                        f"(student/merged of a run, or any folder with config.json and safetensors)")
+    out.mkdir(parents=True, exist_ok=True)
+    result: dict = {}
+    artifacts: dict[str, tuple[str, Path]] = {}
+    if cfg.gguf:
+        result = export_gguf(merged, out, [cfg.quant, *[q for q in cfg.more_quants if q != cfg.quant]],
+                             cfg.keep_f16, calibration)
+        artifacts = {f"GGUF {q}": ("gguf", Path(result["files"][q]["path"])) for q in result["quants"]}
+    questions = list(questions)
+    checking = cfg.parity and bool(questions)
+    source = SourceModel(merged) if checking else None
+    source_accuracy = accuracy(str(merged), questions[:cfg.parity_eval], "transformers") \
+        if checking and cfg.parity_eval else None
+
+    def check(kind: str, path: Path) -> dict:
+        return parity_report(kind, path, source, questions, source_accuracy, cfg.parity_eval, cfg.parity_prompts,
+                             cfg.threads)
+
+    reports = {name: check(kind, path) for name, (kind, path) in artifacts.items()} if checking else {}
+    if cfg.onnx != "none":
+        settings = AUTO_ORDER if cfg.onnx == "auto" else [cfg.onnx]
+        tried = {}
+        for setting in settings:
+            candidate = out / f"onnx-{setting}"
+            built = build_onnx(merged, candidate, setting, cfg.threads)
+            report = check("onnx", candidate) if checking else None
+            passed = report is None or _passes(report, cfg.min_agreement)
+            tried[setting] = report and report["agreement"]
+            if passed or setting == settings[-1]:
+                target = out / "onnx"
+                shutil.rmtree(target, ignore_errors=True)
+                candidate.replace(target)
+                result["onnx"] = {**built, "path": str(target), "tried": tried}
+                artifacts[f"ONNX {setting}"] = ("onnx", target)
+                if report is not None:
+                    report["artifact"] = str(target)
+                    write_json_atomic(parity_path(target), report)
+                    reports[f"ONNX {setting}"] = report
+                break
+            shutil.rmtree(candidate)
+            print(f"[export] ONNX {setting}: agreement {report['agreement']:.1%} < {cfg.min_agreement:.0%}, "
+                  f"trying the next setting", flush=True)
+    if reports:
+        text = table(reports)
+        write_text_atomic(out / "parity.md", f"# Parity of each exported artifact with {merged}\n\n{text}\n")
+        print(text, flush=True)
+        result["parity"] = {name: {k: v for k, v in r.items() if k != "artifact"} for name, r in reports.items()}
+        result["parity_files"] = {name: str(parity_path(artifacts[name][1])) for name in reports}
+        failing = [f"{name} (agreement {r['agreement']:.1%}{'' if r['template_ok'] else ', chat prompt differs'})"
+                   for name, r in reports.items() if not _passes(r, cfg.min_agreement)]
+        if failing and not cfg.force:
+            raise UserError(f"export: {', '.join(failing)} below export.min_agreement {cfg.min_agreement:.0%}: the "
+                            f"file does not behave like the student (see {out / 'parity.md'}). Use a higher-precision "
+                            f"setting, or --force / export.force: true to keep it anyway")
+    return result
+
+
+def _passes(report: dict, min_agreement: float) -> bool:
+    return report["template_ok"] and report["agreement"] >= min_agreement

@@ -1,0 +1,159 @@
+"""The export stage end to end on a tiny random Llama: GGUF and ONNX, each checked against the source; the gate
+fails an artifact that does not behave like its source; damaged inputs give clear errors; nothing is sent off the
+machine (an audit hook in this process and in every child process records each socket.connect)."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from edgedistill import UserError
+from edgedistill.config import ExportConfig
+from edgedistill.records import load_questions
+from export import parity
+from export.run import run_export
+
+
+def questions(n=8):
+    return load_questions("shopfloor:heldout", limit=n)
+
+
+def small_config(**overrides):
+    base = dict(quant="Q8_0", more_quants=[], onnx="fp32", calibration=0, parity_prompts=3, parity_eval=3,
+                min_agreement=0.9)
+    return ExportConfig(**{**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def connect_log(tmp_path_factory):
+    """A sitecustomize that records every socket.connect address of any Python process started with it."""
+    folder = tmp_path_factory.mktemp("audit")
+    (folder / "sitecustomize.py").write_text(textwrap.dedent("""
+        import os, sys
+        def _hook(event, args):
+            if event == "socket.connect":
+                with open(os.environ["EDGEDISTILL_CONNECT_LOG"], "a") as f:
+                    f.write(repr(args[1]) + "\\n")
+        sys.addaudithook(_hook)
+    """))
+    return folder, folder / "connects.log"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_model_dir, connect_log):
+    """One full export of the tiny model (GGUF f16 + Q8_0, ONNX fp32, parity of each), with every connection of
+    this process and of its children (converter, builder, probes) recorded."""
+    folder, log = connect_log
+    out = tmp_path_factory.mktemp("export")
+    attempts = []
+
+    def hook(event, args):
+        if event == "socket.connect":
+            attempts.append(repr(args[1]))
+    sys.addaudithook(hook)           # cannot be removed; it only appends to a list
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "EDGEDISTILL_CONNECT_LOG")}
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(folder), saved["PYTHONPATH"]]))
+    os.environ["EDGEDISTILL_CONNECT_LOG"] = str(log)
+    try:
+        result = run_export(small_config(), tiny_model_dir, out, None, questions())
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    children = log.read_text().splitlines() if log.exists() else []
+    return result, out, attempts + children
+
+
+def is_loopback(address: str) -> bool:
+    return address.startswith(("('127.", "('::1'", "'/")) or address.startswith("b'") or "localhost" in address
+
+
+def test_export_sends_nothing_off_the_machine(exported, connect_log):
+    _, _, attempts = exported
+    assert [a for a in attempts if not is_loopback(a)] == []
+    # the recorder works: a child process that does try to connect is seen
+    folder, log = connect_log
+    probe = "import socket\ntry:\n    socket.create_connection(('203.0.113.9', 9), timeout=0.01)\nexcept OSError:\n    pass"
+    subprocess.run([sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": str(folder),
+                                                       "EDGEDISTILL_CONNECT_LOG": str(log)})
+    assert "203.0.113.9" in log.read_text()
+
+
+def test_every_artifact_has_a_parity_report_and_the_exact_ones_agree(exported):
+    result, out, _ = exported
+    assert set(result["parity"]) == {"GGUF Q8_0", "ONNX fp32"}
+    onnx = json.loads((out / "onnx" / "parity.json").read_text())
+    gguf = json.loads((out / "student-Q8_0.gguf.parity.json").read_text())
+    for report in (onnx, gguf):
+        assert report["template_ok"] is True
+        assert report["agreement_tokens"] > 0 and report["kl_tokens"] > 0
+        assert report["decode_tokens_per_s"] > 0 and report["peak_memory_mb"] > 0 and report["bytes"] > 0
+        assert 0.0 <= report["pass@1"] <= 1.0
+    assert onnx["agreement"] == 1.0 and onnx["kl"] < 1e-4            # fp32 ONNX is the same function
+    assert gguf["agreement"] >= 0.9 and gguf["kl"] < 0.05
+    assert "| GGUF Q8_0 |" in (out / "parity.md").read_text()
+
+
+def test_modelfile_and_server_command_carry_template_and_stop_token(exported, smollm_tokenizer):
+    _, out, _ = exported
+    modelfile = (out / "student-Q8_0.Modelfile").read_text()
+    assert "FROM ./student-Q8_0.gguf" in modelfile and "<|im_start|>assistant" in modelfile
+    assert f'PARAMETER stop "{smollm_tokenizer.eos_token}"' in modelfile
+    server = (out / "student-Q8_0.server.sh").read_text()
+    assert "--jinja" in server and "--host 127.0.0.1" in server and os.access(out / "student-Q8_0.server.sh", os.X_OK)
+
+
+def test_an_artifact_that_is_not_its_source_fails_the_gate(tmp_path, tiny_model_dir, smollm_tokenizer):
+    """A stale GGUF of another random model sits in the export folder (the export reuses existing files): the
+    parity check sees it does not behave like the source, and the export fails naming it, unless forced."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from export.gguf import export_gguf
+    torch.manual_seed(1)
+    other = LlamaForCausalLM(LlamaConfig(vocab_size=len(smollm_tokenizer), hidden_size=64, intermediate_size=128,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         initializer_range=0.2, tie_word_embeddings=False,
+                                         eos_token_id=smollm_tokenizer.eos_token_id))
+    # (untied and wider than the tiny model: two tied random models both just repeat the last token, and agree)
+    other.save_pretrained(tmp_path / "other")
+    smollm_tokenizer.save_pretrained(tmp_path / "other")
+    export_gguf(tmp_path / "other", tmp_path / "out", "Q8_0")
+    config = small_config(onnx="none")
+    with pytest.raises(UserError, match=r"GGUF Q8_0 \(agreement"):
+        run_export(config, tiny_model_dir, tmp_path / "out", None, questions())
+    report = json.loads((tmp_path / "out" / "student-Q8_0.gguf.parity.json").read_text())
+    assert report["agreement"] < 0.5 and report["kl"] > 0.1
+    config.force = True
+    assert run_export(config, tiny_model_dir, tmp_path / "out", None, questions())["parity"]["GGUF Q8_0"]
+
+
+def test_damaged_inputs_give_clear_errors(tmp_path, tiny_model_dir, exported):
+    from edgedistill.llamacpp import LlamaCppGenerator
+    from edgedistill.onnx_runtime import OnnxGenerator
+    from export.gguf import convert_f16
+    result, out, _ = exported
+    gguf = tmp_path / "cut.gguf"
+    data = open(result["gguf"], "rb").read()
+    gguf.write_bytes(data[:len(data) // 3])
+    with pytest.raises(UserError, match="truncated"):
+        LlamaCppGenerator(str(gguf))
+    broken_onnx = tmp_path / "onnx"
+    broken_onnx.mkdir()
+    for f in (out / "onnx").iterdir():
+        content = f.read_bytes()
+        (broken_onnx / f.name).write_bytes(content[:len(content) // 3] if f.suffix in (".onnx", ".data") else content)
+    with pytest.raises(UserError, match="cannot load"):
+        OnnxGenerator(str(broken_onnx))
+    folder = tmp_path / "merged"
+    folder.mkdir()
+    for f in tiny_model_dir.iterdir():
+        content = f.read_bytes()
+        (folder / f.name).write_bytes(content[:len(content) // 3] if f.suffix == ".safetensors" else content)
+    with pytest.raises(UserError, match="converter failed"):
+        convert_f16(folder, tmp_path / "x.gguf")
+    with pytest.raises(UserError, match="no config.json"):
+        run_export(small_config(), tmp_path, tmp_path / "y")
