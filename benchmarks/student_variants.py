@@ -54,10 +54,10 @@ def main():
     parser.add_argument("--out", default="runs/variants")
     parser.add_argument("--gsm8k", type=int, default=60)
     parser.add_argument("--online-steps", type=int, default=10)
-    parser.add_argument("--only", default="", help="comma-separated row names to compute (default: every row); "
-                        "e.g. --only 'base (2-shot),answer-first SFT' skips training the rest")
+    parser.add_argument("--only", default="", help="semicolon-separated row names to compute (default: every row); "
+                        "e.g. --only 'base (2-shot);answer-first SFT' skips training the rest")
     args = parser.parse_args()
-    wanted = [name.strip() for name in args.only.split(",") if name.strip()]
+    wanted = [name.strip() for name in args.only.split(";") if name.strip()]
     unknown = set(wanted) - set(ROWS)
     if unknown:
         parser.error(f"unknown rows {sorted(unknown)}; choose from {list(ROWS)}")

@@ -59,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and to ONNX with onnxruntime-genai's builder, offline; then prove each file "
                                    "behaves like the source (top-1 agreement, KL, pass@1, size, speed: parity.md). "
                                    "Fails when agreement is below --min-agreement, unless --force.")
-    p.add_argument("--model", required=True, help="a Hugging Face folder (e.g. runs/quickstart/student/merged)")
+    p.add_argument("--model", required=True, help="a Hugging Face folder (e.g. runs/quickstart/student/merged), or "
+                                                  "a LoRA adapter folder (merged into its base in fp32 first)")
+    p.add_argument("--base", default=None, help="the base model of a LoRA adapter (default: the one its "
+                                                "adapter_config.json names)")
     p.add_argument("--out", required=True, help="folder for the GGUF files, onnx/ and parity.md")
     p.add_argument("--quant", default="Q4_K_M", help="the main GGUF type: any llama.cpp offers (Q4_K_M, Q8_0, "
                                                      "Q5_K_M, IQ4_XS, ...)")
@@ -67,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", default="auto", help="auto (smallest int4 setting that passes parity), int4, "
                                                   "int4-int8-head, int4-fp-head, int8, fp32, or none")
     p.add_argument("--eval-data", default="shopfloor:heldout", help="questions for the parity check")
-    p.add_argument("--min-agreement", type=float, default=0.85, help="top-1 agreement an artifact needs (0.85)")
+    p.add_argument("--min-agreement", type=float, default=0.9, help="top-1 agreement an artifact needs (0.9)")
     p.add_argument("--no-parity", action="store_true", help="skip the parity check (not recommended)")
     p.add_argument("--force", action="store_true", help="keep artifacts that fail the parity check")
     p.add_argument("--calibration", default=None, metavar="SFT.jsonl",
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                                onnx=args.onnx, parity=not args.no_parity, min_agreement=args.min_agreement,
                                force=args.force)
             questions = [] if args.no_parity else load_questions(args.eval_data)
-            result = run_export(cfg, Path(args.model), Path(args.out), calibration, questions)
+            result = run_export(cfg, Path(args.model), Path(args.out), calibration, questions, args.base)
             print(json.dumps({k: v for k, v in result.items() if k != "parity"}, indent=2))
             return 0
         if args.command == "serve":

@@ -131,7 +131,8 @@ class ExportConfig:
     parity: bool = True                   # check every artifact against the merged student (export/parity.py)
     parity_prompts: int = 16              # prompts for top-1 agreement (and as many reference answers for KL)
     parity_eval: int = 64                 # evaluation questions for pass@1 (0: skip)
-    min_agreement: float = 0.85           # below it the export fails, unless force
+    min_agreement: float = 0.9            # below it the export fails, unless force (Q4_K_M of the quickstart
+                                          # student: 91.8%; an int4 ONNX at 86% lost 8 points of pass@1)
     force: bool = False
     threads: int = 2                      # for the speed figures and the ONNX builder
 

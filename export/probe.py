@@ -1,6 +1,6 @@
 """Speed and memory of one model file, measured in a process of its own (so peak memory is that model's alone).
 
-    python -m export.probe torch|gguf|onnx PATH [--threads 2] [--new-tokens 128] [--repeats 3]
+    python -m export.probe torch|torch-generate|gguf|onnx PATH [--threads 2] [--new-tokens 128] [--repeats 3]
 
 prints one JSON line: load seconds, prefill and decode tokens/s (the median of `repeats` after one warm-up), peak
 resident memory. Decoding is greedy with the KV cache on, EOS suppressed so every run decodes exactly
@@ -49,25 +49,47 @@ class TorchModel:
             return prefilled - started, time.perf_counter() - prefilled
 
 
-class GgufModel:
-    def __init__(self, path: str, threads: int):
-        import llama_cpp
-        self.llm = llama_cpp.Llama(model_path=path, n_ctx=1024, n_threads=threads, n_threads_batch=threads,
-                                   n_batch=512, verbose=False)
-
-    def prompt_ids(self):
-        from edgedistill.llamacpp import _chat_renderer
-        return self.llm.tokenize(_chat_renderer(self.llm)(PROMPT).encode(), add_bos=False, special=True)
+class TorchGenerate(TorchModel):
+    """`model.generate` as a user calls it (greedy, KV cache on): the baseline a plain transformers user gets."""
 
     def run(self, ids, new_tokens, eos):
-        self.llm.reset()
+        import torch
+        with torch.no_grad():
+            started = time.perf_counter()
+            self.model(input_ids=torch.tensor([ids]), use_cache=True, logits_to_keep=1)
+            prefilled = time.perf_counter()
+            decode_started = time.perf_counter()
+            self.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                                pad_token_id=self.tokenizer.eos_token_id)
+            # generate's own prefill is timed apart above and taken out of the decode time
+            return prefilled - started, time.perf_counter() - decode_started - (prefilled - started)
+
+
+class GgufModel:
+    """Through edgedistill's own llama.cpp runtime (the one evaluation and the app use): llama_decode on a context
+    of ours, logits read only for the last position, no per-token copy of a scores matrix."""
+
+    def __init__(self, path: str, threads: int):
+        from edgedistill.llamacpp import LlamaCppGenerator
+        self.generator = LlamaCppGenerator(path, threads=threads)
+
+    def prompt_ids(self):
+        return self.generator.encode(self.generator.render(PROMPT), special=True)
+
+    def run(self, ids, new_tokens, eos):
+        g = self.generator
+        ctx = g._context(1)
+        g._lib.llama_memory_clear(g._lib.llama_get_memory(ctx), True)
         started = time.perf_counter()
-        self.llm.eval(ids)
+        g._decode(ctx, [(token, i, 0, i == len(ids) - 1) for i, token in enumerate(ids)])
+        row = (len(ids) - 1) % 512          # the logits row of the prompt's last token (chunks of BATCH_TOKENS)
         prefilled = time.perf_counter()
-        for _ in range(new_tokens):
-            logits = np.array(self.llm.scores[self.llm.n_tokens - 1])
-            logits[list(eos)] = -np.inf
-            self.llm.eval([int(logits.argmax())])
+        for position in range(len(ids), len(ids) + new_tokens):
+            logits = g._logits(ctx, [row])[0]
+            logits[list(eos)] = -float("inf")
+            g._decode(ctx, [(int(logits.argmax()), position, 0, True)])
+            row = 0
         return prefilled - started, time.perf_counter() - prefilled
 
 
@@ -94,7 +116,8 @@ def measure(kind: str, path: str, threads: int = 2, new_tokens: int = 128, repea
     import torch
     torch.set_num_threads(threads)
     started = time.perf_counter()
-    model = {"torch": lambda: TorchModel(path), "gguf": lambda: GgufModel(path, threads),
+    model = {"torch": lambda: TorchModel(path), "torch-generate": lambda: TorchGenerate(path),
+             "gguf": lambda: GgufModel(path, threads),
              "onnx": lambda: OnnxModel(path, threads)}[kind]()
     load_seconds = time.perf_counter() - started
     eos = _eos_ids(kind, model)
@@ -106,15 +129,27 @@ def measure(kind: str, path: str, threads: int = 2, new_tokens: int = 128, repea
     return {"kind": kind, "load_seconds": round(load_seconds, 2), "prompt_tokens": len(ids),
             "prefill_tokens_per_s": round(len(ids) / prefill, 1), "decode_tokens_per_s": round(new_tokens / decode, 1),
             "new_tokens": new_tokens, "threads": threads,
-            "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "peak_memory_mb": peak_memory_mb()}
+
+
+def peak_memory_mb() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a probe
+    started from a large parent would report the parent's size (fork copies its page tables)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _eos_ids(kind, model) -> set:
-    if kind == "torch":
+    if kind.startswith("torch"):
         eos = model.model.generation_config.eos_token_id
         return set(eos if isinstance(eos, list) else [eos or model.tokenizer.eos_token_id])
     if kind == "gguf":
-        return {model.llm.token_eos()}
+        return model.generator.eos
     return model.generator.eos
 
 
@@ -132,7 +167,7 @@ def measure_in_subprocess(kind: str, path: str, threads: int = 2, new_tokens: in
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("kind", choices=["torch", "gguf", "onnx"])
+    parser.add_argument("kind", choices=["torch", "torch-generate", "gguf", "onnx"])
     parser.add_argument("path")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=128)

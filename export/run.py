@@ -18,15 +18,20 @@ from edgedistill import UserError
 from edgedistill.records import write_json_atomic, write_text_atomic
 
 
-def run_export(cfg, merged: Path, out: Path, calibration: list[list[dict]] | None = None, questions=()) -> dict:
-    """`cfg` is an ExportConfig; `questions` the evaluation split parity is measured on."""
+def run_export(cfg, merged: Path, out: Path, calibration: list[list[dict]] | None = None, questions=(),
+               base: str | None = None) -> dict:
+    """`cfg` is an ExportConfig; `questions` the evaluation split parity is measured on. `merged` may also be a
+    LoRA adapter folder: it is merged into `base` (default: the base its adapter_config.json names) first."""
     from export.gguf import export_gguf
     from export.onnx import AUTO_ORDER, build_onnx
     from export.parity import SourceModel, accuracy, parity_path, parity_report, table
+    out.mkdir(parents=True, exist_ok=True)
+    if (merged / "adapter_config.json").is_file():
+        merged = merge_adapter(merged, out / "merged", base)
     if not (merged / "config.json").is_file():
         raise UserError(f"{merged}: not a Hugging Face model folder (no config.json); export needs the merged student "
-                        f"(student/merged of a run, or any folder with config.json and safetensors)")
-    out.mkdir(parents=True, exist_ok=True)
+                        f"(student/merged of a run, a folder with config.json and safetensors, or a LoRA adapter "
+                        f"folder with adapter_config.json)")
     result: dict = {}
     artifacts: dict[str, tuple[str, Path]] = {}
     if cfg.gguf:
@@ -80,6 +85,34 @@ def run_export(cfg, merged: Path, out: Path, calibration: list[list[dict]] | Non
                             f"file does not behave like the student (see {out / 'parity.md'}). Use a higher-precision "
                             f"setting, or --force / export.force: true to keep it anyway")
     return result
+
+
+def merge_adapter(adapter: Path, target: Path, base: str | None = None) -> Path:
+    """A PEFT LoRA adapter merged into its base in full precision: the base is loaded in fp32 (a GGUF base, like
+    the packaged SmolLM2, is dequantised first), never into quantized weights, whose rounding would swallow the
+    adapter's small update. The merged folder (safetensors, tokenizer) appears at `target` by atomic rename."""
+    import json
+    from peft import PeftModel
+    from edgedistill.models import load_model
+    if not (adapter / "adapter_model.safetensors").is_file():
+        raise UserError(f"{adapter}: no adapter_model.safetensors (edgedistill never loads pickled adapter_model.bin)")
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    base = base or config.get("base_model_name_or_path")
+    if not base:
+        raise UserError(f"{adapter}/adapter_config.json names no base model: pass --base")
+    model, tokenizer = load_model(base)
+    try:
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise UserError(f"{adapter}: this adapter does not fit the base {base} ({str(exc)[:200]})") from None
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial, safe_serialization=True)
+    tokenizer.save_pretrained(partial)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.replace(target)
+    print(f"[export] merged the adapter {adapter} into {base} (fp32): {target}", flush=True)
+    return target
 
 
 def _passes(report: dict, min_agreement: float) -> bool:

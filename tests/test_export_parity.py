@@ -157,3 +157,26 @@ def test_damaged_inputs_give_clear_errors(tmp_path, tiny_model_dir, exported):
         convert_f16(folder, tmp_path / "x.gguf")
     with pytest.raises(UserError, match="no config.json"):
         run_export(small_config(), tmp_path, tmp_path / "y")
+
+
+def test_a_lora_adapter_is_merged_in_full_precision_then_exported(tmp_path, tiny_model_dir):
+    """An adapter folder (PEFT's save_pretrained) is merged into its base in fp32, and the export's parity is
+    measured against that merged model: the adapter's update survives (the merged weights are base + B A)."""
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+    from edgedistill.models import load_model
+    model, tokenizer = load_model(str(tiny_model_dir))
+    torch.manual_seed(3)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                  init_lora_weights=False))     # a non-zero update
+    peft_model.save_pretrained(tmp_path / "adapter")
+    result = run_export(small_config(onnx="none", parity_eval=0), tmp_path / "adapter", tmp_path / "out", None,
+                        questions(), base=str(tiny_model_dir))
+    merged = load_file(tmp_path / "out" / "merged" / "model.safetensors")
+    base = load_file(tiny_model_dir / "model.safetensors")
+    name = "model.layers.0.self_attn.q_proj.weight"
+    expected = peft_model.merge_and_unload().state_dict()[name]
+    assert not torch.equal(merged[name], base[name])
+    torch.testing.assert_close(merged[name], expected)
+    assert merged[name].dtype == torch.float32
+    assert result["parity"]["GGUF Q8_0"]["agreement"] >= 0.9
