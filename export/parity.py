@@ -116,9 +116,10 @@ def compare(source: SourceModel, scorer, questions, n_prompts: int = 16, new_tok
             "kl": round(sum(kls) / max(tokens, 1), 5), "kl_tokens": tokens}
 
 
-def accuracy(model: str, questions, backend: str = "auto") -> float:
+def accuracy(model, questions, backend: str = "auto") -> float:
+    """pass@1 of `model`: a path (loaded here) or a generator already loaded (the source's, not loaded twice)."""
     from edgedistill.metrics import sampled_scores
-    generator = load_generator(model, backend=backend)
+    generator = load_generator(model, backend=backend) if isinstance(model, (str, Path)) else model
     scores = sampled_scores(generator, questions, k=1, batch_size=16)
     return round(sum(scores["greedy"]) / max(1, len(questions)), 4)
 

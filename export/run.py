@@ -41,7 +41,8 @@ def run_export(cfg, merged: Path, out: Path, calibration: list[list[dict]] | Non
     questions = list(questions)
     checking = cfg.parity and bool(questions)
     source = SourceModel(merged) if checking else None
-    source_accuracy = accuracy(str(merged), questions[:cfg.parity_eval], "transformers") \
+    from edgedistill.generate import TransformersGenerator
+    source_accuracy = accuracy(TransformersGenerator(source.model, source.tokenizer), questions[:cfg.parity_eval]) \
         if checking and cfg.parity_eval else None
 
     def check(kind: str, path: Path) -> dict:
