@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from tqdm import tqdm
@@ -83,6 +83,44 @@ def choose_tokens(logits: torch.Tensor, sampling: Sampling, generator: torch.Gen
     return torch.searchsorted(cdf, uniform).clamp(max=probs.shape[-1] - 1).squeeze(-1).tolist()
 
 
+@dataclass
+class Token:
+    """One step of a streamed completion."""
+    text: str                    # the completion so far (calculator values filled in)
+    probability: float | None    # the model's probability of this token at temperature 1; None: the calculator's
+
+
+def stream_row(first_logits: torch.Tensor, feed: Callable[[int], torch.Tensor], row: Row, sampling: Sampling,
+               generator: torch.Generator | None = None) -> Iterator[Token]:
+    """Decode one completion token by token: `first_logits` ([1, vocab]) are the prompt's, `feed(token)` runs one
+    token through the model and returns the next logits. The same Row rules as the batched loops."""
+    logits = first_logits
+    while True:
+        forced = bool(row.queue)
+        before = len(row.tokens)
+        token = row.step(choose_tokens(logits, sampling, generator)[0])
+        if len(row.tokens) > before:
+            chosen = row.tokens[-1]
+            probability = None if forced else float(torch.softmax(logits[0].float(), -1)[chosen])
+            yield Token(row.text, probability)
+        if token is None:
+            return
+        logits = feed(token)
+
+
+def stream_completion(generator, messages: list[dict], sampling: Sampling) -> Iterator[Token]:
+    """One completion of a conversation, streamed, on any backend with a single-row decode (transformers,
+    llama.cpp, ONNX); a backend without one (a server, vLLM) yields its whole completion at once."""
+    if not hasattr(generator, "single_row"):
+        text = generator.generate([messages], sampling, batch_size=1)[0]
+        yield Token(text, None)
+        return
+    ids = generator.prompt_ids(messages)
+    first_logits, feed = generator.single_row(ids, sampling.max_new_tokens)
+    row = Row(sampling, generator.decode, generator.encode, generator.eos)
+    yield from stream_row(first_logits, feed, row, sampling, torch.Generator().manual_seed(sampling.seed))
+
+
 def render_prompt(tokenizer, messages: list[dict]) -> str:
     """The model's own chat template, with the assistant turn opened; plain text for models without one."""
     if tokenizer.chat_template:
@@ -140,8 +178,7 @@ class TransformersGenerator:
         examples) is run through the model once; each batch starts from a copy of its KV cache, so a few-shot
         prompt costs only its question.
         """
-        prompts = [self.tokenizer.encode(render_prompt(self.tokenizer, m), add_special_tokens=False)
-                   for m in conversations]
+        prompts = [self.prompt_ids(m) for m in conversations]
         prefix = shared_prefix(prompts)
         prefix_cache = self._prefill(prefix) if len(prefix) >= MIN_SHARED_PREFIX else None
         if prefix_cache is None:
@@ -158,6 +195,25 @@ class TransformersGenerator:
             bar.update(len(rows))
         bar.close()
         return outputs
+
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        return self.tokenizer.encode(render_prompt(self.tokenizer, messages), add_special_tokens=False)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def single_row(self, ids: list[int], max_new_tokens: int = 0):
+        """(the prompt's next-token logits [1, vocab], feed(token) -> the next logits), on a KV cache of its own."""
+        cache = DynamicCache()
+
+        def run(input_ids: list[int]) -> torch.Tensor:
+            with torch.inference_mode():
+                return self.model(input_ids=torch.tensor([input_ids]), past_key_values=cache, use_cache=True,
+                                  logits_to_keep=1).logits[:, -1]
+        return run(ids), lambda token: run([token])
 
     def _prefill(self, prefix: list[int]):
         cache = DynamicCache()
@@ -184,9 +240,7 @@ class TransformersGenerator:
             cache.batch_repeat_interleave(len(distinct))
         else:
             cache = DynamicCache()
-        decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)   # noqa: E731
-        encode = lambda text: self.tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
-        rows = [Row(sampling, decode, encode, self.eos) for _ in suffixes]
+        rows = [Row(sampling, self.decode, self.encode, self.eos) for _ in suffixes]
         active = list(range(len(rows)))            # rows still decoding, in the cache's batch order
         logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions[:, -width:],
                             past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
@@ -230,13 +284,15 @@ def shared_prefix(prompts: list[list[int]]) -> list[int]:
     return first[:length]
 
 
-def load_generator(spec: str, allow_network: bool = False, backend: str = "auto", template: str | None = None):
+def load_generator(spec: str, allow_network: bool = False, backend: str = "auto", template: str | None = None,
+                   threads: int | None = None):
     """A generator for anything the resolver takes, or for an OpenAI-compatible server's URL.
 
     backend "auto": an http(s):// URL goes to that server (`template`: whose chat template renders the prompts);
     a GGUF file runs on llama.cpp when llama-cpp-python is installed, everything else (and a GGUF without
     llama.cpp, after dequantising) on transformers; a folder with genai_config.json (an ONNX export) on
-    onnxruntime-genai. "transformers", "llama.cpp", "onnx" or "vllm" (GPU) force one.
+    onnxruntime-genai. "transformers", "llama.cpp", "onnx" or "vllm" (GPU) force one. `threads`: CPU threads for
+    llama.cpp and ONNX (default all cores; on a machine busy with other work, fewer decode much faster).
     """
     from edgedistill.models import load_model, resolve
     if str(spec).startswith(("http://", "https://")):
@@ -247,7 +303,7 @@ def load_generator(spec: str, allow_network: bool = False, backend: str = "auto"
         return load_vllm_generator(spec, allow_network)
     from edgedistill.onnx_runtime import OnnxGenerator, is_onnx_folder
     if is_onnx_folder(spec) or backend == "onnx":     # the export stage's ONNX folder (genai_config.json)
-        return OnnxGenerator(str(spec))
+        return OnnxGenerator(str(spec), threads)
     resolved = resolve(spec, allow_network)
     if resolved.kind == "gguf" and backend in ("auto", "llama.cpp"):
         try:
@@ -257,6 +313,6 @@ def load_generator(spec: str, allow_network: bool = False, backend: str = "auto"
             use_llama_cpp = backend == "llama.cpp"   # then LlamaCppGenerator raises a clear error
         if use_llama_cpp:
             from edgedistill.llamacpp import LlamaCppGenerator
-            return LlamaCppGenerator(str(resolved.path))
+            return LlamaCppGenerator(str(resolved.path), threads=threads)
     model, tokenizer = load_model(spec, allow_network)
     return TransformersGenerator(model, tokenizer)

@@ -98,6 +98,28 @@ class LlamaCppGenerator:
         prompts = [self.encode(self.render(m), special=True) for m in conversations]
         return self._generate_tokens(prompts, sampling, batch_size, progress)
 
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        return self.encode(self.render(messages), special=True)
+
+    def single_row(self, ids: list[int], max_new_tokens: int = 0):
+        """(the prompt's next-token logits [1, vocab], feed(token) -> the next logits) on sequence 0 of our context:
+        the decode the app streams, and the export stage's speed probe times."""
+        if len(ids) + max_new_tokens > self.context_per_row:
+            raise UserError(f"the prompt has {len(ids)} tokens; with {max_new_tokens} new tokens it exceeds the "
+                            f"{self.context_per_row}-token context: ask a shorter question")
+        ctx = self._context(1)
+        self._lib.llama_memory_clear(self._lib.llama_get_memory(ctx), True)
+        self._decode(ctx, [(token, i, 0, i == len(ids) - 1) for i, token in enumerate(ids)])
+        first = self._logits(ctx, [(len(ids) - 1) % BATCH_TOKENS])   # the last chunk's row of the last token
+        position = len(ids)
+
+        def feed(token: int) -> torch.Tensor:
+            nonlocal position
+            self._decode(ctx, [(token, position, 0, True)])
+            position += 1
+            return self._logits(ctx, [0])
+        return first, feed
+
     def _context(self, slots: int):
         """A llama.cpp context with `slots` sequences plus one for the shared prefix. One is kept and remade only
         when a call needs more slots, so its KV memory is allocated once per generator, not once per call."""

@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from edgedistill import UserError
-from edgedistill.generate import Row, Sampling, choose_tokens, render_prompt
+from edgedistill.generate import Row, Sampling, render_prompt, stream_row
 
 
 def is_onnx_folder(spec) -> bool:
@@ -76,18 +76,29 @@ class OnnxGenerator:
         generator.append_tokens(np.array(prompt_ids, dtype=np.int32))
         return generator
 
-    def complete_ids(self, prompt_ids: list[int], sampling: Sampling, seed_generator=None) -> list[int]:
-        if len(prompt_ids) + sampling.max_new_tokens > self.context:
-            raise UserError(f"the prompt has {len(prompt_ids)} tokens; with {sampling.max_new_tokens} new tokens "
-                            f"it exceeds the model's {self.context}-token context")
-        generator = self.generator_for(prompt_ids, sampling.max_new_tokens)
-        row = Row(sampling, self.decode, self.encode, self.eos)
-        while True:
-            logits = torch.from_numpy(np.array(generator.get_logits())[0, -1:].astype(np.float32))
-            token = row.step(choose_tokens(logits, sampling, seed_generator)[0])
-            if token is None:
-                break
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        return self.encode(self.render(messages))
+
+    def single_row(self, ids: list[int], max_new_tokens: int):
+        """(the prompt's next-token logits [1, vocab], feed(token) -> the next logits)."""
+        if len(ids) + max_new_tokens > self.context:
+            raise UserError(f"the prompt has {len(ids)} tokens; with {max_new_tokens} new tokens it exceeds the "
+                            f"model's {self.context}-token context")
+        generator = self.generator_for(ids, max_new_tokens)
+
+        def logits() -> torch.Tensor:
+            return torch.from_numpy(np.array(generator.get_logits())[0, -1:].astype(np.float32))
+
+        def feed(token: int) -> torch.Tensor:
             generator.append_tokens(np.array([token], dtype=np.int32))
+            return logits()
+        return logits(), feed
+
+    def complete_ids(self, prompt_ids: list[int], sampling: Sampling, seed_generator=None) -> list[int]:
+        first_logits, feed = self.single_row(prompt_ids, sampling.max_new_tokens)
+        row = Row(sampling, self.decode, self.encode, self.eos)
+        for _ in stream_row(first_logits, feed, row, sampling, seed_generator):
+            pass
         self.generated_tokens += len(row.tokens)
         return row.tokens
 

@@ -78,18 +78,13 @@ class GgufModel:
         return self.generator.encode(self.generator.render(PROMPT), special=True)
 
     def run(self, ids, new_tokens, eos):
-        g = self.generator
-        ctx = g._context(1)
-        g._lib.llama_memory_clear(g._lib.llama_get_memory(ctx), True)
         started = time.perf_counter()
-        g._decode(ctx, [(token, i, 0, i == len(ids) - 1) for i, token in enumerate(ids)])
-        row = (len(ids) - 1) % 512          # the logits row of the prompt's last token (chunks of BATCH_TOKENS)
+        logits, feed = self.generator.single_row(ids, new_tokens)
         prefilled = time.perf_counter()
-        for position in range(len(ids), len(ids) + new_tokens):
-            logits = g._logits(ctx, [row])[0]
+        for _ in range(new_tokens):
+            logits = logits[0]
             logits[list(eos)] = -float("inf")
-            g._decode(ctx, [(int(logits.argmax()), position, 0, True)])
-            row = 0
+            logits = feed(int(logits.argmax()))
         return prefilled - started, time.perf_counter() - prefilled
 
 

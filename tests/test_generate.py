@@ -145,3 +145,43 @@ def test_own_decoding_loop_matches_transformers_generate(tiny_model_dir):
         reference = model.generate(prompt, max_new_tokens=12, do_sample=False, eos_token_id=sorted(gen.eos),
                                    pad_token_id=tok.pad_token_id)
         assert text == tok.decode(reference[0, prompt.shape[1]:], skip_special_tokens=True).strip()
+
+
+def test_streamed_completion_equals_the_batched_one_on_transformers_and_llama_cpp(tiny_model_dir):
+    """The app streams with `stream_completion`; evaluation scores with `generate`: the same greedy text, token by
+    token, with the calculator's tokens marked (probability None) and the model's in (0, 1]."""
+    from edgedistill.generate import stream_completion
+    from edgedistill.llamacpp import LlamaCppGenerator
+    from edgedistill.models import resolve
+    model, tok = load_model(str(tiny_model_dir))
+    messages = [{"role": "user", "content": "A line makes 48 an hour. How many in 7.5 hours?"}]
+    for generator in (TransformersGenerator(model, tok), LlamaCppGenerator(str(resolve("smollm2-135m-instruct").path))):
+        sampling = Sampling(max_new_tokens=24, stop_after_answer=False)
+        steps = list(stream_completion(generator, messages, sampling))
+        assert steps and steps[-1].text.strip() == generator.generate([messages], sampling)[0]
+        assert all(s.probability is None or 0 < s.probability <= 1 for s in steps)
+        assert all(a.text == b.text[:len(a.text)] or "<<" in b.text for a, b in zip(steps, steps[1:]))
+
+
+def test_stream_marks_calculator_tokens_as_not_the_models(smollm_tokenizer):
+    """A row that writes `<<6*7=` gets `42>>` forced: those steps carry no model probability."""
+    from edgedistill.generate import stream_row
+    tok = smollm_tokenizer
+    script = ids(tok, "Answer: <<6*7=")
+    vocab = len(tok)
+
+    def logits_for(position):
+        logits = torch.full((1, vocab), -30.0)
+        logits[0, script[position] if position < len(script) else tok.eos_token_id] = 0.0
+        return logits
+    fed = []
+
+    def feed(token):
+        fed.append(token)
+        return logits_for(len(fed))
+    steps = list(stream_row(logits_for(0), feed, row_for(tok, Sampling(max_new_tokens=20, stop_after_answer=False)),
+                            Sampling(max_new_tokens=20, stop_after_answer=False)))
+    assert steps[-1].text.endswith("<<6*7=42>>")
+    forced = [s for s in steps if s.probability is None]
+    assert forced and "".join(steps[-1].text).endswith("42>>")
+    assert all(s.probability is not None and s.probability > 0.99 for s in steps[:len(script)])
