@@ -1,106 +1,295 @@
-"""The factory-floor Q&A app: answer first, the computation it rests on, the reasoning, and a confidence.
+"""The factory-floor Q&A app: the answer first, the computation it rests on, the reasoning, and a confidence.
 
     edgedistill serve --model runs/quickstart/export/student-Q4_K_M.gguf
 
-Runs on 127.0.0.1 unless told otherwise, with Gradio's analytics off and no web fonts or CDN assets, so nothing
-leaves the machine. One question costs one greedy answer with its reasoning plus `samples` short sampled answers
-(stopped at the end of the Answer line); the confidence is how many of those agree with the greedy answer.
+One question, in order:
+1. the answer streams in as the model writes its `Answer:` line; the calculator fills each `<<expr=` with its value
+   while decoding (the same runtime evaluation uses), and the page lists those computations;
+2. the reasoning streams into a collapsed section (skipped when "answer only" is ticked: an answer-first model
+   stops after its Answer line);
+3. the confidence: `samples` short sampled answers are compared with the greedy one, and the agreement is mapped
+   through the model's calibration file (the eval stage writes it: how often answers with that agreement were
+   right on held-out questions) into a probability with a plain-language band. Without a calibration file the
+   page shows raw agreement and says so.
+Thumbs up / down and corrections go to a JSONL file the teacher stage reads as seed questions.
+
+Offline by default: 127.0.0.1, Gradio analytics off, system fonts (no web fonts, no CDN), no share link.
 """
 from __future__ import annotations
 
+import math
 import os
+import sys
+import threading
+import time
+import traceback
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from edgedistill.calculator import ANNOTATION
-from edgedistill.checkers import extract_answer
-from edgedistill.formats import chat, split_answer_reason
-from edgedistill.generate import Sampling
-
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # before gradio is imported: no usage reports
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from edgedistill import UserError  # noqa: E402
+from edgedistill.calculator import ANNOTATION  # noqa: E402
+from edgedistill.calibration import Calibration  # noqa: E402
+from edgedistill.checkers import canonical, extract_answer  # noqa: E402
+from edgedistill.config import ServeConfig  # noqa: E402
+from edgedistill.formats import chat  # noqa: E402
+from edgedistill.generate import Sampling, stream_completion  # noqa: E402
+from edgedistill.records import AppendLog, Question  # noqa: E402
+
+OPEN_ANNOTATION = "<<"
+
+
+def readable(text: str) -> str:
+    """Model text as a person reads it: each `<<expr=value>>` becomes its value; a half-written one is hidden."""
+    text = ANNOTATION.sub(lambda m: m.group(2).strip(), text)
+    return text[:text.rindex(OPEN_ANNOTATION)] if OPEN_ANNOTATION in text else text
+
+
+def split_stream(text: str) -> tuple[str, str, bool]:
+    """(answer line, reasoning, answer line finished?) of a completion so far, labels stripped."""
+    head, newline, rest = text.lstrip().partition("\n")
+    answer = head.split("Answer:", 1)[-1].strip()
+    reasoning = rest.strip()
+    if reasoning.startswith("Reason:"):
+        reasoning = reasoning[len("Reason:"):].strip()
+    return answer, reasoning, bool(newline)
+
+
+def computations(text: str) -> str:
+    """The calculator's work the answer rests on: the Answer line's annotations, else the reasoning's."""
+    head, _, rest = text.partition("\n")
+    found = ANNOTATION.findall(head) or ANNOTATION.findall(rest)
+    shown = [f"`{expr.strip()} = {value.strip()}`" for expr, value in found if value.strip()]
+    return "Computation: " + (", ".join(dict.fromkeys(shown)) or "none")
 
 
 @dataclass
-class Reply:
-    answer: str
-    computation: str
-    rationale: str
-    agreement: int
+class Confidence:
+    agreeing: int
     samples: int
-    sampled_answers: list[str]
-
-    @property
-    def confidence(self) -> float:
-        return self.agreement / self.samples if self.samples else 0.0
-
-
-def ask(generator, question: str, samples: int = 5, temperature: float = 0.7, max_new_tokens: int = 200) -> Reply:
-    """Greedy answer and reasoning, then `samples` sampled answers to measure agreement."""
-    messages = chat(question)
-    text = generator.generate([messages], Sampling(max_new_tokens=max_new_tokens, stop_after_answer=False))[0]
-    line, rationale = split_answer_reason(text)
-    answer = extract_answer(text) or line or ""
-    computation = "; ".join(f"{expr.strip()} = {value}" for expr, value in ANNOTATION.findall(line or ""))
-    sampled = []
-    if samples:
-        texts = generator.generate([messages] * samples, Sampling(max_new_tokens=48, temperature=temperature,
-                                                                  stop_after_answer=True, seed=1),
-                                   batch_size=samples)
-        sampled = [extract_answer(t) or "?" for t in texts]
-    agreement = sum(1 for s in sampled if _same(s, answer))
-    return Reply(answer=answer or "(no answer)", computation=computation, rationale=rationale or text,
-                 agreement=agreement, samples=len(sampled), sampled_answers=sampled)
+    probability: float                    # calibrated when `calibration` is set, else agreeing / samples
+    calibration: Calibration | None
+    token_probability: float | None       # geometric mean of the model's probabilities of the answer's tokens
+    others: list[str] = field(default_factory=list)
 
 
-def _same(a: str, b: str) -> bool:
-    try:
-        return abs(float(a) - float(b)) <= 1e-6 * max(1.0, abs(float(b)))
-    except (TypeError, ValueError):
-        return str(a).strip().lower() == str(b).strip().lower()
+def band(probability: float, supervisor_below: float) -> str:
+    if probability >= max(0.8, supervisor_below):
+        return "likely right"
+    if probability >= supervisor_below:
+        return "probably right: double-check if it matters"
+    return "unsure: check with a supervisor"
 
 
-def confidence_text(reply: Reply) -> str:
-    if not reply.samples:
-        return "confidence not measured (samples = 0)"
-    level = "high" if reply.confidence >= 0.8 else "medium" if reply.confidence >= 0.5 else "low: check by hand"
-    others = Counter(s for s in reply.sampled_answers if not _same(s, reply.answer))
-    spread = f"; other answers: {', '.join(f'{a} ({n})' for a, n in others.most_common(3))}" if others else ""
-    return f"{reply.agreement} of {reply.samples} samples agree ({level}){spread}"
+def confidence_markdown(c: Confidence, supervisor_below: float) -> str:
+    if not c.samples:
+        return "Confidence not measured (samples = 0)."
+    lines = [f"### Confidence {c.probability:.0%} · {band(c.probability, supervisor_below)}",
+             f"{c.agreeing} of {c.samples} sampled answers agree with this one."]
+    if c.calibration:
+        cal = c.calibration
+        lines.append(f"Calibrated on {cal.n} questions of `{cal.data or 'an evaluation set'}`: answers with "
+                     f"{c.agreeing} of {cal.k} agreeing were right {c.probability:.0%} of the time.")
+    else:
+        lines.append("**Not calibrated**: this model has no calibration file (`edgedistill eval --calibrate` "
+                     "writes one), so this is raw agreement, which overstates how often a small model is right.")
+    if c.others:
+        lines.append("Other answers sampled: " + ", ".join(c.others) + ".")
+    if c.token_probability is not None:
+        lines.append(f"The model's own probability of the answer's tokens: {c.token_probability:.0%} "
+                     f"(not calibrated).")
+    return "  \n".join(lines)
 
 
-def build_app(generator, model_name: str, samples: int = 5):
+class QA:
+    """The model behind the page: streams an answer, then measures its confidence. One question at a time per
+    model (a lock): a CPU decodes one row near its memory bandwidth, and the llama.cpp context is shared."""
+
+    def __init__(self, generator, settings: ServeConfig, calibration: Calibration | None = None):
+        self.generator, self.settings, self.calibration = generator, settings, calibration
+        self.samples = calibration.k if calibration else settings.samples
+        self.temperature = calibration.temperature if calibration else settings.temperature
+        self.lock = threading.Lock()
+
+    def question(self, text: str) -> Question:
+        return Question(id="app", question=text, answer_type=self.settings.answer_type)
+
+    def stream(self, question: str, answer_only: bool):
+        """Yields (completion so far, probabilities of the answer line's chosen tokens)."""
+        sampling = Sampling(max_new_tokens=self.settings.max_new_tokens, stop_after_answer=answer_only)
+        answer_probabilities: list[float] = []
+        with self.lock:
+            for token in stream_completion(self.generator, chat(question), sampling):
+                before = token.text[:-1] if token.text else ""
+                if token.probability is not None and "\n" not in before.strip():
+                    answer_probabilities.append(token.probability)
+                yield token.text, answer_probabilities
+
+    def confidence(self, question: str, answer: str | None, answer_probabilities: list[float]) -> Confidence:
+        q = self.question(question)
+        token_probability = (math.exp(sum(math.log(max(p, 1e-12)) for p in answer_probabilities)
+                             / len(answer_probabilities)) if answer_probabilities else None)
+        if not self.samples:
+            return Confidence(0, 0, 0.0, None, token_probability)
+        sampling = Sampling(max_new_tokens=48, temperature=self.temperature, stop_after_answer=True, seed=1)
+        with self.lock:
+            texts = self.generator.generate([chat(question)] * self.samples, sampling, batch_size=self.samples)
+        sampled = [canonical(extract_answer(t, q.answer_type), q) for t in texts]
+        mine = canonical(answer, q)
+        agreeing = sum(1 for s in sampled if mine is not None and s == mine)
+        probability = self.calibration.probability(agreeing) if self.calibration else agreeing / self.samples
+        others = [f"{a} ({n})" for a, n in Counter(s or "no answer" for s in sampled if s != mine).most_common(3)]
+        return Confidence(agreeing, self.samples, probability, self.calibration, token_probability, others)
+
+
+class FeedbackLog:
+    """Thumbs and corrections, appended (fsync'd) to a JSONL file whose rows the teacher stage reads as seed
+    questions with reference answers: thumbs up keeps the model's answer, a correction replaces it. Thumbs down
+    without a correction has no reference, so it goes to `<name>.unanswered.jsonl`, for an expert to answer."""
+
+    def __init__(self, path: str | Path, model: str, answer_type: str):
+        self.path, self.model, self.answer_type = Path(path), model, answer_type
+        self.unanswered = self.path.with_name(self.path.stem + ".unanswered.jsonl")
+        self.lock = threading.Lock()
+
+    def record(self, question: str, model_answer: str, verdict: str, correction: str = "") -> str:
+        question, correction = (question or "").strip(), (correction or "").strip()
+        if not question:
+            return "Ask a question first; feedback is about an answer."
+        if verdict not in ("up", "down"):
+            return f"verdict must be 'up' or 'down', got {verdict!r}"
+        reference = correction or (model_answer.strip() if verdict == "up" and model_answer else "")
+        row = {"id": f"feedback-{time.time_ns()}", "question": question, "answer_type": self.answer_type,
+               "verdict": verdict, "model_answer": model_answer, "model": self.model, "source": "feedback",
+               "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        if reference:
+            row["answer"] = reference
+        target = self.path if reference else self.unanswered
+        with self.lock:
+            AppendLog(target, key="id").append([row])
+        kept = f"with reference answer {reference!r}" if reference else "without an answer (for an expert to fill in)"
+        return f"Thanks: saved to `{target}` {kept}."
+
+
+def build_app(qa: QA, feedback: FeedbackLog, model_name: str):
     import gradio as gr
-    system_fonts = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
-                                     font_mono=["ui-monospace", "monospace"])
+    settings = qa.settings
 
-    def answer(question: str):
-        if not question or not question.strip():
-            return "Type a question first.", "", "", ""
-        reply = ask(generator, question.strip(), samples=samples)
-        return (f"## {reply.answer}", reply.computation or "(no arithmetic)", reply.rationale,
-                confidence_text(reply))
+    def answer(question: str, answer_only: bool):
+        """Streams (answer, computation, reasoning, confidence, status, the extracted answer for the thumbs)."""
+        question = (question or "").strip()
+        if not question:
+            yield "", "", "", "", "Type a question first.", ""
+            return
+        if len(question) > settings.max_question_chars:
+            yield "", "", "", "", (f"The question is {len(question)} characters long; the limit is "
+                                   f"{settings.max_question_chars}. Shorten it and ask again."), ""
+            return
+        text, probabilities = "", []
+        try:
+            for text, probabilities in qa.stream(question, answer_only):
+                shown, reasoning, _ = split_stream(text)
+                shown = readable(shown)          # empty until the calculator has written the value
+                yield f"## {shown}" if shown else "", computations(text), readable(reasoning), "", "", ""
+            shown, reasoning, _ = split_stream(text)
+            model_answer = extract_answer(text, settings.answer_type)
+            final = (f"## {readable(shown) or '(no answer)'}", computations(text),
+                     readable(reasoning) or ("" if answer_only else "(the model gave no reasoning)"))
+            yield *final, "*measuring confidence...*", "", model_answer or ""
+            confidence = qa.confidence(question, model_answer, probabilities)
+            yield *final, confidence_markdown(confidence, settings.supervisor_below), "", model_answer or ""
+        except UserError as exc:
+            yield "", "", "", "", f"Could not answer: {exc}", ""
+        except Exception as exc:   # the page says what happened; the console keeps the traceback
+            traceback.print_exc(file=sys.stderr)
+            yield "", "", "", "", (f"The model failed while answering ({type(exc).__name__}: {exc}). Try again; "
+                                   f"if it keeps failing, tell whoever runs this app (the console has details)."), ""
 
-    with gr.Blocks(title="edgedistill: shop-floor Q&A", theme=system_fonts, analytics_enabled=False) as app:
+    def give_feedback(question: str, model_answer: str, verdict: str, correction: str) -> str:
+        """Thumbs 'up' or 'down' for an answer, with an optional corrected answer."""
+        try:
+            return feedback.record(question, model_answer, verdict, correction)
+        except OSError as exc:
+            return f"Could not save the feedback ({exc}); check that {feedback.path.parent} is writable."
+
+    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],   # no Google web fonts
+                              font_mono=["ui-monospace", "monospace"])
+    with gr.Blocks(title="edgedistill: shop-floor Q&A", analytics_enabled=False) as app:
         gr.Markdown(f"### Shop-floor Q&A\nModel: `{model_name}`. Runs on this machine; nothing is sent anywhere.")
-        question = gr.Textbox(label="Question", lines=2, placeholder="Line 3 makes 48 housings an hour. "
-                                                                    "How many in a 7.5-hour shift?")
-        ask_button = gr.Button("Ask", variant="primary")
-        answer_box = gr.Markdown(label="Answer")
-        computation = gr.Textbox(label="Computation (done by the calculator)", interactive=False)
-        confidence = gr.Textbox(label="Confidence", interactive=False)
-        with gr.Accordion("Reasoning", open=False):
-            rationale = gr.Markdown()
-        outputs = [answer_box, computation, rationale, confidence]
-        ask_button.click(answer, inputs=question, outputs=outputs, api_name="answer")
-        question.submit(answer, inputs=question, outputs=outputs)
-    return app
+        question = gr.Textbox(label="Question", lines=2, elem_id="question", placeholder=settings.examples[0]
+                              if settings.examples else "Type a question")
+        with gr.Row():
+            ask = gr.Button("Ask", variant="primary", elem_id="ask")
+            answer_only = gr.Checkbox(label="Answer only (faster: no reasoning)", value=False, elem_id="answer-only")
+        if settings.examples:
+            gr.Examples(examples=[[e] for e in settings.examples], inputs=question, label="Examples")
+        status = gr.Markdown(label="Status", elem_id="status")
+        given = gr.State("")                    # the model's last answer, for the thumbs
+        answer_box = gr.Markdown(label="Answer", elem_id="answer")
+        computation = gr.Markdown(label="Computation", elem_id="computation")
+        confidence = gr.Markdown(label="Confidence", elem_id="confidence")
+        with gr.Accordion("Reasoning", open=False, elem_id="reasoning"):
+            rationale = gr.Markdown(label="Reasoning", elem_id="rationale")
+        with gr.Row():
+            up = gr.Button("Right", elem_id="thumbs-up", size="sm")
+            down = gr.Button("Wrong", elem_id="thumbs-down", size="sm")
+            correction = gr.Textbox(label="Correct answer (optional)", elem_id="correction", scale=3)
+        feedback_status = gr.Markdown(elem_id="feedback-status")
+
+        outputs = [answer_box, computation, rationale, confidence, status, given]
+        for trigger in (ask.click, question.submit):
+            trigger(answer, inputs=[question, answer_only], outputs=outputs,
+                    api_name="answer" if trigger == ask.click else None,
+                    api_visibility="public" if trigger == ask.click else "private")
+        up.click(lambda q, a, c: give_feedback(q, a, "up", c), inputs=[question, given, correction],
+                 outputs=feedback_status, api_visibility="private")
+        down.click(lambda q, a, c: give_feedback(q, a, "down", c), inputs=[question, given, correction],
+                   outputs=feedback_status, api_visibility="private")
+        gr.api(give_feedback, api_name="feedback")
+    return app, theme
 
 
-def serve(model: str, host: str = "127.0.0.1", port: int = 7860, samples: int = 5, allow_network: bool = False):
+def parse_auth(auth: str | None, auth_file: str | None) -> list[tuple[str, str]] | None:
+    """USER:PASSWORD, or a file of such lines."""
+    lines = [auth] if auth else []
+    if auth_file:
+        path = Path(auth_file)
+        if not path.is_file():
+            raise UserError(f"{auth_file}: no such auth file (one USER:PASSWORD per line)")
+        lines += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    pairs = []
+    for number, line in enumerate(lines, 1):
+        user, sep, password = line.partition(":")
+        if not sep or not user or not password:
+            raise UserError(f"auth entry {number} must be USER:PASSWORD, both non-empty")
+        pairs.append((user, password))
+    return pairs or None
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def serve(model: str, settings: ServeConfig, auth: list[tuple[str, str]] | None = None,
+          calibration_file: str | None = None, allow_network: bool = False) -> None:
+    from edgedistill.calibration import calibration_path_for, load_calibration
     from edgedistill.generate import load_generator
-    generator = load_generator(model, allow_network)
-    app = build_app(generator, model, samples)
-    print(f"edgedistill: serving {model} ({generator.backend}) on http://{host}:{port}  (Ctrl+C stops)", flush=True)
-    app.queue(default_concurrency_limit=1).launch(server_name=host, server_port=port, share=False,
-                                                   inbrowser=False, show_error=True)
+    if settings.host not in LOOPBACK and not auth:
+        raise UserError(f"--host {settings.host} opens the app to the network: give --auth USER:PASSWORD (or "
+                        f"--auth-file) so only your people can use it")
+    found = Path(calibration_file) if calibration_file else calibration_path_for(model)
+    calibration = load_calibration(found) if calibration_file or found.is_file() else None
+    generator = load_generator(model, allow_network, threads=settings.threads or None)
+    qa = QA(generator, settings, calibration)
+    feedback = FeedbackLog(settings.feedback, model, settings.answer_type)
+    app, theme = build_app(qa, feedback, model)
+    how = (f"calibrated by {found} (k={calibration.k})" if calibration
+           else f"uncalibrated ({found} not found): raw agreement of {qa.samples} samples")
+    print(f"edgedistill: serving {model} ({generator.backend}) on http://{settings.host}:{settings.port}; "
+          f"confidence {how}; feedback to {feedback.path}  (Ctrl+C stops)", flush=True)
+    app.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
+    app.launch(server_name=settings.host, server_port=settings.port, share=False, inbrowser=False,
+               show_error=True, auth=auth, theme=theme, ssr_mode=False, enable_monitoring=False,
+               footer_links=["api"], quiet=True)

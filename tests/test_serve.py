@@ -1,75 +1,121 @@
-"""The app: answers through its API (gradio_client), shows answer/computation/reasoning/confidence, binds 127.0.0.1."""
+"""The app: streams answer, computation and reasoning, measures a calibrated confidence, records feedback the
+teacher can read, answers through its API (gradio_client), binds 127.0.0.1, refuses the LAN without a login."""
 import socket
-import subprocess
-import sys
-import time
 
 import pytest
 
-from serve.app import Reply, ask, confidence_text
+from edgedistill import UserError
+from edgedistill.calibration import fit_calibration
+from edgedistill.config import ServeConfig
+from edgedistill.generate import Token
+from edgedistill.records import load_questions
+from serve.app import QA, FeedbackLog, band, computations, confidence_markdown, parse_auth, readable, serve, \
+    split_stream
+
+GREEDY = "Answer: <<48*7.5=360>>\nReason: 48 an hour for 7.5 hours: <<48*7.5=360>> housings."
 
 
 class ScriptedGenerator:
-    """Stands in for a model: greedy returns a full answer, samples return answers from a list."""
+    """Stands in for a model: the greedy stream writes GREEDY a few characters at a time, each with probability
+    0.9 (the calculator's value with none); samples return answers from a list."""
     backend = "scripted"
 
     def __init__(self, sampled):
         self.sampled = sampled
 
     def generate(self, conversations, sampling, batch_size=1, progress=None):
-        if sampling.temperature == 0:
-            return ["Answer: <<48*7.5=360>>\nReason: 48 an hour for 7.5 hours: <<48*7.5=360>> housings."]
+        assert sampling.temperature > 0 and sampling.stop_after_answer
         return [f"Answer: <<{a}=>>" if a != "x" else "no idea" for a in self.sampled][:len(conversations)]
 
 
-def test_ask_splits_answer_computation_reasoning_and_measures_agreement():
-    reply = ask(ScriptedGenerator(["48*7.5", "48*7.5", "360", "48*8", "x"]), "How many?", samples=5)
-    assert reply.answer == "360"
-    assert reply.computation == "48*7.5 = 360"
-    assert reply.rationale.startswith("48 an hour")
-    assert reply.agreement == 3 and reply.samples == 5
-    assert confidence_text(reply).startswith("3 of 5 samples agree (medium)")
-    assert "384 (1)" in confidence_text(reply)
-
-
-def test_confidence_levels():
-    assert "(high)" in confidence_text(Reply("1", "", "", 5, 5, ["1"] * 5))
-    assert "low" in confidence_text(Reply("1", "", "", 1, 5, ["1", "2", "2", "2", "3"]))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def scripted_stream(generator, messages, sampling):
+    text = GREEDY if not sampling.stop_after_answer else GREEDY.split("\n")[0] + "\n"
+    for end in range(4, len(text) + 4, 4):
+        yield Token(text[:end], None if "=3" in text[end - 4:end] else 0.9)
 
 
 @pytest.fixture
-def running_app(tiny_model_dir):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "edgedistill.cli", "serve", "--model", str(tiny_model_dir),
-                             "--port", str(port), "--samples", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise AssertionError(proc.stdout.read())
-            time.sleep(0.5)
-    yield port, proc
-    proc.terminate()
-    proc.wait(timeout=30)
+def qa(monkeypatch):
+    monkeypatch.setattr("serve.app.stream_completion", scripted_stream)
+    return lambda sampled, calibration=None: QA(ScriptedGenerator(sampled), ServeConfig(samples=len(sampled)),
+                                                calibration)
+
+
+def test_stream_shows_the_answer_first_then_the_reasoning(qa):
+    steps = [text for text, _ in qa(["360"]).stream("How many?", answer_only=False)]
+    shown = [split_stream(t) for t in steps]
+    first_reasoning = next(i for i, (_, reasoning, _) in enumerate(shown) if reasoning)
+    assert all(done for _, _, done in shown[first_reasoning:])        # the reasoning only after the Answer line
+    answer, reasoning, _ = shown[-1]
+    assert readable(answer) == "360" and readable(reasoning) == "48 an hour for 7.5 hours: 360 housings."
+    assert readable("Answer: <<48*7") == "Answer: "                   # a half-written computation is hidden
+    assert computations(steps[-1]) == "Computation: `48*7.5 = 360`"
+    only = [text for text, _ in qa(["360"]).stream("How many?", answer_only=True)]
+    assert split_stream(only[-1])[1] == ""                              # answer only: no reasoning decoded
+
+
+def test_confidence_is_agreement_mapped_through_the_calibration(qa):
+    reply = qa(["48*7.5", "48*7.5", "360", "48*8", "x"]).confidence("How many?", "360", [0.9, 0.8])
+    assert (reply.agreeing, reply.samples, reply.probability) == (3, 5, 0.6)    # uncalibrated: raw agreement
+    assert reply.token_probability == pytest.approx((0.9 * 0.8) ** 0.5)
+    assert reply.others == ["384 (1)", "no answer (1)"]
+    text = confidence_markdown(reply, supervisor_below=0.7)
+    assert text.startswith("### Confidence 60% · unsure: check with a supervisor") and "Not calibrated" in text
+    # calibrated: on 20 held-out questions, 3 of 5 agreeing was right 2 times in 10 -> (2 + 1) / (10 + 2)
+    calibration = fit_calibration([3] * 10 + [5] * 10, [True] * 2 + [False] * 8 + [True] * 10, k=5,
+                                  temperature=0.7, data="heldout.jsonl")
+    reply = qa(["48*7.5", "48*7.5", "360", "48*8", "x"], calibration).confidence("How many?", "360", [])
+    assert reply.probability == pytest.approx(0.25, abs=1e-3)
+    text = confidence_markdown(reply, supervisor_below=0.6)
+    assert "25%" in text and "Calibrated on 20 questions of `heldout.jsonl`" in text and "supervisor" in text
+
+
+def test_bands():
+    assert band(0.9, 0.6) == "likely right"
+    assert band(0.65, 0.6).startswith("probably right")
+    assert band(0.59, 0.6) == "unsure: check with a supervisor"
+
+
+def test_feedback_rows_are_seed_questions_for_the_teacher(tmp_path):
+    log = FeedbackLog(tmp_path / "feedback.jsonl", "student.gguf", "number")
+    assert "reference answer '360'" in log.record("48 an hour for 7.5 hours?", "360", "up")
+    assert "reference answer '42'" in log.record("6 times 7?", "41", "down", correction="42")
+    assert "without an answer" in log.record("Which bearing?", "12", "down")
+    assert "question first" in log.record("  ", "12", "up")
+    seeds = load_questions(tmp_path / "feedback.jsonl")            # what `teacher` reads, answers required
+    assert [(q.question, q.answer) for q in seeds] == [("48 an hour for 7.5 hours?", "360"), ("6 times 7?", "42")]
+    unanswered = load_questions(tmp_path / "feedback.unanswered.jsonl", need_answers=False)
+    assert [q.question for q in unanswered] == ["Which bearing?"] and unanswered[0].answer is None
+
+
+def test_auth_and_lan_binding():
+    assert parse_auth("ops:s3cret", None) == [("ops", "s3cret")]
+    assert parse_auth(None, None) is None
+    with pytest.raises(UserError, match="USER:PASSWORD"):
+        parse_auth("nopassword", None)
+    with pytest.raises(UserError, match="--auth"):
+        serve("anything.gguf", ServeConfig(host="0.0.0.0"))
+
+
+@pytest.fixture
+def running_app(tiny_model_dir, tmp_path):
+    from serve.process import serving
+    with serving(str(tiny_model_dir), "--samples", "2", "--feedback", str(tmp_path / "feedback.jsonl"),
+                 log_path=tmp_path / "app.log") as url:
+        yield url
 
 
 def test_app_answers_through_api_and_binds_loopback_only(running_app):
     from gradio_client import Client
-    port, proc = running_app
-    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-    answer, computation, rationale, confidence = client.predict("What is 6 times 7?", api_name="/answer")
-    assert answer.startswith("## ") and "samples agree" in confidence
-    assert listening_addresses(port) == {"127.0.0.1"}
+    client = Client(running_app, verbose=False)
+    answer, computation, rationale, confidence, status = client.predict("What is 6 times 7?", False,
+                                                                        api_name="/answer")
+    assert answer.startswith("## ") and "sampled answers agree" in confidence and status == ""
+    assert "%" in confidence and "Not calibrated" in confidence
+    *_, status = client.predict("x" * 3000, False, api_name="/answer")
+    assert "limit is 2000" in status
+    assert "Thanks" in client.predict("6 times 7?", "42", "up", "", api_name="/feedback")
+    assert listening_addresses(int(running_app.rstrip("/").rsplit(":", 1)[1])) == {"127.0.0.1"}
 
 
 def listening_addresses(port):
