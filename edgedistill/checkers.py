@@ -20,6 +20,7 @@ from edgedistill.formats import answer_line
 from edgedistill.records import Question
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+_OPTION_LETTER = re.compile(r"^\(?[A-Z][).:]\s*")   # "A. partial discharge": benchmark options may carry their letter
 _LETTER = re.compile(r"^\(?(?:([A-Z])(?:[).:\s]|$)|([a-z])(?:[).:]|$))")   # "B", "(B)", "b." but not "a lot"
 
 
@@ -27,10 +28,13 @@ def extract_answer(text: str, answer_type: str = "number") -> str | None:
     """The model's answer: read from the Answer line (after the calculator filled it in).
 
     For numbers: the value of the last annotation on that line, else its first number; for models that ignore
-    the format, the last number anywhere in the text. For choice, label and text answers: the line's text.
+    the format, the last number anywhere in the text. For choice, label and text answers: the line's text (for
+    choice, the first line when there is no Answer line: a letter there is still a letter).
     """
     line = answer_line(text)
     if answer_type != "number":
+        if line is None and answer_type == "choice":   # a model ignoring the format: "E. voltage" is still E
+            line = next((part for part in text.splitlines() if part.strip()), None)
         return line.strip().rstrip(".") if line else None
     if line is not None:
         annotations = ANNOTATION.findall(line)
@@ -86,7 +90,7 @@ def canonical(answer: str | None, question: Question) -> str | None:
         if letter and (not letters or letter in letters):
             return letter
         for letter, option in zip(letters, question.options or []):   # the option's text without its letter
-            if _words(option) == _words(answer):
+            if _words(answer) in (_words(option), _words(_OPTION_LETTER.sub("", option))):
                 return letter
         return None
     if kind == "label":

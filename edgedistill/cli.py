@@ -4,6 +4,7 @@
     edgedistill teach --config C --out DIR        only the teacher stage (writes DIR/teacher/)
     edgedistill train --config C --out DIR        only the student stage: student.stages (sft, dpo, online) on DIR/teacher/
     edgedistill eval  --model M --data FILE.jsonl [--limit N] [--shots K] [--json]
+    edgedistill eval  --model A --model B --data X --data Y --out DIR [--k 4] [--calibrate]   comparison report
     edgedistill export --model runs/x/student/merged --out DIR [--quant Q4_K_M] [--calibration SFT.jsonl]
     edgedistill serve --model M [--host 127.0.0.1] [--port 7860] [--samples 5]   the Q&A web app
 
@@ -22,6 +23,8 @@ EPILOG = """examples:
   edgedistill run --config configs/quickstart.yaml --out runs/quickstart
   edgedistill eval --model runs/quickstart/student/merged --data shopfloor:heldout --limit 50
   edgedistill eval --model smollm2-135m-instruct --data my_questions.jsonl --shots 2 --json
+  edgedistill eval --model smollm2-135m-instruct --model runs/quickstart/export/student-Q4_K_M.gguf --shots 2,0 \
+      --data ../shared/data/svamp/SVAMP.json --data ../shared/data/fmc_mwo2kg/dev.txt --out runs/evals --calibrate
   edgedistill serve --model runs/quickstart/export/student-Q4_K_M.gguf
 
 models: a packaged name (smollm2-135m-instruct, qwen2.5-coder-1.5b-instruct), a hub id already in the local
@@ -44,14 +47,35 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("--config", required=True, help="YAML config (see configs/quickstart.yaml)")
         p.add_argument("--out", required=True, help="run directory (created; reused to resume or skip)")
-    p = sub.add_parser("eval", help="score any model on a JSONL of questions (greedy, with the calculator)",
-                       description="Greedy decoding with the calculator, stopped at the end of the Answer line.")
-    p.add_argument("--model", required=True, help="packaged name, hub id, HF folder or .gguf file")
-    p.add_argument("--data", required=True, help="JSONL of {question, answer}, or shopfloor:heldout")
-    p.add_argument("--limit", type=int, default=None, help="first N questions only")
-    p.add_argument("--shots", type=int, default=0, help="worked examples in the prompt (for untrained models)")
+    p = sub.add_parser("eval", help="score models on benchmarks; with --out, a comparison report with plots",
+                       description="Greedy decoding with the calculator, stopped at the end of the Answer line. One "
+                                   "--model and --data without --out prints pass@1. With --out (or several models or "
+                                   "benchmarks): pass@1 with its interval, pass@k, maj@k, ECE and Brier of the "
+                                   "app's confidence, with and without the calculator, tokens and seconds, a "
+                                   "math-verify cross-check; DIR/report.md, report.json and PNG plots.")
+    p.add_argument("--model", required=True, action="append",
+                   help="packaged name, hub id, HF folder, ONNX folder or .gguf file (repeat to compare)")
+    p.add_argument("--data", required=True, action="append",
+                   help="benchmark file: GSM8K JSONL, SVAMP.json, FailureSensorIQ JSONL, FMC work orders (.txt), "
+                        "JSONL or CSV of {question, answer[, options]}, or shopfloor:heldout (repeatable)")
+    p.add_argument("--format", default=None, choices=("gsm8k", "svamp", "fsiq", "fmc", "jsonl", "csv"),
+                   help="benchmark format (default: from the file's name and shape)")
+    p.add_argument("--out", default=None, help="folder for report.md, report.json and the plots")
+    p.add_argument("--limit", type=int, default=None, help="N questions per benchmark only")
+    p.add_argument("--skip", type=int, default=0, help="leave out the first N questions of each benchmark")
+    p.add_argument("--shots", default="0", help="worked examples in the prompt (for untrained models): one number "
+                                                "for all models, or one per --model, comma-separated (2,0)")
+    p.add_argument("--k", type=int, default=4, help="samples per question for pass@k, maj@k and confidence (4)")
+    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature of the k samples (0.7)")
+    p.add_argument("--no-calculator-row", action="store_true", help="skip the greedy decode without the calculator")
+    p.add_argument("--end-subset", type=int, default=32, help="questions decoded past the answer to measure tokens "
+                                                              "and seconds to the end (default 32; 0: none)")
+    p.add_argument("--calibrate", action="store_true", help="write each model's confidence calibration where the "
+                                                            "app reads it (beside a .gguf, inside a folder)")
     p.add_argument("--batch-size", type=int, default=64, help="rows decoded together (default 64)")
     p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--threads", type=int, default=None, help="llama.cpp decoding threads (default: all cores; 1 "
+                                                             "is faster when another job shares the cores)")
     p.add_argument("--allow-network", action="store_true", help="let the resolver download a hub model")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p = sub.add_parser("export", help="merged student -> GGUF (quantized) and ONNX, each checked against it",
@@ -78,12 +102,35 @@ def build_parser() -> argparse.ArgumentParser:
                         "rounding (an importance matrix, as llama-imatrix makes); default: plain rounding")
     p.add_argument("--calibration-rows", type=int, default=32, help="how many of them (default 32)")
     p = sub.add_parser("serve", help="the factory-floor Q&A web app (answer, computation, reasoning, confidence)",
-                       description="Starts a Gradio app. Binds 127.0.0.1 unless --host says otherwise; "
-                                   "sends nothing off the machine.")
-    p.add_argument("--model", required=True, help="a .gguf file (llama.cpp) or anything the resolver takes")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--samples", type=int, default=5, help="sampled answers for the confidence (0: off)")
+                       description="A Gradio app: the answer streams first, then the reasoning (collapsible), then a "
+                                   "confidence calibrated on held-out questions (the calibration file `edgedistill "
+                                   "eval --calibrate` writes beside the model). Binds 127.0.0.1 unless --host says "
+                                   "otherwise; sends nothing off the machine. Programs can call it with "
+                                   "gradio_client (see the README).",
+                       epilog="examples:\n"
+                              "  edgedistill serve --model runs/quickstart/export/student-Q4_K_M.gguf\n"
+                              "  edgedistill serve --model runs/quickstart/export/onnx --config my.yaml\n"
+                              "  edgedistill serve --model student.gguf --host 0.0.0.0 --auth-file users.txt",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="a .gguf file (llama.cpp), an ONNX export folder, or anything the "
+                                                  "resolver takes (HF folder, packaged name)")
+    p.add_argument("--config", default=None, help="YAML config whose `serve:` section sets the defaults below, "
+                                                  "the example questions and the supervisor threshold")
+    p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1: this machine only; "
+                                                "0.0.0.0 needs --auth)")
+    p.add_argument("--port", type=int, default=None, help="default 7860")
+    p.add_argument("--auth", default=None, metavar="USER:PASSWORD", help="require a login")
+    p.add_argument("--auth-file", default=None, help="a file of USER:PASSWORD lines")
+    p.add_argument("--samples", type=int, default=None, help="sampled answers for the confidence (default 4; "
+                                                             "a calibration file sets its own; 0: off)")
+    p.add_argument("--calibration", default=None, help="calibration JSON (default: the one beside the model)")
+    p.add_argument("--feedback", default=None, help="JSONL the thumbs and corrections go to (default "
+                                                    "feedback.jsonl); the teacher stage takes it as seed data")
+    p.add_argument("--max-question-chars", type=int, default=None, help="longer questions are refused (2000)")
+    p.add_argument("--concurrency", type=int, default=None, help="questions answered at once (default 1)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for decoding (default: all cores; on a "
+                                                              "workstation busy with other work, fewer is faster)")
+    p.add_argument("--allow-network", action="store_true", help="let the resolver download a hub model")
     return parser
 
 
@@ -109,9 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({k: v for k, v in result.items() if k != "parity"}, indent=2))
             return 0
         if args.command == "serve":
-            from serve.app import serve
-            serve(args.model, args.host, args.port, args.samples)
-            return 0
+            return cmd_serve(args)
         from edgedistill.config import load_config
         from edgedistill.pipeline import run_pipeline
         config = load_config(args.config)
@@ -127,20 +172,57 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def cmd_serve(args) -> int:
+    import dataclasses
+    from edgedistill.config import ServeConfig, load_config
+    from serve.app import parse_auth, serve
+    settings = load_config(args.config).serve if args.config else ServeConfig()
+    overrides = {"host": args.host, "port": args.port, "samples": args.samples, "feedback": args.feedback,
+                 "max_question_chars": args.max_question_chars, "concurrency": args.concurrency,
+                 "threads": args.threads}
+    settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    serve(args.model, settings, parse_auth(args.auth, args.auth_file), args.calibration, args.allow_network)
+    return 0
+
+
 def cmd_eval(args) -> int:
     from edgedistill.formats import answer_first_target
     from edgedistill.generate import load_generator
     from edgedistill.records import load_questions
     from evals.evaluate import evaluate
-    questions = load_questions(args.data, limit=args.limit)
-    shots = [(q, answer_first_target(q)) for q in load_questions("shopfloor:train", limit=args.shots)] \
-        if args.shots else []
+    try:
+        shots = [int(n) for n in args.shots.split(",")]
+    except ValueError:
+        raise UserError(f"--shots takes a number or numbers separated by commas, got {args.shots!r}") from None
+    if len(shots) not in (1, len(args.model)):
+        raise UserError(f"--shots has {len(shots)} numbers for {len(args.model)} models: give one, or one per model")
     if args.allow_network:
         os.environ.pop("HF_HUB_OFFLINE", None)
-    generator = load_generator(args.model, args.allow_network)
-    result = evaluate(generator, questions, shots, args.batch_size, args.max_new_tokens, "eval")
+    if args.out or len(args.model) > 1 or len(args.data) > 1:
+        from evals.compare import EvalSettings, compare
+        settings = EvalSettings(k=args.k, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+                                batch_size=args.batch_size, calculator_row=not args.no_calculator_row,
+                                end_subset=args.end_subset, limit=args.limit, skip=args.skip, format=args.format,
+                                threads=args.threads)
+        report = compare(args.model, args.data, args.out or "eval-report", settings,
+                         shots * len(args.model) if len(shots) == 1 else shots, args.calibrate, args.allow_network)
+        for r in report["results"]:
+            lo, hi = r["ci95"]
+            print(f"{r['model']} on {r['data']}: pass@1 {r['pass@1']:.1%} (95% CI {lo:.1%}-{hi:.1%}), "
+                  f"pass@{args.k} {r.get(f'pass@{args.k}', 0):.1%}, maj@{args.k} {r.get(f'maj@{args.k}', 0):.1%}, "
+                  f"ECE {r.get('ece', 0):.3f}, n={r['n']}, {r['seconds']} s")
+        print(f"report: {os.path.join(args.out or 'eval-report', 'report.md')}")
+        if args.json:
+            print(json.dumps(report))
+        return 0
+    from evals.datasets import load_benchmark
+    questions = load_benchmark(args.data[0], args.format, args.limit, args.skip)
+    examples = [(q, answer_first_target(q)) for q in load_questions("shopfloor:train", limit=shots[0])] \
+        if shots[0] else []
+    generator = load_generator(args.model[0], args.allow_network)
+    result = evaluate(generator, questions, examples, args.batch_size, args.max_new_tokens, "eval")
     lo, hi = result["ci95"]
-    print(f"{args.model} on {args.data}: pass@1 {result['pass@1']:.1%} (95% CI {lo:.1%}-{hi:.1%}), "
+    print(f"{args.model[0]} on {args.data[0]}: pass@1 {result['pass@1']:.1%} (95% CI {lo:.1%}-{hi:.1%}), "
           f"n={result['n']}, {result['seconds_per_question']} s/question")
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "rows"}))

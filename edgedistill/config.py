@@ -142,6 +142,29 @@ class EvalConfig:
     batch_size: int = 64                  # rows decoded together (a CPU decode step costs about the same for 1 or 64)
     max_new_tokens: int = 48              # the Answer: line; generation stops at its end
     base: bool = True                     # also evaluate the untrained base model (few-shot) for comparison
+    samples: int = 4                      # k sampled answers per question: pass@k, maj@k, the app's confidence (0: off)
+    temperature: float = 0.7              # of those samples (the app samples the same way)
+    calibrate: bool = True                # write the confidence calibration beside the student, GGUF and ONNX
+
+
+@dataclass
+class ServeConfig:
+    host: str = "127.0.0.1"               # this machine only; 0.0.0.0 (the plant LAN) needs auth
+    port: int = 7860
+    samples: int = 4                      # sampled answers whose agreement is the confidence (0: off); a model's
+    temperature: float = 0.7              # calibration file, when there is one, sets both
+    supervisor_below: float = 0.6         # under this confidence the page says "check with a supervisor"
+    answer_type: str = "number"           # how sampled answers are compared: number, choice, label or text
+    max_new_tokens: int = 256             # the answer and its reasoning
+    max_question_chars: int = 2000
+    concurrency: int = 1                  # questions answered at once (one model, one CPU: more only interleave)
+    threads: int = 0                      # CPU threads for llama.cpp / ONNX decoding (0: all cores)
+    queue_size: int = 64                  # waiting questions beyond this get a "busy" message
+    feedback: str = "feedback.jsonl"      # thumbs up/down and corrections: seed questions for the next round
+    examples: list[str] = field(default_factory=lambda: [
+        "Line 3 makes 48 housings an hour. How many housings does it make in a 7.5-hour shift?",
+        "A pallet holds 24 boxes of 36 bolts. How many bolts are on 5 pallets?",
+        "A pump moves 120 litres a minute. How many minutes does it take to fill a 4200-litre tank?"])
 
 
 @dataclass
@@ -153,6 +176,7 @@ class Config:
     student: StudentConfig = field(default_factory=StudentConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def section(self, name: str) -> dict:
         """The part of the config a stage depends on, as a plain dict (hashed into the manifest)."""
@@ -167,6 +191,7 @@ CHOICES = {"teacher.kind": ("dataset", "model"), "teacher.backend": ("auto", "tr
            "student.method": ("lora", "full"), "student.format": ("answer_first", "rationale_first"),
            "student.precision": ("auto", "bf16", "fp32"),
            "student.online.objective": ("grao", "pass", "max", "maj", "mean"),
+           "serve.answer_type": ("number", "choice", "label", "text"),
            "export.onnx": ("auto", "int4", "int4-int8-head", "int4-fp-head", "int8", "fp32", "none")}
 
 
@@ -242,6 +267,14 @@ def _check_values(config: Config, base: Path, where) -> None:
         if stage not in STUDENT_STAGES:
             raise UserError(f"{where('student.stages')}: 'student.stages' holds {stage!r}; each must be one of "
                             f"{STUDENT_STAGES}")
+    serve = config.serve
+    for key, ok, what in (("supervisor_below", 0 <= serve.supervisor_below <= 1, "between 0 and 1"),
+                          ("samples", serve.samples >= 0, "0 or more"),
+                          ("concurrency", serve.concurrency >= 1, "1 or more"),
+                          ("max_question_chars", serve.max_question_chars >= 1, "1 or more"),
+                          ("port", 0 < serve.port < 65536, "a TCP port (1-65535)")):
+        if not ok:
+            raise UserError(f"{where('serve.' + key)}: 'serve.{key}' must be {what}, got {getattr(serve, key)!r}")
     for key in ("train", "eval", "dev"):
         value = getattr(config.data, key)
         if not value.startswith(PACKAGED_PREFIX) and not Path(value).is_file():

@@ -101,40 +101,54 @@ def step_export(config: Config, run: RunDir) -> dict:
 
 
 def step_eval(config: Config, run: RunDir) -> dict:
+    """The base model (few-shot, greedy only: it is not served), the merged student and its exports on the eval
+    data: pass@1, and for what the app serves, k = eval.samples sampled answers: pass@k, maj@k and the calibration
+    of the app's confidence, written beside each served artifact (where `edgedistill serve` reads it)."""
     from edgedistill.formats import answer_first_target
     from edgedistill.generate import load_generator
-    from evals.evaluate import evaluate
+    from evals.compare import write_calibrations
+    from evals.evaluate import evaluate_benchmark
     from evals.report import write_report
     questions = load_questions(config.data.eval, limit=config.data.eval_limit)
+    cfg = config.eval
 
-    def score(model: str, backend: str, label: str, shots=()) -> dict:
+    def score(model: str, backend: str, label: str, shots=(), k: int = cfg.samples) -> dict:
         generator = load_generator(model, config.allow_network, backend)
-        return evaluate(generator, questions, shots, config.eval.batch_size, config.eval.max_new_tokens, label)
+        result = evaluate_benchmark(generator, questions, shots, k, cfg.temperature, cfg.max_new_tokens,
+                                    cfg.batch_size, calculator_row=False, end_subset=0, seed=config.seed, label=label)
+        result.update(model_spec=str(model), data=config.data.eval, backend=generator.backend)
+        return result
 
     results = {}
-    if config.eval.base:
+    if cfg.base:
         shots = [(q, answer_first_target(q)) for q in load_questions(config.data.train, limit=2)]
         key = fingerprint(config.section("eval"), config.data.eval, config.data.eval_limit, config.student.model,
                           config.data.train)
         results["base"] = _cached_eval(run.path("eval", "base.json"), key,
-                                       lambda: score(config.student.model, "transformers", "eval base", shots))
+                                       lambda: score(config.student.model, "transformers", "eval base", shots, k=1))
     merged = run.path("student", "merged")
-    results["student"] = score(str(merged), "transformers", "eval student")
-    write_json_atomic(run.path("eval", "student.json"), results["student"])
     artifacts = {"student": merged}
-    gguf = run.stage("export").get("outputs", {}).get("gguf")
-    if gguf:
-        results["gguf"] = score(gguf, "llama.cpp", f"eval gguf {config.export.quant}")
-        write_json_atomic(run.path("eval", "gguf.json"), results["gguf"])
-        artifacts["gguf"] = Path(gguf)
-    onnx = (run.stage("export").get("outputs", {}).get("onnx") or {}).get("path")
-    if onnx:
-        results["onnx"] = score(onnx, "onnx", "eval onnx")
-        write_json_atomic(run.path("eval", "onnx.json"), results["onnx"])
-        artifacts["onnx"] = Path(onnx)
+    export = run.stage("export").get("outputs", {})
+    gguf, onnx = export.get("gguf"), (export.get("onnx") or {}).get("path")
+    # k samples (pass@k, maj@k, the app's calibration) for what the app serves: the exports when there are any,
+    # else the merged student; the others greedy only, which keeps the quickstart's eval stage short
+    served = {"gguf", "onnx"} if gguf or onnx else {"student"}
+    for name, model, backend, label in (("student", str(merged), "transformers", "eval student"),
+                                        ("gguf", gguf, "llama.cpp", f"eval gguf {config.export.quant}"),
+                                        ("onnx", onnx, "onnx", "eval onnx")):
+        if model:
+            results[name] = score(model, backend, label, k=cfg.samples if name in served else 1)
+            write_json_atomic(run.path("eval", f"{name}.json"), results[name])
+            artifacts[name] = Path(model)
     seconds = {stage: run.stage(stage).get("seconds") for stage in ("teach", "train", "export")}
     seconds["eval"] = round(sum(r["seconds"] for r in results.values()), 1)
     extra = {"eval_data": config.data.eval, "teacher": config.teacher.kind}
+    if cfg.calibrate and cfg.samples > 1:
+        from evals.compare import EvalSettings
+        written = write_calibrations([dict(r, model=name) for name, r in results.items() if name in served],
+                                     EvalSettings(k=cfg.samples, temperature=cfg.temperature))
+        extra["calibration"] = ", ".join(os.path.relpath(path) for path in written.values()
+                                         if not path.startswith("skipped"))
     if gguf:
         extra["serve"] = f"edgedistill serve --model {os.path.relpath(gguf)}"
     report = write_report(run.root, results, seconds, artifacts, extra)

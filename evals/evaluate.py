@@ -1,7 +1,16 @@
-"""Evaluation: greedy, with the calculator, stopped at the end of the Answer line; pass@1 with a 95% interval.
+"""Evaluation of one model on one benchmark: accuracy, sampling metrics, calibration of the app's confidence, speed.
 
-`evaluate(generator, questions)` scores any generator the kernel makes (any model the resolver takes). The base
-model is judged with the same instruction plus two worked examples as earlier chat turns (`shots`), so it is
+Every decode runs through the generator the app uses (calculator on, stopped at the end of the Answer line) unless
+said otherwise:
+
+    greedy       pass@1 with a 95% Wilson interval, tokens and seconds to the answer
+    k samples    (temperature 0.7) unbiased pass@k, maj@k, and the agreement of the samples with the greedy answer:
+                 the app's confidence signal, whose calibration (ECE, Brier, reliability bins) is measured here
+    no calc      greedy again with the calculator off: what the calculator is worth
+    to the end   a small subset decoded past the Answer line (the whole rationale): tokens and seconds to the end,
+                 and the accuracy of the answer read from the full text against the one read at the delimiter
+
+The base model is judged with the same instruction plus worked examples as earlier chat turns (`shots`), so it is
 judged on ability, not on format; a fine-tuned student gets none.
 """
 from __future__ import annotations
@@ -9,9 +18,11 @@ from __future__ import annotations
 import math
 import time
 
+from edgedistill.calibration import brier_score, expected_calibration_error, fit_calibration, reliability_bins
 from edgedistill.checkers import extract_answer, is_correct
 from edgedistill.formats import chat
-from edgedistill.generate import Sampling
+from edgedistill.generate import ANSWER_LINE_DONE, Sampling
+from edgedistill.metrics import count_tokens, sampled_scores
 from edgedistill.records import Question
 
 
@@ -27,6 +38,7 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> list[float]:
 
 def evaluate(generator, questions: list[Question], shots: list[tuple[Question, str]] = (), batch_size: int = 16,
              max_new_tokens: int = 48, label: str = "eval") -> dict:
+    """Greedy pass@1 only: the quick check (`edgedistill eval --model M --data D`)."""
     started = time.time()
     sampling = Sampling(max_new_tokens=max_new_tokens, temperature=0.0, stop_after_answer=True)
     texts = generator.generate([chat(q, shots) for q in questions], sampling, batch_size=batch_size, progress=label)
@@ -42,15 +54,102 @@ def evaluate(generator, questions: list[Question], shots: list[tuple[Question, s
             "seconds_per_question": round(seconds / len(rows), 3), "shots": len(shots), "rows": rows}
 
 
+def cross_fitted_confidence(agreements: list[int], corrects: list[bool], k: int, temperature: float) -> list[float]:
+    """Calibrated confidence of each question from a calibration fitted on the other half (2-fold: even and odd
+    positions), so no question's confidence was fitted on its own correctness."""
+    confidences = [0.0] * len(agreements)
+    halves = [range(0, len(agreements), 2), range(1, len(agreements), 2)]
+    for fit, apply in ((halves[0], halves[1]), (halves[1], halves[0])):
+        calibration = fit_calibration([agreements[i] for i in fit], [corrects[i] for i in fit], k, temperature)
+        for i in apply:
+            confidences[i] = calibration.probability(agreements[i])
+    return confidences
+
+
+def calibration_metrics(agreements: list[int], corrects: list[bool], k: int, temperature: float) -> dict:
+    """ECE and Brier of raw agreement / k and of the cross-fitted calibrated probability, with reliability bins."""
+    raw = [a / k for a in agreements]
+    calibrated = cross_fitted_confidence(agreements, corrects, k, temperature)
+    return {"ece_raw": round(expected_calibration_error(raw, corrects), 4),
+            "brier_raw": round(brier_score(raw, corrects), 4),
+            "ece": round(expected_calibration_error(calibrated, corrects), 4),
+            "brier": round(brier_score(calibrated, corrects), 4),
+            "reliability_raw": reliability_bins(raw, corrects), "reliability": reliability_bins(calibrated, corrects)}
+
+
+def by_topic(questions: list[Question], corrects: list[bool]) -> dict:
+    topics: dict[str, list[int]] = {}
+    for q, right in zip(questions, corrects):
+        if q.topic:
+            n_right = topics.setdefault(q.topic, [0, 0])
+            n_right[0] += 1
+            n_right[1] += bool(right)
+    return {topic: {"n": n, "pass@1": round(right / n, 4)} for topic, (n, right) in sorted(topics.items())}
+
+
+def decode_to_the_end(generator, questions: list[Question], shots, max_new_tokens: int, batch_size: int,
+                      label: str) -> dict:
+    """Greedy past the Answer line to the end of the rationale: tokens and seconds to the end, and whether the
+    answer read from the full text is as often right as the one read where the app stops (the delimiter)."""
+    started = time.time()
+    texts = generator.generate([chat(q, shots) for q in questions],
+                               Sampling(max_new_tokens=max_new_tokens, stop_after_answer=False),
+                               batch_size=batch_size, progress=f"{label} to the end")
+    seconds = time.time() - started
+    full = [is_correct(extract_answer(t, q.answer_type), q) for t, q in zip(texts, questions)]
+    to_end = count_tokens(generator, texts)
+    cut = [t[:m.end()] if (m := ANSWER_LINE_DONE.search(t)) else t for t in texts]
+    to_answer = count_tokens(generator, cut)
+    return {"n": len(questions), "pass@1_full_text": round(sum(full) / len(questions), 4),
+            "tokens_to_end": round(sum(to_end) / len(to_end), 1) if to_end else None,
+            "tokens_to_answer": round(sum(to_answer) / len(to_answer), 1) if to_answer else None,
+            "seconds_to_end": round(seconds / len(questions), 3), "max_new_tokens": max_new_tokens}
+
+
+def evaluate_benchmark(generator, questions: list[Question], shots: list[tuple[Question, str]] = (), k: int = 4,
+                       temperature: float = 0.7, max_new_tokens: int = 48, batch_size: int = 64,
+                       calculator_row: bool = True, end_subset: int = 32, end_tokens: int = 256, seed: int = 0,
+                       label: str = "eval") -> dict:
+    """Everything the comparison report shows for one (model, benchmark); "rows" holds one record per question."""
+    started = time.time()
+    n = len(questions)
+    scores = sampled_scores(generator, questions, k, None, shots, True, max_new_tokens, temperature, seed,
+                            batch_size, progress=label)
+    right = sum(scores["greedy"])
+    result = {"n": n, "k": k, "shots": len(shots), "correct": right, "pass@1": round(right / n, 4),
+              "ci95": wilson_interval(right, n),
+              "tokens_to_answer": round(sum(scores["tokens"]) / len(scores["tokens"]), 1) if scores["tokens"] else None,
+              "seconds_to_answer": round(scores["greedy_seconds"] / n, 3),
+              "topics": by_topic(questions, scores["greedy"])}
+    if k > 1:
+        result[f"pass@{k}"] = round(scores["pass@k"] / n, 4)
+        result[f"maj@{k}"] = round(scores["maj@k"] / n, 4)
+        result["maj_ci95"] = wilson_interval(scores["maj@k"], n)
+        result["temperature"] = temperature
+        result.update(calibration_metrics(scores["agreement"], scores["greedy"], k, temperature))
+    if calculator_row:
+        plain = sampled_scores(generator, questions, 1, None, shots, False, max_new_tokens, seed=seed,
+                               batch_size=batch_size, progress=label and f"{label} no calculator")
+        result["pass@1_no_calculator"] = round(sum(plain["greedy"]) / n, 4)
+        result["ci95_no_calculator"] = wilson_interval(sum(plain["greedy"]), n)
+    if end_subset:
+        subset = questions[:end_subset]
+        result["to_the_end"] = decode_to_the_end(generator, subset, shots, end_tokens, batch_size, label)
+        result["to_the_end"]["pass@1_at_delimiter"] = round(sum(scores["greedy"][:end_subset]) / len(subset), 4)
+    result["rows"] = [{"id": q.id, "topic": q.topic, "answer_type": q.answer_type, "reference": q.answer,
+                       "predicted": scores["greedy_answers"][i], "correct": scores["greedy"][i],
+                       "agreement": scores["agreement"][i] if scores["agreement"] else None,
+                       "text": scores["greedy_texts"][i]} for i, q in enumerate(questions)]
+    result["seconds"] = round(time.time() - started, 1)
+    result["seconds_per_question"] = round(result["seconds"] / n, 3)
+    return result
+
+
 def evaluate_k(generator, questions: list[Question], k: int = 4, instruction: str | None = None,
                shots: list[tuple[Question, str]] = (), calculator: bool = True, max_new_tokens: int = 48,
                temperature: float = 0.7, seed: int = 0, batch_size: int = 64, label: str = "eval") -> dict:
     """pass@1 (greedy, with a 95% interval), pass@k and maj@k (k samples at `temperature`), and the mean tokens to
-    the answer (the kernel's `sampled_scores`, the same as the dev evaluation during training).
-
-    Every decode stops at the end of the Answer line, so the tokens counted are the tokens to the answer: the
-    answer line alone for an answer-first model, the whole reasoning plus the answer for a rationale-first one."""
-    from edgedistill.metrics import sampled_scores
+    the answer, for any instruction (answer-first or rationale-first comparisons in benchmarks/)."""
     started = time.time()
     scores = sampled_scores(generator, questions, k, instruction, shots, calculator, max_new_tokens, temperature,
                             seed, batch_size, progress=label)

@@ -1,10 +1,16 @@
-"""The run report: report.json (machine-readable) and report.md (for people), side by side in the run directory."""
+"""The run report: report.json (machine-readable) and report.md (for people), side by side in the run directory.
+
+Its model table and plots are the comparison report's (evals/compare.py, evals/plots.py), so `edgedistill run` and
+`edgedistill eval --out` print the same columns computed the same way.
+"""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 from edgedistill.records import write_json_atomic, write_text_atomic
+from evals.compare import summary_table
+from evals.plots import write_plots
 
 
 def relative(path: str | Path) -> str:
@@ -13,23 +19,30 @@ def relative(path: str | Path) -> str:
 
 
 def write_report(run_root: Path, results: dict, seconds: dict, artifacts: dict, extra: dict) -> dict:
+    """`results`: {name: evals.evaluate.evaluate_benchmark result} for base, student, gguf, onnx."""
+    named = [dict(r, model=name, data=r.get("data", "eval")) for name, r in results.items()]
+    plots = write_plots(named, run_root / "eval")
     report = {name: {k: v for k, v in r.items() if k != "rows"} for name, r in results.items()}
     report["seconds"] = seconds
     report["artifacts"] = {name: relative(p) for name, p in artifacts.items()}
+    report["plots"] = {what: f"eval/{name}" for what, name in plots.items()}
     report.update(extra)
     write_json_atomic(run_root / "report.json", report)
-    lines = ["# edgedistill run report", "",
-             "| model | pass@1 | 95% interval | n | s/question |", "|---|---|---|---|---|"]
-    for name, r in results.items():
-        lo, hi = r["ci95"]
-        lines.append(f"| {name} | {r['pass@1']:.1%} | {lo:.1%} - {hi:.1%} | {r['n']} | {r['seconds_per_question']} |")
+    k = max([r.get("k", 1) for r in results.values()] + [1])
+    lines = ["# edgedistill run report", ""] + summary_table(named, k)
     if "base" in results and "student" in results:
         gain = results["student"]["pass@1"] - results["base"]["pass@1"]
         lines += ["", f"The student is **{gain * 100:+.1f} points** of pass@1 above the base model."]
+    if k > 1:
+        lines += ["", f"pass@{k}, maj@{k}: {k} samples per question; ECE raw / calibrated: the app's confidence (the "
+                      f"share of samples agreeing with the greedy answer) before and after calibration, cross-fitted "
+                      f"on two halves of the questions. The base model is scored greedy only."]
     lines += ["", "| stage | seconds |", "|---|---|"] + [f"| {k} | {v} |" for k, v in seconds.items()]
     lines += ["", "Artifacts:"] + [f"- {name}: `{path}`" for name, path in report["artifacts"].items()]
     for key, value in extra.items():
         lines += ["", f"{key}: {value}"]
+    if plots:
+        lines += [""] + [f"![{what}](eval/{name})" for what, name in plots.items()]
     for name, r in results.items():
         lines += ["", f"## {name}: first answers", ""]
         for row in r["rows"][:5]:

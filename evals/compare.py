@@ -1,0 +1,236 @@
+"""`edgedistill eval --model A --model B --data X --data Y --out DIR`: every model on every benchmark, one report.
+
+    DIR/report.md          tables per benchmark, the cross-check, the plots
+    DIR/report.json        the same figures, machine-readable (no per-question rows)
+    DIR/*.png              accuracy per model and per topic, reliability diagram, speed against accuracy
+    DIR/results/*.json     one (model, benchmark) each, with its per-question rows; reused by a rerun with the same
+                           settings, so an interrupted comparison resumes where it stopped
+
+Each model is loaded once and runs every benchmark. With `calibrate`, the model's confidence calibration (all its
+benchmarks pooled) is written where the app looks for it (`calibration_path_for`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from edgedistill.calibration import (brier_score, calibration_path_for, expected_calibration_error,
+                                     fit_calibration, save_calibration)
+from edgedistill.records import write_json_atomic, write_text_atomic
+from evals.crosscheck import crosscheck
+from evals.evaluate import cross_fitted_confidence, evaluate_benchmark
+from evals.plots import write_plots
+
+
+@dataclass
+class EvalSettings:
+    k: int = 4                      # samples per question for pass@k, maj@k and the confidence
+    temperature: float = 0.7
+    max_new_tokens: int = 48        # the Answer line; every decode stops at its end
+    batch_size: int = 64
+    calculator_row: bool = True     # also greedy without the calculator
+    end_subset: int = 32            # questions decoded past the answer, for tokens and seconds to the end
+    end_tokens: int = 256
+    seed: int = 0
+    limit: int | None = None        # per benchmark, after `skip`
+    skip: int = 0
+    format: str | None = None       # force a benchmark format (evals/datasets.py)
+    threads: int | None = None      # llama.cpp decoding threads (default: all cores)
+
+
+def model_label(spec: str) -> str:
+    """A short name for a model: a file's name, or parent/name for a folder called merged, onnx, ..."""
+    path = Path(spec)
+    if not path.exists():
+        return spec
+    return path.name if path.is_file() or path.name not in ("merged", "onnx", "final") else f"{path.parent.name}/{path.name}"
+
+
+def data_label(spec: str, settings: EvalSettings) -> str:
+    from evals.datasets import split_slice
+    file, part = split_slice(spec)
+    path = Path(file)
+    name = (f"{path.parent.name}/{path.name}" if path.exists() else file) + (spec[len(file):] if part else "")
+    if settings.skip or settings.limit:
+        name += f"[{settings.skip}:{settings.skip + settings.limit if settings.limit else ''}]"
+    return name
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", text).strip("_")[:80]
+
+
+def compare(models: list[str], datasets: list[str], out: str | Path, settings: EvalSettings,
+            shots: list[int] | None = None, calibrate: bool = False, allow_network: bool = False) -> dict:
+    """Evaluate every model on every benchmark and write the report; returns report.json's content."""
+    from edgedistill.formats import answer_first_target
+    from edgedistill.generate import load_generator
+    from edgedistill.records import load_questions
+    from evals.datasets import load_benchmark
+    out = Path(out)
+    shots = shots or [0] * len(models)
+    benchmarks = {spec: load_benchmark(spec, settings.format, settings.limit, settings.skip) for spec in datasets}
+    results = []
+    for spec, n_shots in zip(models, shots):
+        examples = [(q, answer_first_target(q)) for q in load_questions("shopfloor:train", limit=n_shots)] \
+            if n_shots else []
+        generator, loaded = None, 0.0
+        for data, questions in benchmarks.items():
+            same = {name: value for name, value in asdict(settings).items() if name != "threads"}   # not results
+            key = hashlib.sha256(json.dumps([spec, data, n_shots, same, [q.id for q in questions]])
+                                 .encode()).hexdigest()[:16]
+            cache = out / "results" / f"{_slug(model_label(spec))}__{_slug(data_label(data, settings))}.json"
+            if cache.exists() and json.loads(cache.read_text()).get("key") == key:
+                print(f"[eval] {model_label(spec)} on {data_label(data, settings)}: reusing {cache}", flush=True)
+                results.append(json.loads(cache.read_text()))
+                continue
+            if generator is None:
+                started = time.time()
+                # on cores another job uses, one llama.cpp thread is about 4x faster than two that wait for each
+                # other at every layer
+                generator = load_generator(spec, allow_network, threads=settings.threads)
+                loaded = round(time.time() - started, 1)
+            label = f"{model_label(spec)} / {data_label(data, settings)}"
+            result = evaluate_benchmark(generator, questions, examples, settings.k, settings.temperature,
+                                        settings.max_new_tokens, settings.batch_size, settings.calculator_row,
+                                        settings.end_subset, settings.end_tokens, settings.seed, label)
+            result.update(model=model_label(spec), model_spec=spec, data=data_label(data, settings), data_spec=data,
+                          backend=getattr(generator, "backend", "?"), load_seconds=loaded, key=key)
+            result["crosscheck"] = crosscheck(result["rows"])
+            write_json_atomic(cache, result)
+            print(f"[eval] {label}: pass@1 {result['pass@1']:.1%} ({result['seconds']} s)", flush=True)
+            results.append(result)
+        del generator
+    report = write_comparison(out, results, settings)
+    if calibrate:
+        report["calibration"] = write_calibrations(results, settings)
+        write_json_atomic(out / "report.json", report)
+    return report
+
+
+def write_calibrations(results: list[dict], settings: EvalSettings) -> dict:
+    """Per model, the agreement -> accuracy calibration over all its benchmarks, beside the model (where the app
+    reads it). A packaged name or hub id has no place of its own: it is skipped, and the report says so."""
+    written = {}
+    for spec in dict.fromkeys(r["model_spec"] for r in results):
+        rows = [row for r in results if r["model_spec"] == spec for row in r["rows"] if row["agreement"] is not None]
+        if not rows or settings.k < 2:
+            continue
+        agreements, corrects = [row["agreement"] for row in rows], [row["correct"] for row in rows]
+        data = ", ".join(r["data"] for r in results if r["model_spec"] == spec)
+        calibration = fit_calibration(agreements, corrects, settings.k, settings.temperature, data, spec)
+        honest = cross_fitted_confidence(agreements, corrects, settings.k, settings.temperature)
+        raw = [a / settings.k for a in agreements]
+        calibration.extra = {"ece_raw": round(expected_calibration_error(raw, corrects), 4),
+                             "brier_raw": round(brier_score(raw, corrects), 4),
+                             "ece_cross_fitted": round(expected_calibration_error(honest, corrects), 4),
+                             "brier_cross_fitted": round(brier_score(honest, corrects), 4)}
+        if not Path(spec).exists():
+            written[spec] = "skipped: not a file or folder (a packaged name or hub id)"
+            continue
+        path = calibration_path_for(spec)
+        save_calibration(calibration, path)
+        written[spec] = str(path)
+        print(f"[eval] calibration of {model_label(spec)}: {path}", flush=True)
+    return written
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def summary_table(results: list[dict], k: int = 4) -> list[str]:
+    """The main table, one row per result: the comparison report and the pipeline's run report both print it."""
+    lines = [f"| model | backend | n | pass@1 | 95% interval | pass@{k} | maj@{k} | pass@1 no calculator | ECE raw / "
+             f"calibrated | Brier calibrated | tokens to answer | s/question to answer | wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lo, hi = r["ci95"]
+        ece = f"{r['ece_raw']:.3f} / {r['ece']:.3f}" if "ece" in r else "-"
+        brier = f"{r['brier']:.3f}" if "brier" in r else "-"
+        lines.append(f"| {r['model']} | {r.get('backend', '-')} | {r['n']} | **{r['pass@1']:.1%}** | "
+                     f"{lo:.1%} - {hi:.1%} | {_pct(r.get(f'pass@{k}'))} | {_pct(r.get(f'maj@{k}'))} | "
+                     f"{_pct(r.get('pass@1_no_calculator'))} | {ece} | {brier} | {r.get('tokens_to_answer') or '-'} | "
+                     f"{r.get('seconds_to_answer', r.get('seconds_per_question'))} | {r['seconds']} |")
+    return lines
+
+
+def end_table(results: list[dict]) -> list[str]:
+    rows = [r for r in results if r.get("to_the_end")]
+    if not rows:
+        return []
+    e = rows[0]["to_the_end"]
+    lines = ["", f"To the end: the first {e['n']} questions decoded past the Answer line (greedy, calculator on, at "
+             f"most {e['max_new_tokens']} new tokens), to measure the rationale's cost; the app stops at the "
+             f"delimiter.", "",
+             "| model | pass@1 at the delimiter | pass@1 from the full text | tokens to answer | tokens to end | "
+             "s/question to end |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        e = r["to_the_end"]
+        lines.append(f"| {r['model']} | {_pct(e['pass@1_at_delimiter'])} | {_pct(e['pass@1_full_text'])} | "
+                     f"{e['tokens_to_answer'] or '-'} | {e['tokens_to_end'] or '-'} | {e['seconds_to_end']} |")
+    return lines
+
+
+def topic_table(results: list[dict]) -> list[str]:
+    topics = sorted({t for r in results for t in r.get("topics", {})})
+    if not topics:
+        return []
+    lines = ["", "pass@1 per topic (n):", "", "| topic | " + " | ".join(r["model"] for r in results) + " |",
+             "|---|" + "---|" * len(results)]
+    for topic in topics:
+        cells = [f"{r['topics'][topic]['pass@1']:.1%} ({r['topics'][topic]['n']})" if topic in r.get("topics", {})
+                 else "-" for r in results]
+        lines.append(f"| {topic} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def crosscheck_section(results: list[dict], shown: int = 15) -> list[str]:
+    checked = [r for r in results if r.get("crosscheck", {}).get("n")]
+    if not checked:
+        return []
+    lines = ["", "## Cross-check of number scoring", "",
+             "The same generations scored by our checker, by math-verify (`verify(parse(reference), parse(answer "
+             "line))`) and by lm-evaluation-harness's gsm8k flexible-extract rule (last number, exact match).", "",
+             "| model | data | n | ours | math-verify | lm-eval rule | cases where a scorer differs from ours |",
+             "|---|---|---|---|---|---|---|"]
+    for r in checked:
+        c = r["crosscheck"]
+        lines.append(f"| {r['model']} | {r['data']} | {c['n']} | {c['ours_correct']} | {c['math_verify_correct']} | "
+                     f"{c['lm_eval_correct']} | {len(c['disagreements'])} |")
+    for r in checked:
+        cases = r["crosscheck"]["disagreements"]
+        if cases:
+            lines += ["", f"{r['model']} on {r['data']}: first {min(shown, len(cases))} of {len(cases)}", ""]
+            lines += [f"- `{d['id']}` reference {d['reference']}, answer `{d['answer']}`: ours "
+                      f"{'right' if d['ours'] else 'wrong'}, math-verify {'right' if d['math_verify'] else 'wrong'} "
+                      f"(parsed `{d['math_verify_parsed']}`), lm-eval {'right' if d['lm_eval'] else 'wrong'}"
+                      for d in cases[:shown]]
+    return lines
+
+
+def write_comparison(out: Path, results: list[dict], settings: EvalSettings) -> dict:
+    plots = write_plots(results, out)
+    report = {"settings": asdict(settings), "plots": plots,
+              "results": [{key: value for key, value in r.items() if key != "rows"} for r in results]}
+    write_json_atomic(out / "report.json", report)
+    k = settings.k
+    lines = ["# edgedistill evaluation report", "",
+             f"Greedy pass@1 with the calculator (95% Wilson interval); pass@{k} (unbiased) and maj@{k} from {k} "
+             f"samples at temperature {settings.temperature}; every decode stops at the end of the Answer line "
+             f"(at most {settings.max_new_tokens} new tokens). ECE and Brier score the app's confidence: raw is the "
+             f"share of the {k} samples agreeing with the greedy answer, calibrated maps that share to accuracy with "
+             f"a calibration fitted on the other half of the questions (2-fold cross-fitting). Seconds are wall "
+             f"time on this machine, batched ({settings.batch_size} rows), so per-question times are amortised."]
+    for data in dict.fromkeys(r["data"] for r in results):
+        rows = [r for r in results if r["data"] == data]
+        lines += ["", f"## {data}", ""] + summary_table(rows, k) + end_table(rows) + topic_table(rows)
+    lines += crosscheck_section(results)
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{what}]({name})" for what, name in plots.items()]
+    write_text_atomic(out / "report.md", "\n".join(lines) + "\n")
+    return report

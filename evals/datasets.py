@@ -1,0 +1,162 @@
+"""Benchmark loaders: each public format -> list[Question] with the answer type that decides how it is checked.
+
+    gsm8k   JSONL {"question", "answer": "...#### 42"}                   number
+    svamp   a JSON array of {"Body", "Question", "Answer", "Type"}      number, topic = Type
+    fsiq    FailureSensorIQ JSONL {"question", "options", "option_ids", "correct": [bool]}
+                                                                        choice (a letter), topic = asset_name
+    fmc     work orders, one "text,label" a line (MaintNorm FMC)        label of a closed set (options), no topic
+    jsonl   our schema: {"question", "answer", "answer_type", "options", "topic"} (records.load_questions)
+    csv     the same columns in a spreadsheet
+
+`load_benchmark(path)` picks the format from the file's name and shape; `fmt=` forces one. Every malformed item
+is a UserError naming the file and the line (or the array item) so the user can fix it.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from edgedistill import UserError
+from edgedistill.records import Question, data_path, load_questions, read_jsonl
+
+FORMATS = ("gsm8k", "svamp", "fsiq", "fmc", "jsonl", "csv")
+
+
+def detect_format(path: Path) -> str:
+    """The format of a benchmark file, from its suffix and, for JSON lines, the keys of its first object."""
+    name = path.name.lower()
+    if name.endswith(".csv"):
+        return "csv"
+    if name.endswith(".txt"):
+        return "fmc"
+    if name.endswith(".json"):
+        return "svamp"
+    for _, first in read_jsonl(path):
+        if "option_ids" in first and "correct" in first:
+            return "fsiq"
+        return "jsonl"   # GSM8K's "#### 42" answers are read by the generic loader too
+    raise UserError(f"{path}: no questions in this file (it is empty)")
+
+
+_SLICE = re.compile(r"^(.+)\[(-?\d*):(-?\d*)(?::(\d*))?\]$")
+
+
+def split_slice(spec: str) -> tuple[str, slice | None]:
+    """`FILE[start:stop:step]` -> (FILE, slice): a fixed part of a benchmark named with the file, Python-style
+    (`train.jsonl[7273:]` the last 200 GSM8K train questions, `dev.jsonl[0:1800:6]` 300 spread over the file)."""
+    match = _SLICE.match(spec)
+    if not match or Path(spec).exists():
+        return spec, None
+    start, stop, step = (int(x) if x else None for x in match.group(2, 3, 4))
+    if step == 0:
+        raise UserError(f"{spec}: a slice step cannot be 0")
+    return match.group(1), slice(start, stop, step)
+
+
+def load_benchmark(spec: str, fmt: str | None = None, limit: int | None = None, skip: int = 0) -> list[Question]:
+    """Questions of a benchmark file (or a packaged `shopfloor:` split), optionally `FILE[start:stop:step]`: the
+    slice, then the `skip` first left out, then at most `limit`. Fixed, so two runs and two models see the same
+    questions."""
+    file, part = split_slice(spec)
+    path = data_path(file)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    fmt = fmt or detect_format(path)
+    if fmt not in FORMATS:
+        raise UserError(f"unknown benchmark format {fmt!r}: use one of {', '.join(FORMATS)}")
+    stop = skip + limit if limit else None
+    if fmt in ("gsm8k", "jsonl", "csv"):
+        questions = load_questions(path, limit=None if part else stop)
+    else:
+        questions = {"svamp": load_svamp, "fsiq": load_fsiq, "fmc": load_fmc}[fmt](path)
+    questions = (questions[part] if part else questions)[skip:stop]
+    if not questions:
+        raise UserError(f"{path}: no questions left after skipping {skip}")
+    return questions
+
+
+def load_svamp(path: Path) -> list[Question]:
+    """SVAMP: the question is Body + Question; Answer is a float ("51.0" is written as 51)."""
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; save the file as UTF-8") from None
+    if not isinstance(items, list):
+        raise UserError(f"{path}: expected a JSON array of SVAMP items, got {type(items).__name__}")
+    questions = []
+    for number, item in enumerate(items, 1):
+        where = f"{path}: item {number}"
+        if not isinstance(item, dict) or not all(isinstance(item.get(key), str) for key in ("Body", "Question")):
+            raise UserError(f"{where}: needs string fields 'Body' and 'Question'")
+        if not isinstance(item.get("Answer"), (int, float)) or isinstance(item["Answer"], bool):
+            raise UserError(f"{where} ({item.get('ID', '?')}): 'Answer' must be a number, got {item.get('Answer')!r}")
+        body = item["Body"].strip()
+        body = body if body.endswith((".", "?", "!")) else body + "."   # some bodies stop without a full stop
+        answer = float(item["Answer"])
+        questions.append(Question(id=str(item.get("ID", f"svamp-{number}")), question=f"{body} {item['Question'].strip()}",
+                                  answer=str(int(answer)) if answer.is_integer() else str(answer),
+                                  answer_type="number", topic=str(item.get("Type", "")).replace("Divison", "Division")
+                                  or None, source="svamp"))
+    return questions
+
+
+def load_fsiq(path: Path) -> list[Question]:
+    """FailureSensorIQ single-correct items: the options are shown with their letters; the answer is the letter of
+    the one option marked correct."""
+    questions = []
+    for number, obj in read_jsonl(path):
+        where = f"{path}:{number}"
+        options, ids, correct = obj.get("options"), obj.get("option_ids"), obj.get("correct")
+        if not isinstance(obj.get("question"), str) or not isinstance(options, list) or not options:
+            raise UserError(f"{where}: needs 'question' (a string) and 'options' (a non-empty list)")
+        ids = ids if isinstance(ids, list) else [chr(ord("A") + i) for i in range(len(options))]
+        if not isinstance(correct, list) or len(correct) != len(options) or len(ids) != len(options):
+            raise UserError(f"{where}: 'correct' and 'option_ids' need one entry per option ({len(options)})")
+        if sum(bool(c) for c in correct) != 1:
+            raise UserError(f"{where}: exactly one option must be correct, found {sum(bool(c) for c in correct)}")
+        questions.append(Question(id=f"fsiq-{obj.get('id', number)}", question=obj["question"].strip(),
+                                  answer=ids[correct.index(True)], answer_type="choice",
+                                  options=[f"{i}. {o}" for i, o in zip(ids, options)],
+                                  topic=obj.get("asset_name") or obj.get("subject"), source="failuresensoriq"))
+    if not questions:
+        raise UserError(f"{path}: no questions in this file (it is empty)")
+    return questions
+
+
+FMC_SPLITS = ("train.txt", "dev.txt", "test.txt")
+
+
+def read_fmc(path: Path) -> list[tuple[int, str, str]]:
+    """(line number, work order text, label) per line; the label follows the line's last comma."""
+    rows = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; save the file as UTF-8") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        text, comma, label = line.rpartition(",")
+        if not comma or not text.strip() or not label.strip():
+            raise UserError(f"{path}:{number}: expected 'work order text,label', got {line[:60]!r}")
+        rows.append((number, text.strip(), label.strip()))
+    return rows
+
+
+def load_fmc(path: Path) -> list[Question]:
+    """Work-order failure-mode classification. The closed label set is the union of the labels in this file and
+    in its sibling splits (train/dev/test.txt beside it), so the prompt lists every label the data knows."""
+    rows = read_fmc(path)
+    if not rows:
+        raise UserError(f"{path}: no work orders in this file (it is empty)")
+    labels = {label for _, _, label in rows}
+    for sibling in FMC_SPLITS:
+        if (path.parent / sibling).is_file() and path.parent / sibling != path:
+            labels |= {label for _, _, label in read_fmc(path.parent / sibling)}
+    options = sorted(labels)
+    return [Question(id=f"fmc-{path.stem}-{number}", answer=label, answer_type="label", options=options,
+                     question=f"Maintenance work order: \"{text}\". Which failure mode is it? Answer with one of:",
+                     source="fmc_mwo2kg") for number, text, label in rows]
