@@ -102,8 +102,9 @@ def step_export(config: Config, run: RunDir) -> dict:
 
 def step_eval(config: Config, run: RunDir) -> dict:
     """The base model (few-shot, greedy only: it is not served), the merged student and its exports on the eval
-    data: pass@1, and for what the app serves, k = eval.samples sampled answers: pass@k, maj@k and the calibration
-    of the app's confidence, written beside each served artifact (where `edgedistill serve` reads it)."""
+    data: pass@1, and for what the app serves (the main GGUF, else the ONNX, else the student), k = eval.samples
+    sampled answers: pass@k, maj@k and the calibration of the app's confidence, written beside it (where
+    `edgedistill serve` reads it)."""
     from edgedistill.formats import answer_first_target
     from edgedistill.generate import load_generator
     from evals.compare import write_calibrations
@@ -130,9 +131,10 @@ def step_eval(config: Config, run: RunDir) -> dict:
     artifacts = {"student": merged}
     export = run.stage("export").get("outputs", {})
     gguf, onnx = export.get("gguf"), (export.get("onnx") or {}).get("path")
-    # k samples (pass@k, maj@k, the app's calibration) for what the app serves: the exports when there are any,
-    # else the merged student; the others greedy only, which keeps the quickstart's eval stage short
-    served = {"gguf", "onnx"} if gguf or onnx else {"student"}
+    # k samples (pass@k, maj@k, the app's calibration) for what the app serves by default: the main GGUF, else the
+    # ONNX folder, else the merged student; the others greedy only. Sampling the ONNX too (one row at a time) took
+    # 7 more minutes in the quickstart; `edgedistill eval --model <onnx> --calibrate` does it when wanted.
+    served = {"gguf"} if gguf else {"onnx"} if onnx else {"student"}
     for name, model, backend, label in (("student", str(merged), "transformers", "eval student"),
                                         ("gguf", gguf, "llama.cpp", f"eval gguf {config.export.quant}"),
                                         ("onnx", onnx, "onnx", "eval onnx")):

@@ -35,6 +35,10 @@ def test_micro_run_on_packaged_model(tmp_path):
     assert set(report["seconds"]) == {"teach", "train", "export", "eval"}
     assert report["gguf"]["n"] == 8 and report["artifacts"]["gguf"].endswith("student-Q4_K_M.gguf")
     assert report["onnx"]["n"] == 8 and (out / "export" / "onnx" / "parity.json").exists()
+    # the app's confidence: the served GGUF is sampled and calibrated, the ONNX scored greedy only
+    calibration = json.loads((out / "export" / "student-Q4_K_M.gguf.calibration.json").read_text())
+    assert calibration["n"] == 8 and len(calibration["accuracy"]) == calibration["k"] + 1 == 5
+    assert "pass@4" in report["gguf"] and not (out / "export" / "onnx" / "calibration.json").exists()
     parity = (out / "export" / "parity.md").read_text()
     assert "| GGUF Q4_K_M |" in parity and "| ONNX int8 |" in parity
     merged = out / "student" / "merged"
