@@ -24,6 +24,14 @@ def count_tokens(generator, texts: list[str]) -> list[int]:
     return []
 
 
+def agreement(greedy_answer: str | None, sampled_answers: list[str | None], question) -> int:
+    """How many sampled answers have the greedy answer's canonical form: the app's confidence signal, which the eval
+    stage calibrates (0 when the greedy answer is not a valid answer)."""
+    from edgedistill.checkers import canonical
+    mine = canonical(greedy_answer, question)
+    return 0 if mine is None else sum(canonical(a, question) == mine for a in sampled_answers)
+
+
 def sampled_scores(generator, questions, k: int = 4, instruction: str | None = None, shots=(),
                    calculator: bool = True, max_new_tokens: int = 48, temperature: float = 0.7, seed: int = 0,
                    batch_size: int = 64, progress: str | None = None) -> dict:
@@ -36,7 +44,7 @@ def sampled_scores(generator, questions, k: int = 4, instruction: str | None = N
     "greedy_texts", "greedy_answers", "sample_correct" (c of k), "majority_correct" and "agreement" (how many of
     the k samples have the greedy answer's canonical form: the app's confidence signal), and the decode seconds.
     """
-    from edgedistill.checkers import canonical, extract_answer, is_correct, majority
+    from edgedistill.checkers import extract_answer, is_correct, majority
     from edgedistill.formats import INSTRUCTION, chat
     from edgedistill.generate import Sampling
     conversations = [chat(q, shots, instruction=instruction or INSTRUCTION) for q in questions]
@@ -59,11 +67,9 @@ def sampled_scores(generator, questions, k: int = 4, instruction: str | None = N
             answers = [extract_answer(t, q.answer_type) for t in sampled[i * k:(i + 1) * k]]
             right = sum(is_correct(a, q) for a in answers)
             vote, _ = majority(answers, q)
-            greedy_form = canonical(greedy_answers[i], q)
             scores["sample_correct"].append(right)
             scores["majority_correct"].append(vote is not None and is_correct(vote, q))
-            scores["agreement"].append(0 if greedy_form is None else
-                                       sum(canonical(a, q) == greedy_form for a in answers))
+            scores["agreement"].append(agreement(greedy_answers[i], answers, q))
             scores["pass@k"] += pass_at_k(k, right, k)
             scores["maj@k"] += scores["majority_correct"][-1]
     scores["tokens"] = count_tokens(generator, greedy)

@@ -18,11 +18,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgedistill.calibration import (brier_score, calibration_path_for, expected_calibration_error,
-                                     fit_calibration, save_calibration)
+from edgedistill.calibration import calibration_path_for, fit_calibration, save_calibration
 from edgedistill.records import write_json_atomic, write_text_atomic
 from evals.crosscheck import crosscheck
-from evals.evaluate import cross_fitted_confidence, evaluate_benchmark
+from evals.evaluate import calibration_metrics, evaluate_benchmark
 from evals.plots import write_plots
 
 
@@ -123,12 +122,9 @@ def write_calibrations(results: list[dict], settings: EvalSettings) -> dict:
         agreements, corrects = [row["agreement"] for row in rows], [row["correct"] for row in rows]
         data = ", ".join(r["data"] for r in results if r["model_spec"] == spec)
         calibration = fit_calibration(agreements, corrects, settings.k, settings.temperature, data, spec)
-        honest = cross_fitted_confidence(agreements, corrects, settings.k, settings.temperature)
-        raw = [a / settings.k for a in agreements]
-        calibration.extra = {"ece_raw": round(expected_calibration_error(raw, corrects), 4),
-                             "brier_raw": round(brier_score(raw, corrects), 4),
-                             "ece_cross_fitted": round(expected_calibration_error(honest, corrects), 4),
-                             "brier_cross_fitted": round(brier_score(honest, corrects), 4)}
+        measured = calibration_metrics(agreements, corrects, settings.k, settings.temperature)
+        calibration.extra = {"ece_raw": measured["ece_raw"], "brier_raw": measured["brier_raw"],
+                             "ece_cross_fitted": measured["ece"], "brier_cross_fitted": measured["brier"]}
         if not Path(spec).exists():
             written[spec] = "skipped: not a file or folder (a packaged name or hub id)"
             continue

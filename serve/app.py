@@ -37,6 +37,7 @@ from edgedistill.checkers import canonical, extract_answer  # noqa: E402
 from edgedistill.config import ServeConfig  # noqa: E402
 from edgedistill.formats import chat  # noqa: E402
 from edgedistill.generate import Sampling, stream_completion  # noqa: E402
+from edgedistill.metrics import agreement  # noqa: E402
 from edgedistill.records import AppendLog, Question  # noqa: E402
 
 OPEN_ANNOTATION = "<<"
@@ -138,8 +139,8 @@ class QA:
         with self.lock:
             texts = self.generator.generate([chat(question)] * self.samples, sampling, batch_size=self.samples)
         sampled = [canonical(extract_answer(t, q.answer_type), q) for t in texts]
+        agreeing = agreement(answer, sampled, q)
         mine = canonical(answer, q)
-        agreeing = sum(1 for s in sampled if mine is not None and s == mine)
         probability = self.calibration.probability(agreeing) if self.calibration else agreeing / self.samples
         others = [f"{a} ({n})" for a, n in Counter(s or "no answer" for s in sampled if s != mine).most_common(3)]
         return Confidence(agreeing, self.samples, probability, self.calibration, token_probability, others)
