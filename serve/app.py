@@ -154,6 +154,8 @@ class FeedbackLog:
     def __init__(self, path: str | Path, model: str, answer_type: str):
         self.path, self.model, self.answer_type = Path(path), model, answer_type
         self.unanswered = self.path.with_name(self.path.stem + ".unanswered.jsonl")
+        # opened once: AppendLog repairs a torn last line when it opens, which reads the whole file
+        self.logs = {self.path: AppendLog(self.path, key="id"), self.unanswered: AppendLog(self.unanswered, key="id")}
         self.lock = threading.Lock()
 
     def record(self, question: str, model_answer: str, verdict: str, correction: str = "") -> str:
@@ -170,7 +172,7 @@ class FeedbackLog:
             row["answer"] = reference
         target = self.path if reference else self.unanswered
         with self.lock:
-            AppendLog(target, key="id").append([row])
+            self.logs[target].append([row])
         kept = f"with reference answer {reference!r}" if reference else "without an answer (for an expert to fill in)"
         return f"Thanks: saved to `{target}` {kept}."
 
