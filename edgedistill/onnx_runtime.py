@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,19 +21,128 @@ from edgedistill import UserError
 from edgedistill.generate import Row, Sampling, render_prompt, stream_row
 
 
+CONFIG_FILE = "genai_config.json"
+SESSION_OPTIONS = "session_options"      # in model.decoder, .encoder, .vision, .speech, .embedding, pipeline models...
+PROVIDER_OPTIONS = "provider_options"
+
+# The session_options keys onnxruntime-genai applies that only tune ONNX Runtime (threads, logging, memory arenas,
+# graph optimisation: the typed fields of its model builder's builder_config.py), and the three flag entries that
+# builder writes itself. An allow-list, because what the others do is open-ended: `custom_ops_library` dlopens a
+# shared library (its constructor runs at once, even before model.onnx is read), `enable_profiling` writes a file
+# wherever it says, and every other key becomes an ONNX Runtime session config entry, a set that grows each release.
+SAFE_SESSION_OPTIONS = frozenset({"log_id", "log_severity_level", "log_verbosity_level", "intra_op_num_threads",
+                                  "inter_op_num_threads", "enable_cpu_mem_arena", "enable_mem_pattern",
+                                  "graph_optimization_level", PROVIDER_OPTIONS,
+                                  "ep.cuda.fpa_intb_gemm", "optimization.disable_specified_optimizers",
+                                  "session.use_device_allocator_for_initializers"})
+# Outside session_options, a second net for sections a later onnxruntime-genai may add: a key naming a library or
+# plug-in, or any value that is the path of a shared object, is refused too.
+CODE_KEY_WORDS = frozenset({"lib", "libs", "library", "libraries", "plugin", "plugins", "backend"})
+SHARED_OBJECT = re.compile(r"\.(so(\.[0-9]+)*|dll|dylib)$", re.IGNORECASE)
+
+
 def is_onnx_folder(spec) -> bool:
-    return Path(str(spec)).is_dir() and (Path(str(spec)) / "genai_config.json").is_file()
+    return Path(str(spec)).is_dir() and (Path(str(spec)) / CONFIG_FILE).is_file()
+
+
+def read_genai_config(folder: Path) -> dict:
+    """genai_config.json as data, checked before onnxruntime-genai sees the folder: a UserError when it is not a
+    JSON object with a "model" object, or when it would make onnxruntime-genai load code (see `refuse_code`)."""
+    path = folder / CONFIG_FILE
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text, so not a genai_config.json; export the model again") from None
+    try:
+        config = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        # json keeps the last of two equal keys and onnxruntime-genai's own parser applies both, so the copy we
+        # check need not be the one it uses
+        raise UserError(f"{path}: the key {exc.args[0]!r} appears twice in one object; remove one") from None
+    except (ValueError, RecursionError) as exc:
+        raise UserError(f"{path}: not valid JSON ({str(exc)[:200]}); export the model again") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise UserError(f'{path}: not a genai_config.json (it must be a JSON object with a "model" object)')
+    refuse_code(config, path)
+    return config
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    result = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+def refuse_code(config: dict, path: Path) -> None:
+    """A UserError naming the key when the config would load code: the README promises models load as data only.
+
+    Walked without recursion: a hostile file may nest deeper than Python's stack."""
+    pending: list[tuple[str, object]] = [("", config)]
+    while pending:
+        where, node = pending.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                here = f"{where}.{key}" if where else str(key)
+                if any(ord(c) < 32 for c in key):     # a NUL or newline may end the name for a C++ reader
+                    _refuse(path, here, "a key with a control character")
+                if key == SESSION_OPTIONS:
+                    _check_session_options(value, here, path)
+                elif CODE_KEY_WORDS & set(re.split(r"[^a-z]+", key.lower())):
+                    _refuse(path, here, "a key that names a library or plug-in")
+                pending.append((here, value))
+        elif isinstance(node, list):
+            pending.extend((f"{where}[{i}]", item) for i, item in enumerate(node))
+        elif isinstance(node, str) and SHARED_OBJECT.search(node.strip()):
+            _refuse(path, where, f"the shared library {node.strip()!r}")
+
+
+def _check_session_options(options, where: str, path: Path) -> None:
+    if not isinstance(options, dict):
+        raise UserError(f"{path}: {where} must be an object")
+    for key in options:
+        if key not in SAFE_SESSION_OPTIONS:
+            _refuse(path, f"{where}.{key}", f"a session option edgedistill does not allow (it allows "
+                                            f"{', '.join(sorted(SAFE_SESSION_OPTIONS))})")
+    providers = options.get(PROVIDER_OPTIONS, [])
+    if not isinstance(providers, list):
+        raise UserError(f"{path}: {where}.{PROVIDER_OPTIONS} must be a list")
+    # We run on the CPU (clear_providers), so a provider entry matters only through its options, and those are
+    # where execution providers take code: QNN's backend_path, TensorRT's plugin and engine-decryption libraries,
+    # OpenVINO's and VitisAI's config files. A provider named with no options ({"cuda": {}}) stays allowed.
+    for i, entry in enumerate(providers):
+        if not isinstance(entry, dict):
+            raise UserError(f"{path}: {where}.{PROVIDER_OPTIONS}[{i}] must be an object")
+        for name, settings in entry.items():
+            if settings != {}:
+                _refuse(path, f"{where}.{PROVIDER_OPTIONS}[{i}].{name}", "execution-provider options")
+
+
+def _refuse(path: Path, where: str, what: str) -> None:
+    raise UserError(f"{path}: {where} sets {what}, which could make onnxruntime-genai load code; edgedistill loads "
+                    f"models as data only, so it refuses this model. Remove {where} (edgedistill runs the model on "
+                    f"the CPU with its own session options), or run a model you trust with onnxruntime-genai itself")
 
 
 def load_onnx(folder: Path, threads: int | None = None):
-    """(og.Model, the genai config as a dict), with `threads` intra-op threads (default: all cores)."""
+    """(og.Model, the genai config as a dict), with `threads` intra-op threads (default: all cores).
+
+    The config is read and checked first (read_genai_config): onnxruntime-genai acts on what it reads while it
+    builds the model, so a check after og.Model would come after a planted library had already run."""
+    genai_config = read_genai_config(folder)
     try:
         import onnxruntime_genai as og
     except ImportError:
         raise UserError("ONNX models need onnxruntime-genai: pip install onnxruntime-genai") from None
-    config_path = folder / "genai_config.json"
     try:
-        genai_config = json.loads(config_path.read_text())
         config = og.Config(str(folder))
         config.clear_providers()                        # the CPU
         config.overlay(json.dumps({"model": {"decoder": {"session_options": {
@@ -50,7 +160,7 @@ class OnnxGenerator:
         from transformers import AutoTokenizer
         self.folder = Path(folder)
         self.model, genai_config = load_onnx(self.folder, threads)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.folder, trust_remote_code=False, local_files_only=True)
         eos = genai_config["model"].get("eos_token_id", self.tokenizer.eos_token_id)
         self.eos = set(eos if isinstance(eos, list) else [eos])
         self.context = int(genai_config["model"].get("context_length", 2048))

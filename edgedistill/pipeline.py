@@ -18,8 +18,20 @@ STAGES = ("teach", "train", "export", "eval")
 STAGE_DIRS = {"teach": "teacher", "train": "student", "export": "export", "eval": "eval"}
 
 
-def run_pipeline(config: Config, out: str | Path, only: str | None = None) -> dict:
+def preflight(config: Config, out: str | Path) -> RunDir:
+    """What can be checked before any model loads: the run folder is writable and every data file the config
+    names reads as questions (a malformed line fails here, in seconds, not after an hour of teaching)."""
     run = RunDir(out)
+    load_questions(config.data.train, need_answers=config.teacher.kind == "dataset", limit=config.data.train_limit)
+    load_questions(config.data.eval, limit=config.data.eval_limit)
+    load_questions(config.data.dev, limit=config.student.dev_limit)
+    for path in config.teacher.select.decontaminate:
+        load_questions(path, need_answers=False)
+    return run
+
+
+def run_pipeline(config: Config, out: str | Path, only: str | None = None) -> dict:
+    run = preflight(config, out)
     run.write_config(config.to_dict())
     keys: dict[str, str] = {}
     for stage in STAGES:
@@ -108,9 +120,11 @@ def step_eval(config: Config, run: RunDir) -> dict:
     from edgedistill.formats import answer_first_target
     from edgedistill.generate import load_generator
     from evals.compare import write_calibrations
+    from evals.datasets import located
     from evals.evaluate import evaluate_benchmark
     from evals.report import write_report
-    questions = load_questions(config.data.eval, limit=config.data.eval_limit)
+    # located: a question too long for the model is skipped and named by file:line, not by id alone
+    questions = located(data_path(config.data.eval), load_questions(config.data.eval, limit=config.data.eval_limit))
     cfg = config.eval
 
     def score(model: str, backend: str, label: str, shots=(), k: int = cfg.samples) -> dict:

@@ -10,14 +10,17 @@ import dataclasses
 import json
 import os
 import re
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from edgedistill import UserError
+from edgedistill.calculator import CalculatorError, evaluate
 
 ANSWER_TYPES = ("number", "choice", "label", "text")
+_TEXT_FIELDS = ("question", "answer_type", "rationale", "answer_expr", "topic", "source")
 
 
 @dataclass
@@ -62,13 +65,21 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
                                 f"save the file as UTF-8") from None
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(obj, dict):
-                raise UserError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
-            yield number, obj
+            yield number, parse_json_object(line, f"{path}:{number}")
+
+
+def parse_json_object(line: str, where: str) -> dict:
+    """One JSONL line as a dict; anything else (bad JSON, a 5000-digit number, deep nesting) is a UserError."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except (ValueError, RecursionError) as exc:   # int digits over Python's limit; nesting past the stack
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(";")[0]
+        raise UserError(f"{where}: not usable JSON ({reason})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    return obj
 
 
 _GSM8K_FINAL = re.compile(r"####\s*(.+?)\s*$", re.S)
@@ -111,12 +122,18 @@ def question_from_dict(obj: dict, where: str, default_id: str) -> Question:
     if not isinstance(obj.get("question"), str) or not obj["question"].strip():
         raise UserError(f"{where}: missing field 'question' (a non-empty string)")
     known = {f.name for f in dataclasses.fields(Question)}
-    values = {key: obj[key] for key in known if key in obj}
+    values = {key: obj[key] for key in known if key in obj and obj[key] is not None}
     if "options" in values and not (isinstance(values["options"], list)
                                     and all(isinstance(o, str) for o in values["options"])):
         raise UserError(f"{where}: 'options' must be a list of strings")
+    for key in _TEXT_FIELDS:
+        if key in values and not isinstance(values[key], str):
+            raise UserError(f"{where}: '{key}' must be a string, got {type(values[key]).__name__}")
+    for key, kinds in (("id", (str, int)), ("answer", (str, int, float))):
+        if key in values and (not isinstance(values[key], kinds) or isinstance(values[key], bool)):
+            raise UserError(f"{where}: '{key}' must be a string or a number, got {type(values[key]).__name__}")
     values["id"] = str(obj.get("id", default_id))
-    answer = obj.get("answer")
+    answer = values.get("answer")
     if isinstance(answer, str) and "####" in answer:   # GSM8K: worked solution, then "#### final"
         values["rationale"] = values.get("rationale") or answer[:answer.rindex("####")].strip()
         answer = _GSM8K_FINAL.search(answer).group(1)
@@ -125,6 +142,11 @@ def question_from_dict(obj: dict, where: str, default_id: str) -> Question:
             re.fullmatch(r"[-\d.,]+", str(answer).strip()) else str(answer).strip()
     if values.get("answer_type", "number") not in ANSWER_TYPES:
         raise UserError(f"{where}: answer_type must be one of {ANSWER_TYPES}, got {values['answer_type']!r}")
+    if "answer_expr" in values:   # checked here, not where a training target is written hours later
+        try:
+            evaluate(values["answer_expr"])
+        except CalculatorError as exc:
+            raise UserError(f"{where}: 'answer_expr' is not one the calculator evaluates ({exc})") from None
     return Question(**values)
 
 
@@ -201,21 +223,63 @@ def write_json_atomic(path: str | Path, obj) -> None:
 class AppendLog:
     """An append-only JSONL file of records with ids: a killed writer loses at most its last, partial line.
 
-    `done()` returns the ids already written, so a rerun regenerates no finished record. A torn last line (the
-    process died mid-write) is dropped on open, never parsed as data.
+    `done()` returns the ids already written, so a rerun regenerates no finished record. On open the file must be
+    JSONL (else a UserError, and the file is left as it was: pointed at a model or a spreadsheet by mistake, we
+    never write into it). A last line without its newline is kept when it parses (a hand-edited seed file) and
+    moved to `<file>.torn` when it does not (the process died mid-write), with a warning.
     """
 
     def __init__(self, path: str | Path, key: str):
         self.path, self.key = Path(path), key
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._repair_torn_tail()
+        self._repair_tail()
 
-    def _repair_torn_tail(self) -> None:
+    def _repair_tail(self) -> None:
         if not self.path.exists():
             return
+        if not self.path.is_file():
+            raise UserError(f"{self.path}: not a file; give a JSONL file to append to")
         data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            self.path.write_bytes(data[:data.rfind(b"\n") + 1])
+        body, tail = data[:data.rfind(b"\n") + 1], data[data.rfind(b"\n") + 1:]
+        self._check_jsonl(body)
+        if not tail.strip():
+            return
+        try:
+            parse_json_object(tail.decode("utf-8"), f"{self.path}: last line")
+        except (UnicodeDecodeError, UserError):
+            if not body:   # nothing but one unparsable line: more likely not our file than a torn write
+                raise UserError(f"{self.path}: not a JSONL file (its only line does not parse); refusing to "
+                                f"append to it") from None
+            torn = self.path.with_name(self.path.name + ".torn")
+            with torn.open("ab") as handle:
+                handle.write(tail + b"\n")
+            self._rewrite(body)
+            print(f"warning: {self.path}: its last line was cut off mid-write ({len(tail)} bytes); moved it to "
+                  f"{torn}", file=sys.stderr, flush=True)
+            return
+        self._append_bytes(b"\n")   # a whole record that only lacks its newline
+
+    def _check_jsonl(self, body: bytes) -> None:
+        for number, raw in enumerate(body.splitlines(), 1):
+            try:
+                line = raw.decode("utf-8")
+                if line.strip():
+                    parse_json_object(line, f"{self.path}:{number}")
+            except (UnicodeDecodeError, UserError) as exc:
+                reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
+                raise UserError(f"{self.path}: not a JSONL file ({reason}); refusing to append to it. Give a new "
+                                f"file name or a JSONL file") from None
+
+    def _rewrite(self, data: bytes) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.repair.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, self.path)
+
+    def _append_bytes(self, data: bytes) -> None:
+        with self.path.open("ab") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
 
     def rows(self) -> list[dict]:
         if not self.path.exists():
@@ -223,11 +287,7 @@ class AppendLog:
         return [obj for _, obj in read_jsonl(self.path)]
 
     def done(self) -> set[str]:
-        return {str(row[self.key]) for row in self.rows()}
+        return {str(row[self.key]) for row in self.rows() if self.key in row}
 
     def append(self, rows: Iterable[dict]) -> None:
-        with self.path.open("a", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        self._append_bytes("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8"))

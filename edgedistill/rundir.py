@@ -11,12 +11,33 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
+from edgedistill import UserError
 from edgedistill.records import write_json_atomic, write_text_atomic
+
+
+def writable_folder(path: str | Path, what: str = "--out") -> Path:
+    """`path` as a folder we can write in (created if missing), or a UserError saying why not, before any work."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} {path}: is a file, not a folder; give a folder (it is created if missing)")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"{what} {path}: {parent} is a file, so no folder can be made under it")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-check.")   # as root, os.access always says yes
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"{what} {path}: cannot write there ({exc.strerror}); choose another folder") from None
+    return path
 
 
 def fingerprint(*parts) -> str:
@@ -35,8 +56,7 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 
 class RunDir:
     def __init__(self, root: str | Path):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = writable_folder(root)
         self.manifest_path = self.root / "manifest.json"
 
     def path(self, *parts: str) -> Path:

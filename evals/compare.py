@@ -101,7 +101,8 @@ def compare(models: list[str], datasets: list[str], out: str | Path, settings: E
                           backend=getattr(generator, "backend", "?"), load_seconds=loaded, key=key)
             result["crosscheck"] = crosscheck(result["rows"])
             write_json_atomic(cache, result)
-            print(f"[eval] {label}: pass@1 {result['pass@1']:.1%} ({result['seconds']} s)", flush=True)
+            left_out = f", {result['skipped']} questions skipped (too long)" if result.get("skipped") else ""
+            print(f"[eval] {label}: pass@1 {result['pass@1']:.1%} ({result['seconds']} s){left_out}", flush=True)
             results.append(result)
         del generator
     report = write_comparison(out, results, settings)
@@ -148,10 +149,27 @@ def summary_table(results: list[dict], k: int = 4) -> list[str]:
         lo, hi = r["ci95"]
         ece = f"{r['ece_raw']:.3f} / {r['ece']:.3f}" if "ece" in r else "-"
         brier = f"{r['brier']:.3f}" if "brier" in r else "-"
-        lines.append(f"| {r['model']} | {r.get('backend', '-')} | {r['n']} | **{r['pass@1']:.1%}** | "
+        n = f"{r['n']} ({r['skipped']} skipped)" if r.get("skipped") else r["n"]
+        lines.append(f"| {r['model']} | {r.get('backend', '-')} | {n} | **{r['pass@1']:.1%}** | "
                      f"{lo:.1%} - {hi:.1%} | {_pct(r.get(f'pass@{k}'))} | {_pct(r.get(f'maj@{k}'))} | "
                      f"{_pct(r.get('pass@1_no_calculator'))} | {ece} | {brier} | {r.get('tokens_to_answer') or '-'} | "
                      f"{r.get('seconds_to_answer', r.get('seconds_per_question'))} | {r['seconds']} |")
+    return lines
+
+
+def skipped_section(results: list[dict], shown: int = 20) -> list[str]:
+    """The questions left out of each result because their prompt did not fit the model's context, by file and
+    line: n counts only the questions scored, so a reader sees what is missing from it."""
+    lines = []
+    for r in results:
+        records = r.get("skipped_questions") or []
+        if records:
+            label = f"{r['model']} on {r['data']}" if "data" in r else r["model"]
+            lines += ["", f"{label}: {len(records)} questions skipped, their prompt too long for the model's "
+                          f"context (not counted in n):", ""]
+            lines += [f"- `{s['where']}` (id {s['id']}): {s['prompt_tokens']} prompt tokens" for s in records[:shown]]
+            if len(records) > shown:
+                lines.append(f"- ... and {len(records) - shown} more (report.json lists them)")
     return lines
 
 
@@ -224,7 +242,8 @@ def write_comparison(out: Path, results: list[dict], settings: EvalSettings) -> 
              f"time on this machine, batched ({settings.batch_size} rows), so per-question times are amortised."]
     for data in dict.fromkeys(r["data"] for r in results):
         rows = [r for r in results if r["data"] == data]
-        lines += ["", f"## {data}", ""] + summary_table(rows, k) + end_table(rows) + topic_table(rows)
+        lines += ["", f"## {data}", ""] + summary_table(rows, k) + skipped_section(rows) + end_table(rows) + \
+            topic_table(rows)
     lines += crosscheck_section(results)
     if plots:
         lines += ["", "## Plots", ""] + [f"![{what}]({name})" for what, name in plots.items()]

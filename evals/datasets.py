@@ -9,7 +9,9 @@
     csv     the same columns in a spreadsheet
 
 `load_benchmark(path)` picks the format from the file's name and shape; `fmt=` forces one. Every malformed item
-is a UserError naming the file and the line (or the array item) so the user can fix it.
+is a UserError naming the file and the line (or the array item) so the user can fix it. The questions come back as
+a `Benchmark`, a list that also keeps where each question came from, so the eval can name a question it leaves out
+(a prompt too long for the model's context) by the line a user can open.
 """
 from __future__ import annotations
 
@@ -18,9 +20,45 @@ import re
 from pathlib import Path
 
 from edgedistill import UserError
-from edgedistill.records import Question, data_path, load_questions, read_jsonl
+from edgedistill.records import Question, data_path, load_questions, read_jsonl, read_rows
 
 FORMATS = ("gsm8k", "svamp", "fsiq", "fmc", "jsonl", "csv")
+
+
+class Benchmark(list):
+    """Questions in file order, with `where[i]`: where question i came from ("file:line", or "file: item n" in a
+    JSON array). A slice keeps the places of the questions it keeps; anything else is a plain list of Questions."""
+
+    def __init__(self, questions=(), where=()):
+        super().__init__(questions)
+        self.where = list(where)
+        if len(self.where) != len(self):
+            raise ValueError(f"{len(self)} questions but {len(self.where)} places")
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return Benchmark(super().__getitem__(index), self.where[index])
+        return super().__getitem__(index)
+
+
+def where_of(questions: list[Question]) -> list[str]:
+    """Where each question came from: a Benchmark's places, else its id (questions built in code, or loaded by
+    records.load_questions, which keeps no line numbers)."""
+    where = getattr(questions, "where", None)
+    return list(where) if where is not None and len(where) == len(questions) else [f"id {q.id}" for q in questions]
+
+
+def located(path: Path, questions: list[Question]) -> Benchmark:
+    """The questions records.load_questions read from `path`, with their lines. It makes one question of each
+    non-blank row, in order, so the i-th row read again is the i-th question; its id confirms it (a row without an
+    id got one made from its line)."""
+    rows = read_rows(path)
+    where = []
+    for q, (number, obj) in zip(questions, rows):
+        where.append(f"{path}:{number}" if str(obj.get("id", q.id)) == q.id else f"{path} (id {q.id})")
+    rows.close()
+    where += [f"{path} (id {q.id})" for q in questions[len(where):]]
+    return Benchmark(questions, where)
 
 
 def detect_format(path: Path) -> str:
@@ -67,7 +105,7 @@ def load_benchmark(spec: str, fmt: str | None = None, limit: int | None = None, 
         raise UserError(f"unknown benchmark format {fmt!r}: use one of {', '.join(FORMATS)}")
     stop = skip + limit if limit else None
     if fmt in ("gsm8k", "jsonl", "csv"):
-        questions = load_questions(path, limit=None if part else stop)
+        questions = located(path, load_questions(path, limit=None if part else stop))
     else:
         questions = {"svamp": load_svamp, "fsiq": load_fsiq, "fmc": load_fmc}[fmt](path)
     questions = (questions[part] if part else questions)[skip:stop]
@@ -86,7 +124,7 @@ def load_svamp(path: Path) -> list[Question]:
         raise UserError(f"{path}: not UTF-8 text; save the file as UTF-8") from None
     if not isinstance(items, list):
         raise UserError(f"{path}: expected a JSON array of SVAMP items, got {type(items).__name__}")
-    questions = []
+    questions, places = [], []
     for number, item in enumerate(items, 1):
         where = f"{path}: item {number}"
         if not isinstance(item, dict) or not all(isinstance(item.get(key), str) for key in ("Body", "Question")):
@@ -100,13 +138,14 @@ def load_svamp(path: Path) -> list[Question]:
                                   answer=str(int(answer)) if answer.is_integer() else str(answer),
                                   answer_type="number", topic=str(item.get("Type", "")).replace("Divison", "Division")
                                   or None, source="svamp"))
-    return questions
+        places.append(where)
+    return Benchmark(questions, places)
 
 
 def load_fsiq(path: Path) -> list[Question]:
     """FailureSensorIQ single-correct items: the options are shown with their letters; the answer is the letter of
     the one option marked correct."""
-    questions = []
+    questions, places = [], []
     for number, obj in read_jsonl(path):
         where = f"{path}:{number}"
         options, ids, correct = obj.get("options"), obj.get("option_ids"), obj.get("correct")
@@ -121,9 +160,10 @@ def load_fsiq(path: Path) -> list[Question]:
                                   answer=ids[correct.index(True)], answer_type="choice",
                                   options=[f"{i}. {o}" for i, o in zip(ids, options)],
                                   topic=obj.get("asset_name") or obj.get("subject"), source="failuresensoriq"))
+        places.append(where)
     if not questions:
         raise UserError(f"{path}: no questions in this file (it is empty)")
-    return questions
+    return Benchmark(questions, places)
 
 
 FMC_SPLITS = ("train.txt", "dev.txt", "test.txt")
@@ -157,6 +197,7 @@ def load_fmc(path: Path) -> list[Question]:
         if (path.parent / sibling).is_file() and path.parent / sibling != path:
             labels |= {label for _, _, label in read_fmc(path.parent / sibling)}
     options = sorted(labels)
-    return [Question(id=f"fmc-{path.stem}-{number}", answer=label, answer_type="label", options=options,
-                     question=f"Maintenance work order: \"{text}\". Which failure mode is it? Answer with one of:",
-                     source="fmc_mwo2kg") for number, text, label in rows]
+    return Benchmark([Question(id=f"fmc-{path.stem}-{number}", answer=label, answer_type="label", options=options,
+                               question=f"Maintenance work order: \"{text}\". Which failure mode is it? Answer with "
+                                        f"one of:", source="fmc_mwo2kg") for number, text, label in rows],
+                     [f"{path}:{number}" for number, _, _ in rows])

@@ -12,18 +12,25 @@ said otherwise:
 
 The base model is judged with the same instruction plus worked examples as earlier chat turns (`shots`), so it is
 judged on ability, not on format; a fine-tuned student gets none.
+
+A question whose prompt does not fit the model's context with the new tokens is left out before decoding, named by
+its file and line, and counted in the result (`skipped`, `skipped_questions`): one over-long work order must not
+stop a benchmark of hundreds, and `n` is what was scored.
 """
 from __future__ import annotations
 
 import math
+import sys
 import time
 
+from edgedistill import UserError
 from edgedistill.calibration import brier_score, expected_calibration_error, fit_calibration, reliability_bins
 from edgedistill.checkers import extract_answer, is_correct
-from edgedistill.formats import chat
+from edgedistill.formats import INSTRUCTION, chat
 from edgedistill.generate import ANSWER_LINE_DONE, Sampling
 from edgedistill.metrics import count_tokens, sampled_scores
 from edgedistill.records import Question
+from evals.datasets import Benchmark, where_of
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.96) -> list[float]:
@@ -36,10 +43,73 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> list[float]:
     return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
 
 
+def context_length(generator) -> int | None:
+    """Tokens one row may hold, prompt and completion together, where the backend tells: llama.cpp's context per
+    row, the ONNX model's context, a transformers model's position limit. None for a server or vLLM, which keep
+    their own limits."""
+    for name in ("context_per_row", "context"):
+        value = getattr(generator, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    value = getattr(getattr(getattr(generator, "model", None), "config", None), "max_position_embeddings", None)
+    return value if isinstance(value, int) else None
+
+
+def over_context(generator, questions: list[Question], shots=(), max_new_tokens: int = 48,
+                 instruction: str = INSTRUCTION) -> dict[int, int]:
+    """{position: prompt tokens} of the questions whose prompt, as the eval renders it, leaves no room in the
+    model's context for `max_new_tokens` new tokens (llama.cpp's and ONNX's own test); {} when the backend has no
+    tokenizer or no known context."""
+    context = context_length(generator)
+    if context is None or not callable(getattr(generator, "prompt_ids", None)):
+        return {}
+    lengths = [len(generator.prompt_ids(chat(q, shots, instruction=instruction))) for q in questions]
+    return {i: n for i, n in enumerate(lengths) if n + max_new_tokens > context}
+
+
+def leave_out_too_long(generator, questions: list[Question], shots=(), max_new_tokens: int = 48,
+                       instruction: str = INSTRUCTION, label: str | None = "eval"
+                       ) -> tuple[list[Question], list[dict]]:
+    """(the questions that fit the model's context, one record per question left out: id, where it came from, its
+    prompt tokens). Before any decoding, because the llama.cpp and ONNX backends refuse a whole batch for one long
+    prompt, naming only its position. Every question too long: nothing to measure, a UserError."""
+    long = over_context(generator, questions, shots, max_new_tokens, instruction)
+    if not long:
+        return questions, []
+    where = where_of(questions)
+    skipped = [{"id": questions[i].id, "where": where[i], "prompt_tokens": n} for i, n in long.items()]
+    context = context_length(generator)
+    if len(long) == len(questions):
+        shortest = min(long, key=long.get)
+        raise UserError(f"{label or 'eval'}: all {len(questions)} questions are too long for the model's {context}-"
+                        f"token context with {max_new_tokens} new tokens (the shortest prompt, {where[shortest]}, "
+                        f"has {long[shortest]} tokens): use fewer shots, a smaller max_new_tokens or a model with a "
+                        f"longer context")
+    warn_skipped(skipped, len(questions), context, max_new_tokens, label)
+    kept = [i for i in range(len(questions)) if i not in long]
+    return Benchmark([questions[i] for i in kept], [where[i] for i in kept]), skipped
+
+
+def warn_skipped(skipped: list[dict], total: int, context: int, max_new_tokens: int, label: str | None,
+                 shown: int = 10) -> None:
+    """On stderr, so `--json` output stays one parsable line: the count, then the first `shown` by file and line."""
+    print(f"warning: {label or 'eval'}: skipped {len(skipped)} of {total} questions: with {max_new_tokens} new tokens "
+          f"their prompt exceeds the model's {context}-token context", file=sys.stderr, flush=True)
+    for record in skipped[:shown]:
+        print(f"  {record['where']} (id {record['id']}): {record['prompt_tokens']} prompt tokens", file=sys.stderr)
+    if len(skipped) > shown:
+        print(f"  ... and {len(skipped) - shown} more (the result's skipped_questions lists them)", file=sys.stderr)
+
+
+def skipped_fields(skipped: list[dict]) -> dict:
+    return {"skipped": len(skipped), "skipped_questions": skipped}
+
+
 def evaluate(generator, questions: list[Question], shots: list[tuple[Question, str]] = (), batch_size: int = 16,
              max_new_tokens: int = 48, label: str = "eval") -> dict:
     """Greedy pass@1 only: the quick check (`edgedistill eval --model M --data D`)."""
     started = time.time()
+    questions, skipped = leave_out_too_long(generator, questions, shots, max_new_tokens, label=label)
     sampling = Sampling(max_new_tokens=max_new_tokens, temperature=0.0, stop_after_answer=True)
     texts = generator.generate([chat(q, shots) for q in questions], sampling, batch_size=batch_size, progress=label)
     rows = []
@@ -51,7 +121,8 @@ def evaluate(generator, questions: list[Question], shots: list[tuple[Question, s
     seconds = time.time() - started
     return {"n": len(rows), "correct": correct, "pass@1": round(correct / len(rows), 4),
             "ci95": wilson_interval(correct, len(rows)), "seconds": round(seconds, 1),
-            "seconds_per_question": round(seconds / len(rows), 3), "shots": len(shots), "rows": rows}
+            "seconds_per_question": round(seconds / len(rows), 3), "shots": len(shots), **skipped_fields(skipped),
+            "rows": rows}
 
 
 def cross_fitted_confidence(agreements: list[int], corrects: list[bool], k: int, temperature: float) -> list[float]:
@@ -106,12 +177,33 @@ def decode_to_the_end(generator, questions: list[Question], shots, max_new_token
             "seconds_to_end": round(seconds / len(questions), 3), "max_new_tokens": max_new_tokens}
 
 
+def to_the_end(generator, subset: list[Question], greedy: list[bool], shots, end_tokens: int, batch_size: int,
+               label: str | None) -> dict | None:
+    """decode_to_the_end on the subset's questions that also fit the context with `end_tokens` new tokens (more
+    than the answer needs), with the greedy pass@1 at the delimiter of the same questions; None when none fits."""
+    long = over_context(generator, subset, shots, end_tokens)
+    picked = [i for i in range(len(subset)) if i not in long]
+    if long:
+        print(f"warning: {label or 'eval'}: {len(long)} of the {len(subset)} questions decoded to the end are left "
+              f"out of it: with {end_tokens} new tokens their prompt exceeds the model's "
+              f"{context_length(generator)}-token context", file=sys.stderr, flush=True)
+    if not picked:
+        return None
+    end = decode_to_the_end(generator, [subset[i] for i in picked], shots, end_tokens, batch_size, label)
+    end["pass@1_at_delimiter"] = round(sum(greedy[i] for i in picked) / len(picked), 4)
+    if long:
+        end["skipped"] = len(long)
+    return end
+
+
 def evaluate_benchmark(generator, questions: list[Question], shots: list[tuple[Question, str]] = (), k: int = 4,
                        temperature: float = 0.7, max_new_tokens: int = 48, batch_size: int = 64,
                        calculator_row: bool = True, end_subset: int = 32, end_tokens: int = 256, seed: int = 0,
                        label: str = "eval") -> dict:
-    """Everything the comparison report shows for one (model, benchmark); "rows" holds one record per question."""
+    """Everything the comparison report shows for one (model, benchmark); "rows" holds one record per question
+    scored, "skipped_questions" one per question left out as too long for the model's context."""
     started = time.time()
+    questions, skipped = leave_out_too_long(generator, questions, shots, max_new_tokens, label=label)
     n = len(questions)
     scores = sampled_scores(generator, questions, k, None, shots, True, max_new_tokens, temperature, seed,
                             batch_size, progress=label)
@@ -120,7 +212,7 @@ def evaluate_benchmark(generator, questions: list[Question], shots: list[tuple[Q
               "ci95": wilson_interval(right, n),
               "tokens_to_answer": round(sum(scores["tokens"]) / len(scores["tokens"]), 1) if scores["tokens"] else None,
               "seconds_to_answer": round(scores["greedy_seconds"] / n, 3),
-              "topics": by_topic(questions, scores["greedy"])}
+              "topics": by_topic(questions, scores["greedy"]), **skipped_fields(skipped)}
     if k > 1:
         result[f"pass@{k}"] = round(scores["pass@k"] / n, 4)
         result[f"maj@{k}"] = round(scores["maj@k"] / n, 4)
@@ -133,9 +225,9 @@ def evaluate_benchmark(generator, questions: list[Question], shots: list[tuple[Q
         result["pass@1_no_calculator"] = round(sum(plain["greedy"]) / n, 4)
         result["ci95_no_calculator"] = wilson_interval(sum(plain["greedy"]), n)
     if end_subset:
-        subset = questions[:end_subset]
-        result["to_the_end"] = decode_to_the_end(generator, subset, shots, end_tokens, batch_size, label)
-        result["to_the_end"]["pass@1_at_delimiter"] = round(sum(scores["greedy"][:end_subset]) / len(subset), 4)
+        end = to_the_end(generator, questions[:end_subset], scores["greedy"], shots, end_tokens, batch_size, label)
+        if end:
+            result["to_the_end"] = end
     result["rows"] = [{"id": q.id, "topic": q.topic, "answer_type": q.answer_type, "reference": q.answer,
                        "predicted": scores["greedy_answers"][i], "correct": scores["greedy"][i],
                        "agreement": scores["agreement"][i] if scores["agreement"] else None,
@@ -151,10 +243,12 @@ def evaluate_k(generator, questions: list[Question], k: int = 4, instruction: st
     """pass@1 (greedy, with a 95% interval), pass@k and maj@k (k samples at `temperature`), and the mean tokens to
     the answer, for any instruction (answer-first or rationale-first comparisons in benchmarks/)."""
     started = time.time()
+    questions, skipped = leave_out_too_long(generator, questions, shots, max_new_tokens,
+                                            instruction=instruction or INSTRUCTION, label=label)
     scores = sampled_scores(generator, questions, k, instruction, shots, calculator, max_new_tokens, temperature,
                             seed, batch_size, progress=label)
     n, right = len(questions), sum(scores["greedy"])
     return {"n": n, "pass@1": round(right / n, 4), "ci95": wilson_interval(right, n),
             f"pass@{k}": round(scores["pass@k"] / n, 4), f"maj@{k}": round(scores["maj@k"] / n, 4),
             "tokens_to_answer": round(sum(scores["tokens"]) / max(1, len(scores["tokens"])), 1),
-            "seconds": round(time.time() - started, 1)}
+            "seconds": round(time.time() - started, 1), **skipped_fields(skipped)}

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from edgedistill.records import write_json_atomic, write_text_atomic
-from evals.compare import summary_table
+from evals.compare import skipped_section, summary_table
 from evals.plots import write_plots
 
 
@@ -29,7 +29,7 @@ def write_report(run_root: Path, results: dict, seconds: dict, artifacts: dict, 
     report.update(extra)
     write_json_atomic(run_root / "report.json", report)
     k = max([r.get("k", 1) for r in results.values()] + [1])
-    lines = ["# edgedistill run report", ""] + summary_table(named, k)
+    lines = ["# edgedistill run report", ""] + summary_table(named, k) + skipped_section(named)
     if "base" in results and "student" in results:
         gain = results["student"]["pass@1"] - results["base"]["pass@1"]
         lines += ["", f"The student is **{gain * 100:+.1f} points** of pass@1 above the base model."]

@@ -11,15 +11,20 @@ One question, in order:
    through the model's calibration file (the eval stage writes it: how often answers with that agreement were
    right on held-out questions) into a probability with a plain-language band. Without a calibration file the
    page shows raw agreement and says so.
-Thumbs up / down and corrections go to a JSONL file the teacher stage reads as seed questions.
+Thumbs up / down and corrections go to a JSONL file the teacher stage reads as seed questions; they are about the
+question that was answered (kept with its answer), not whatever the question box holds when a thumb is clicked.
+The port and the feedback file are checked before the model loads, so a mistake there costs no load time.
 
 Offline by default: 127.0.0.1, Gradio analytics off, system fonts (no web fonts, no CDN), no share link.
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
+import socket
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -31,7 +36,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # before gradio is 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from edgedistill import UserError  # noqa: E402
-from edgedistill.calculator import ANNOTATION  # noqa: E402
+from edgedistill.calculator import ANNOTATION, CalculatorError, evaluate, format_number  # noqa: E402
 from edgedistill.calibration import Calibration  # noqa: E402
 from edgedistill.checkers import canonical, extract_answer  # noqa: E402
 from edgedistill.config import ServeConfig  # noqa: E402
@@ -60,11 +65,24 @@ def split_stream(text: str) -> tuple[str, str, bool]:
 
 
 def computations(text: str) -> str:
-    """The calculator's work the answer rests on: the Answer line's annotations, else the reasoning's."""
+    """The calculator's work the answer rests on: the Answer line's computations, else the reasoning's."""
     head, _, rest = text.partition("\n")
-    found = ANNOTATION.findall(head) or ANNOTATION.findall(rest)
-    shown = [f"`{expr.strip()} = {value.strip()}`" for expr, value in found if value.strip()]
+    shown = calculated(head) or calculated(rest)
     return "Computation: " + (", ".join(dict.fromkeys(shown)) or "none")
+
+
+def calculated(text: str) -> list[str]:
+    """`expr = value` for each annotation whose value is the one the calculator writes for its expression. A value
+    the model wrote itself (the calculator refused the expression, or the model closed it with its own number) is
+    no computation, and the stream does not say who wrote which token on every backend, so each is re-evaluated."""
+    shown = []
+    for expr, value in ANNOTATION.findall(text):
+        try:
+            if format_number(evaluate(expr)) == value.strip():
+                shown.append(f"`{expr.strip()} = {value.strip()}`")
+        except CalculatorError:
+            continue
+    return shown
 
 
 @dataclass
@@ -146,14 +164,23 @@ class QA:
         return Confidence(agreeing, self.samples, probability, self.calibration, token_probability, others)
 
 
+MAX_CORRECTION_CHARS = 1000      # a corrected answer is a number or a short phrase
+MAX_MODEL_ANSWER_CHARS = 4000    # an answer line of max_new_tokens tokens; bounds what /feedback is sent
+
+
 class FeedbackLog:
     """Thumbs and corrections, appended (fsync'd) to a JSONL file whose rows the teacher stage reads as seed
     questions with reference answers: thumbs up keeps the model's answer, a correction replaces it. Thumbs down
-    without a correction has no reference, so it goes to `<name>.unanswered.jsonl`, for an expert to answer."""
+    without a correction has no reference, so it goes to `<name>.unanswered.jsonl`, for an expert to answer.
+    Texts longer than a question the app answers, or than an answer, are refused: /feedback is open to any client."""
 
-    def __init__(self, path: str | Path, model: str, answer_type: str):
+    def __init__(self, path: str | Path, model: str, answer_type: str,
+                 max_question_chars: int = ServeConfig.max_question_chars):
         self.path, self.model, self.answer_type = Path(path), model, answer_type
+        self.max_question_chars = max_question_chars
         self.unanswered = self.path.with_name(self.path.stem + ".unanswered.jsonl")
+        for target in (self.path, self.unanswered):
+            check_writable(target)
         # opened once: AppendLog repairs a torn last line when it opens, which reads the whole file
         self.logs = {self.path: AppendLog(self.path, key="id"), self.unanswered: AppendLog(self.unanswered, key="id")}
         self.lock = threading.Lock()
@@ -164,7 +191,13 @@ class FeedbackLog:
             return "Ask a question first; feedback is about an answer."
         if verdict not in ("up", "down"):
             return f"verdict must be 'up' or 'down', got {verdict!r}"
-        reference = correction or (model_answer.strip() if verdict == "up" and model_answer else "")
+        model_answer = model_answer or ""
+        for what, text, limit in (("question", question, self.max_question_chars),
+                                  ("correction", correction, MAX_CORRECTION_CHARS),
+                                  ("model answer", model_answer, MAX_MODEL_ANSWER_CHARS)):
+            if len(text) > limit:
+                return f"The {what} is {len(text)} characters long; the limit is {limit}. Nothing was saved."
+        reference = correction or (model_answer.strip() if verdict == "up" else "")
         row = {"id": f"feedback-{time.time_ns()}", "question": question, "answer_type": self.answer_type,
                "verdict": verdict, "model_answer": model_answer, "model": self.model, "source": "feedback",
                "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -177,39 +210,77 @@ class FeedbackLog:
         return f"Thanks: saved to `{target}` {kept}."
 
 
+def check_writable(path: Path) -> None:
+    """Pre-flight for a file appended to later: its folder takes a new file (the file, when there is one, takes
+    appends), so a bad --feedback is reported at start, not after the model has loaded or on the first click."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            path.open("a").close()
+        else:
+            tempfile.TemporaryFile(dir=path.parent).close()    # leaves no empty file for the teacher to read
+    except OSError as exc:
+        raise UserError(f"cannot write the feedback file {path} ({exc.strerror or exc}): give --feedback a file "
+                        f"in a folder this user can write") from None
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Pre-flight: bind the port as gradio will (SO_REUSEADDR), so a port in use is reported before the model loads,
+    not as a traceback after."""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except (OSError, OverflowError) as exc:
+        hint = ("another program (an earlier `edgedistill serve`?) is listening there: stop it, or pass --port "
+                "with a free port" if getattr(exc, "errno", None) == errno.EADDRINUSE else "check --host and --port")
+        raise UserError(f"cannot listen on {host}:{port} ({getattr(exc, 'strerror', None) or exc}): {hint}") from None
+
+
+NOT_ANSWERED = ("", "")    # the thumbs' (question, answer) before an answer is complete
+
+
 def build_app(qa: QA, feedback: FeedbackLog, model_name: str):
     import gradio as gr
     settings = qa.settings
 
     def answer(question: str, answer_only: bool):
-        """Streams (answer, computation, reasoning, confidence, status, the extracted answer for the thumbs)."""
+        """Streams (answer, computation, reasoning, confidence, status, (question, extracted answer) for the thumbs).
+        The thumbs' pair is set only once the answer is complete, so feedback is always about a question and the
+        answer given to it."""
         question = (question or "").strip()
         if not question:
-            yield "", "", "", "", "Type a question first.", ""
+            yield only_status("Type a question first.")
             return
         if len(question) > settings.max_question_chars:
-            yield "", "", "", "", (f"The question is {len(question)} characters long; the limit is "
-                                   f"{settings.max_question_chars}. Shorten it and ask again."), ""
+            yield only_status(f"The question is {len(question)} characters long; the limit is "
+                              f"{settings.max_question_chars}. Shorten it and ask again.")
             return
         text, probabilities = "", []
         try:
             for text, probabilities in qa.stream(question, answer_only):
                 shown, reasoning, _ = split_stream(text)
                 shown = readable(shown)          # empty until the calculator has written the value
-                yield f"## {shown}" if shown else "", computations(text), readable(reasoning), "", "", ""
+                yield (f"## {shown}" if shown else "", computations(text), readable(reasoning), "", "",
+                       NOT_ANSWERED)
             shown, reasoning, _ = split_stream(text)
             model_answer = extract_answer(text, settings.answer_type)
             final = (f"## {readable(shown) or '(no answer)'}", computations(text),
                      readable(reasoning) or ("" if answer_only else "(the model gave no reasoning)"))
-            yield *final, "*measuring confidence...*", "", model_answer or ""
+            answered = (question, model_answer or "")
+            yield *final, "*measuring confidence...*", "", answered
             confidence = qa.confidence(question, model_answer, probabilities)
-            yield *final, confidence_markdown(confidence, settings.supervisor_below), "", model_answer or ""
+            yield *final, confidence_markdown(confidence, settings.supervisor_below), "", answered
         except UserError as exc:
-            yield "", "", "", "", f"Could not answer: {exc}", ""
+            yield only_status(f"Could not answer: {exc}")
         except Exception as exc:   # the page says what happened; the console keeps the traceback
             traceback.print_exc(file=sys.stderr)
-            yield "", "", "", "", (f"The model failed while answering ({type(exc).__name__}: {exc}). Try again; "
-                                   f"if it keeps failing, tell whoever runs this app (the console has details)."), ""
+            yield only_status(f"The model failed while answering ({type(exc).__name__}: {exc}). Try again; if it "
+                              f"keeps failing, tell whoever runs this app (the console has details).")
+
+    def only_status(status: str) -> tuple:
+        return "", "", "", "", status, NOT_ANSWERED
 
     def give_feedback(question: str, model_answer: str, verdict: str, correction: str) -> str:
         """Thumbs 'up' or 'down' for an answer, with an optional corrected answer."""
@@ -217,6 +288,10 @@ def build_app(qa: QA, feedback: FeedbackLog, model_name: str):
             return feedback.record(question, model_answer, verdict, correction)
         except OSError as exc:
             return f"Could not save the feedback ({exc}); check that {feedback.path.parent} is writable."
+
+    def thumbs(verdict: str):
+        """The click of a thumb: about the question answered and its answer (the box may have been edited since)."""
+        return lambda answered, correction: give_feedback(*answered, verdict, correction)
 
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],   # no Google web fonts
                               font_mono=["ui-monospace", "monospace"])
@@ -230,7 +305,7 @@ def build_app(qa: QA, feedback: FeedbackLog, model_name: str):
         if settings.examples:
             gr.Examples(examples=[[e] for e in settings.examples], inputs=question, label="Examples")
         status = gr.Markdown(label="Status", elem_id="status")
-        given = gr.State("")                    # the model's last answer, for the thumbs
+        given = gr.State(NOT_ANSWERED)          # (the question answered, the model's answer), for the thumbs
         answer_box = gr.Markdown(label="Answer", elem_id="answer")
         computation = gr.Markdown(label="Computation", elem_id="computation")
         confidence = gr.Markdown(label="Confidence", elem_id="confidence")
@@ -247,10 +322,9 @@ def build_app(qa: QA, feedback: FeedbackLog, model_name: str):
             trigger(answer, inputs=[question, answer_only], outputs=outputs,
                     api_name="answer" if trigger == ask.click else None,
                     api_visibility="public" if trigger == ask.click else "private")
-        up.click(lambda q, a, c: give_feedback(q, a, "up", c), inputs=[question, given, correction],
-                 outputs=feedback_status, api_visibility="private")
-        down.click(lambda q, a, c: give_feedback(q, a, "down", c), inputs=[question, given, correction],
-                   outputs=feedback_status, api_visibility="private")
+        for button, verdict in ((up, "up"), (down, "down")):
+            button.click(thumbs(verdict), inputs=[given, correction], outputs=feedback_status,
+                         api_visibility="private")
         gr.api(give_feedback, api_name="feedback")
     return app, theme
 
@@ -282,11 +356,13 @@ def serve(model: str, settings: ServeConfig, auth: list[tuple[str, str]] | None 
     if settings.host not in LOOPBACK and not auth:
         raise UserError(f"--host {settings.host} opens the app to the network: give --auth USER:PASSWORD (or "
                         f"--auth-file) so only your people can use it")
+    # pre-flight: what would otherwise fail only once the model has loaded (minutes on a CPU)
+    check_port_free(settings.host, settings.port)
+    feedback = FeedbackLog(settings.feedback, model, settings.answer_type, settings.max_question_chars)
     found = Path(calibration_file) if calibration_file else calibration_path_for(model)
     calibration = load_calibration(found) if calibration_file or found.is_file() else None
     generator = load_generator(model, allow_network, threads=settings.threads or None)
     qa = QA(generator, settings, calibration)
-    feedback = FeedbackLog(settings.feedback, model, settings.answer_type)
     app, theme = build_app(qa, feedback, model)
     how = (f"calibrated by {found} (k={calibration.k})" if calibration
            else f"uncalibrated ({found} not found): raw agreement of {qa.samples} samples")

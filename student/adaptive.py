@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from edgedistill import UserError
 from edgedistill.generate import render_prompt
-from student.batching import collate, tokenise
+from student.batching import check_trainable, collate, tokenise
 
 MODES = ("pre", "post")       # g = 1 -> pre (think first), g = 0 -> post (answer first)
 
@@ -98,6 +99,9 @@ def train_soft_prompt(model, tokenizer, rows: list[dict], cfg: AdaptiveConfig, s
     prompt = init_soft_prompt(model, cfg.prompt_tokens, seed)
     optimizer = torch.optim.AdamW([prompt], lr=cfg.learning_rate, weight_decay=0.0)
     examples = tokenise(tokenizer, rows, cfg.max_length)
+    if not examples:
+        raise UserError("adaptive thinking: no training rows for a soft prompt; nothing to train on")
+    check_trainable(examples, cfg.max_length, "adaptive thinking", setting="AdaptiveConfig.max_length")
     order = list(range(len(examples)))
     steps = max(1, round(len(examples) * cfg.epochs / cfg.batch_size))
     rng = random.Random(seed)

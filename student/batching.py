@@ -8,10 +8,12 @@ every objective in student/objectives.py takes.
 from __future__ import annotations
 
 import random
+import sys
 
 import torch
 import torch.nn.functional as F
 
+from edgedistill import UserError
 from edgedistill.generate import encode_completion, render_prompt
 
 
@@ -28,8 +30,31 @@ def tokenise(tokenizer, rows: list[dict], max_length: int, completion_key: str =
         ids = (prompt_ids + completion_ids)[:max_length]
         labels = ([-100] * len(prompt_ids) + completion_ids)[:max_length]
         examples.append({"input_ids": ids, "labels": labels, "weight": float(row.get("weight", 1.0)),
-                         "answer_tokens": answer_tokens, "index": len(examples)})
+                         "answer_tokens": answer_tokens, "index": len(examples), "prompt_tokens": len(prompt_ids)})
     return examples
+
+
+def trainable_tokens(example: dict) -> int:
+    """The completion tokens the loss sees: labels from position 1 on (nothing predicts position 0)."""
+    return sum(label != -100 for label in example["labels"][1:])
+
+
+def check_trainable(examples: list[dict], max_length: int, source, what: str = "examples",
+                    setting: str = "student.max_length") -> int:
+    """How many examples have no completion token left within `max_length` (their prompt fills it); a UserError
+    when none has one, before any step: training would log loss 0 at every step and merge a copy of the base
+    model. Some without: a warning with the count (they cost a batch slot and teach nothing)."""
+    empty = [e for e in examples if trainable_tokens(e) == 0]
+    if not examples or len(empty) < len(examples):
+        if empty:
+            print(f"warning: {source}: {len(empty)} of {len(examples)} {what} have prompts of {max_length} tokens "
+                  f"or more and train on nothing ({setting}={max_length}); raise {setting} or shorten those "
+                  f"prompts", file=sys.stderr, flush=True)
+        return len(empty)
+    prompts = sorted(e.get("prompt_tokens", len(e["labels"])) for e in examples)
+    raise UserError(f"{source}: all {len(examples)} {what} are too long for {setting}={max_length}: their prompts "
+                    f"take {prompts[0]} to {prompts[-1]} tokens and leave no completion token to train on; raise "
+                    f"{setting} or shorten the prompts")
 
 
 def encode_answer_first(tokenizer, completion: str) -> tuple[list[int], int]:

@@ -22,7 +22,7 @@ import torch
 from edgedistill import UserError
 from edgedistill.config import Config
 from edgedistill.records import read_jsonl, write_json_atomic
-from student.batching import collate, token_logps, tokenise
+from student.batching import check_trainable, collate, token_logps, tokenise
 from student.loop import autocast, finish_stage, load_student, shard, train_loop
 from student.objectives import dpo_loss, sequence_logp
 
@@ -78,6 +78,8 @@ def run_dpo(config: Config, preferences_file: Path, out: Path, model: str, merge
     student = load_student(cfg, model, config.allow_network)
     pad = student.tokenizer.pad_token_id
     pairs = pair_examples(student.tokenizer, rows, cfg.max_length)
+    # chosen and rejected share the prompt: a pair whose chosen side has no token left has none on either side
+    empty = check_trainable([chosen for chosen, _ in pairs], cfg.max_length, preferences_file, "preference pairs")
     reference = reference_logps(student, pairs, pad, out / "reference_logps.json", precision=cfg.precision)
     rank, world = shard()      # with N processes a step takes N x batch_size pairs, each process its equal slice
     global_size = dpo.batch_size * world
@@ -97,7 +99,8 @@ def run_dpo(config: Config, preferences_file: Path, out: Path, model: str, merge
     result = train_loop(student, out, settings, total_steps, micro_loss, evaluate, name="dpo")
     merged = merged or out / "merged"
     finish_stage(student, out, merged)
-    return {**result, "pairs": len(pairs), "final_loss": result["final"].get("loss"), "merged": str(merged)}
+    return {**result, "pairs": len(pairs), "pairs_without_tokens": empty, "final_loss": result["final"].get("loss"),
+            "merged": str(merged)}
 
 
 def pairs_loss(student, pairs: list[tuple[dict, dict]], reference: torch.Tensor, beta: float

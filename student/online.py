@@ -27,7 +27,7 @@ from edgedistill.checkers import canonical, extract_answer, is_correct
 from edgedistill.config import Config
 from edgedistill.generate import Sampling, TransformersGenerator, encode_with_calculator_flags, render_prompt
 from edgedistill.records import Question, read_jsonl
-from student.batching import collate, pad_by_row, token_logps, tokenise
+from student.batching import check_trainable, collate, pad_by_row, token_logps, tokenise
 from student.loop import finish_stage, load_student, train_loop
 from student.objectives import grao_advantages, grao_loss, loo_advantages, mean_logp, policy_gradient_loss, \
     sequence_logp
@@ -71,6 +71,8 @@ def run_online(config: Config, sft_file: Path, out: Path, model: str, merged: Pa
     generator = TransformersGenerator(student.model, tokenizer)
     questions = [question_of(row) for row in rows]
     references = tokenise(tokenizer, rows, cfg.max_length)          # y: the teacher's verified completions
+    # a sample is cut at max_length like its reference: a prompt that leaves y no token leaves the samples none
+    empty = check_trainable(references, cfg.max_length, sft_file, "questions")
     G = online.samples
     print(f"student online ({online.objective}): {online.steps} steps of {online.prompts_per_step} prompts x {G} "
           f"samples", flush=True)
@@ -113,7 +115,8 @@ def run_online(config: Config, sft_file: Path, out: Path, model: str, merged: Pa
     result = train_loop(student, out, settings, online.steps, micro_loss, evaluate, name=online.objective)
     merged = merged or out / "merged"
     finish_stage(student, out, merged)
-    return {**result, "final_loss": result["final"].get("loss"), "merged": str(merged)}
+    return {**result, "questions_without_tokens": empty, "final_loss": result["final"].get("loss"),
+            "merged": str(merged)}
 
 
 def model_choice_mask(flags: list[list[bool]], mask: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,8 @@ import torch
 from edgedistill import UserError
 from edgedistill.config import Config
 from edgedistill.records import read_jsonl
-from student.batching import FrozenBottom, answer_mask, batches_for_epoch, collate, token_logps, tokenise
+from student.batching import FrozenBottom, answer_mask, batches_for_epoch, check_trainable, collate, token_logps, \
+    tokenise
 from student.loop import finish_stage, load_student, shard, train_loop
 from student.objectives import answer_first_loss
 
@@ -38,6 +39,7 @@ def run_sft(config: Config, sft_file: Path, out: Path, model: str | None = None,
     torch.manual_seed(config.seed)
     student = load_student(cfg, model or cfg.model, config.allow_network)
     examples = tokenise(student.tokenizer, rows, cfg.max_length)
+    empty = check_trainable(examples, cfg.max_length, sft_file)
     lengths = [len(e["input_ids"]) for e in examples]
     frozen = FrozenBottom(student.backbone.get_decoder(), student.first_trainable_layer) \
         if student.first_trainable_layer > 0 and cfg.epochs > 1 else None
@@ -63,7 +65,8 @@ def run_sft(config: Config, sft_file: Path, out: Path, model: str | None = None,
     result = train_loop(student, out, cfg, total_steps, micro_loss, evaluate, name="sft")
     merged = merged or out / "merged"
     finish_stage(student, out, merged)
-    return {**result, "examples": len(examples), "final_loss": result["final"].get("loss"), "merged": str(merged)}
+    return {**result, "examples": len(examples), "examples_without_tokens": empty,
+            "final_loss": result["final"].get("loss"), "merged": str(merged)}
 
 
 def batch_loss(student, batch: dict, cfg, frozen: FrozenBottom | None = None, denominator: float | None = None

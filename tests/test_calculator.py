@@ -1,5 +1,9 @@
+import subprocess
+import sys
+
 import pytest
 
+from edgedistill import calculator
 from edgedistill.calculator import (CalculatorError, check_annotations, evaluate, fill_for, format_number,
                                     numbers_match, open_expression)
 
@@ -55,3 +59,75 @@ def test_numbers_match_uses_reference_decimals():
     assert not numbers_match("84", 84.6)
     assert numbers_match("1000000", 1000000.5)   # relative 1e-4
     assert not numbers_match("abc", 1.0)
+
+
+@pytest.mark.parametrize("expr,value", [
+    ("max(10,250,4)", 250.0), ("min(1,200, 3)", 1.0), ("max((1,200), 5)", 1200.0), ("1,200/4", 300.0),
+    ("2*(1,200)", 2400.0), ("12x1,200", 14400.0), ("1,200.5+1", 1201.5), ("3 × 1,000,000", 3e6),
+])
+def test_thousands_separators_are_not_read_in_argument_lists(expr, value):
+    assert evaluate(expr) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("expr", ["0x10", "0X10", "2*0x1f", "0o17", "0b101", "(0x10)"])
+def test_hex_octal_binary_literals_are_refused_not_misread(expr):
+    with pytest.raises(CalculatorError, match="ambiguous"):
+        evaluate(expr)
+    assert evaluate("10x10") == 100 and evaluate("0 x 10") == 0     # `x` between numbers is still times
+
+
+@pytest.mark.parametrize("expr", [
+    "sqrt(-1)", "floor(1e999)", "ceil(1e999-1e999)", "round(2.5, 10**9)", "round(1,2,3)",
+    "max()", "\x00", "1,2000", "1234,567",
+])
+def test_every_failure_is_a_calculator_error(expr):
+    with pytest.raises(CalculatorError):
+        evaluate(expr)
+
+
+def test_huge_round_digits_are_refused_at_once():
+    """round(5, -10**12) would compute 10**(10**12); run in a child process, so a hang fails instead of hanging."""
+    code = ("from edgedistill.calculator import CalculatorError, evaluate\n"
+            "try:\n    evaluate('round(5, -10**12)')\nexcept CalculatorError as exc:\n    print('refused:', exc)")
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("round(5, -10**12) still running after 60 s")
+    assert done.stdout.startswith("refused: round to -1000000000000 digits"), done.stderr
+
+
+def test_recursion_error_is_a_calculator_error():
+    depth, frame = 0, sys._getframe()
+    while frame:
+        depth, frame = depth + 1, frame.f_back
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(depth + 60)     # a deep caller: the walk over 150 nested minus signs overflows it
+    try:
+        with pytest.raises(CalculatorError, match="RecursionError"):
+            evaluate("-" * 150 + "1")
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def test_unexpected_errors_are_calculator_errors(monkeypatch):
+    def out_of_memory(*args):
+        raise MemoryError
+    monkeypatch.setitem(calculator._FUNCTIONS, "abs", out_of_memory)
+    with pytest.raises(CalculatorError, match="MemoryError"):
+        evaluate("abs(2)")
+
+
+def test_domain_errors_leave_the_rationale_as_text():
+    assert fill_for("Answer: <<sqrt(-1)=") is None
+    assert fill_for("Answer: <<max(10,250,4)=") == "250>>"
+    problems = check_annotations("It is <<sqrt(-1)=1>> and <<floor(1e999)=1>> and <<max(10,250,4)=250>>.")
+    assert len(problems) == 2 and "sqrt(-1)" in problems[0]
+
+
+def test_decode_row_survives_a_math_domain_error():
+    from edgedistill.generate import Row, Sampling
+    text = "Answer: <<sqrt(-1)="
+    row = Row(Sampling(max_new_tokens=64, stop_after_answer=False), decode=lambda ids: "".join(map(chr, ids)),
+              encode=lambda s: [ord(c) for c in s], eos={0})
+    fed = [row.step(ord(char)) for char in text]
+    assert None not in fed and row.queue == [] and row.text == text     # nothing forced; the model goes on

@@ -9,8 +9,9 @@ from edgedistill.calibration import fit_calibration
 from edgedistill.config import ServeConfig
 from edgedistill.generate import Token
 from edgedistill.records import load_questions
-from serve.app import QA, FeedbackLog, band, computations, confidence_markdown, parse_auth, readable, serve, \
-    split_stream
+from serve.app import QA, FeedbackLog, band, build_app, computations, confidence_markdown, parse_auth, readable, \
+    serve, split_stream
+from serve.process import free_port
 
 GREEDY = "Answer: <<48*7.5=360>>\nReason: 48 an hour for 7.5 hours: <<48*7.5=360>> housings."
 
@@ -86,6 +87,84 @@ def test_feedback_rows_are_seed_questions_for_the_teacher(tmp_path):
     assert [(q.question, q.answer) for q in seeds] == [("48 an hour for 7.5 hours?", "360"), ("6 times 7?", "42")]
     unanswered = load_questions(tmp_path / "feedback.unanswered.jsonl", need_answers=False)
     assert [q.question for q in unanswered] == ["Which bearing?"] and unanswered[0].answer is None
+
+
+def test_computations_list_only_values_the_calculator_computed():
+    # the calculator refused the expression, so the model wrote the value itself: not a computation
+    assert computations("Answer: <<sqrt(-1)=7>>\nReason: roots") == "Computation: none"
+    assert computations("Answer: <<2**999=12>>") == "Computation: none"
+    # the model closed the annotation with its own (wrong, or differently written) number
+    assert computations("Answer: <<6*7=41>>") == "Computation: none"
+    assert computations("Answer: <<6*7=42.0>>") == "Computation: none"
+    assert computations("Answer: <<6*7=42>> or <<6*8=47>>") == "Computation: `6*7 = 42`"
+    # nothing computed on the Answer line: the reasoning's computations
+    assert computations("Answer: <<sqrt(-1)=7>>\nReason: <<1/3=0.3333>> each") == "Computation: `1/3 = 0.3333`"
+
+
+def page_event(app, elem_id):
+    """The handler of a click on the component `elem_id`: (fn, input blocks, output blocks)."""
+    button = next(b for b in app.blocks.values() if getattr(b, "elem_id", None) == elem_id)
+    fn = next(f for f in app.fns.values() if any(target[0] == button._id for target in f.targets))
+    return fn.fn, fn.inputs, fn.outputs
+
+
+def click(app, page, elem_id):
+    """Click `elem_id` as the browser would: inputs from `page` (block id -> value), the last outputs back into it."""
+    fn, inputs, outputs = page_event(app, elem_id)
+    result = fn(*[page[block._id] for block in inputs])
+    if hasattr(result, "__next__"):
+        *_, result = result
+    for block, value in zip(outputs, result if len(outputs) > 1 else [result]):
+        page[block._id] = value
+    return result
+
+
+def test_thumbs_record_the_question_answered_not_the_edited_box(qa, tmp_path):
+    app, _ = build_app(qa(["360"]), FeedbackLog(tmp_path / "feedback.jsonl", "student.gguf", "number"), "student")
+    page = {block_id: getattr(block, "value", None) for block_id, block in app.blocks.items()}
+    box = next(b for b in app.blocks.values() if getattr(b, "elem_id", None) == "question")
+    page[box._id] = "48 an hour for 7.5 hours?"
+    click(app, page, "ask")
+    page[box._id] = "A new question, typed after the answer came"        # edited, not asked
+    assert "reference answer '360'" in click(app, page, "thumbs-up")
+    seeds = load_questions(tmp_path / "feedback.jsonl")
+    assert [(q.question, q.answer) for q in seeds] == [("48 an hour for 7.5 hours?", "360")]
+
+
+def test_feedback_refuses_oversized_texts_and_writes_nothing(tmp_path):
+    log = FeedbackLog(tmp_path / "feedback.jsonl", "student.gguf", "number")    # questions: serve's 2000 chars
+    assert "limit is 2000" in log.record("x" * 10_000_000, "360", "up")
+    assert "limit is 1000" in log.record("6 times 7?", "41", "down", correction="4" * 1_000_000)
+    assert "limit is" in log.record("6 times 7?", "4" * 1_000_000, "up")
+    assert not (tmp_path / "feedback.jsonl").exists() and not (tmp_path / "feedback.unanswered.jsonl").exists()
+    assert "Thanks" in log.record("x" * 2000, "41", "down", correction="4" * 1000)      # at the limits: kept
+
+
+def refuse_to_load(*args, **kwargs):
+    raise AssertionError("the model was loaded before the pre-flight checks")
+
+
+def test_serve_refuses_a_port_in_use_before_loading_the_model(monkeypatch, tmp_path, capsys):
+    from edgedistill.cli import main
+    monkeypatch.setattr("edgedistill.generate.load_generator", refuse_to_load)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(UserError, match=f"cannot listen on 127.0.0.1:{port}.*--port"):
+            serve("student.gguf", ServeConfig(port=port, feedback=str(tmp_path / "feedback.jsonl")))
+        assert main(["serve", "--model", "student.gguf", "--port", str(port)]) == 2     # the CLI: no traceback
+    assert "edgedistill: error: cannot listen" in capsys.readouterr().err
+
+
+def test_serve_refuses_an_unwritable_feedback_folder_before_loading_the_model(monkeypatch, tmp_path):
+    monkeypatch.setattr("edgedistill.generate.load_generator", refuse_to_load)
+    (tmp_path / "a-file").write_text("not a folder")
+    settings = ServeConfig(port=free_port(), feedback=str(tmp_path / "a-file" / "feedback.jsonl"))
+    with pytest.raises(UserError, match="cannot write the feedback file .*--feedback"):
+        serve("student.gguf", settings)
+    with pytest.raises(UserError, match="cannot write the feedback file"):      # a folder where the file should be
+        serve("student.gguf", ServeConfig(port=free_port(), feedback=str(tmp_path)))
 
 
 def test_auth_and_lan_binding():
