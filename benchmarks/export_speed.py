@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from export.probe import measure_in_subprocess
+from edgedistill.export.probe import measure_in_subprocess
 
 
 def main():
@@ -33,10 +33,10 @@ def main():
         raise SystemExit(f"{merged} not found: run `make quickstart` first (or pass --run)")
     missing_gguf = [q for q in ("Q8_0", "Q4_K_M") if not (export / f"student-{q}.gguf").is_file()]
     if missing_gguf:
-        from export.gguf import export_gguf
+        from edgedistill.export.gguf import export_gguf
         export_gguf(merged, export, missing_gguf)
     if not (export / "onnx" / "genai_config.json").is_file():
-        from export.onnx import build_onnx
+        from edgedistill.export.onnx import build_onnx
         build_onnx(merged, export / "onnx", "int4-fp-head", args.threads)
     models = {"PyTorch fp32 (transformers.generate)": ("torch-generate", merged),
               "PyTorch fp32 (own KV-cache loop)": ("torch", merged),

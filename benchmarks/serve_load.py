@@ -72,7 +72,7 @@ def main():
 
 def running_app(model: str, options: list[str], folder: str):
     """The app on a free loopback port, its feedback in `folder` (not the default ./feedback.jsonl)."""
-    from serve.process import serving
+    from edgedistill.serve.process import serving
     return serving(model, "--feedback", str(Path(folder) / "feedback.jsonl"), *options,
                    log_path=Path(folder) / "app.log", timeout_s=300)
 

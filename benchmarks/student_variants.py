@@ -30,7 +30,7 @@ from edgedistill.config import load_config
 from edgedistill.formats import INSTRUCTION_RATIONALE_FIRST, answer_first_target
 from edgedistill.generate import load_generator
 from edgedistill.records import load_questions, write_json_atomic
-from evals.evaluate import evaluate_k
+from edgedistill.evals.evaluate import evaluate_k
 
 GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "train.jsonl"
 
@@ -78,10 +78,10 @@ def main():
         timings[name] = round(time.time() - started, 1)
         return value
 
-    from student.dpo import run_dpo
-    from student.online import run_online
-    from student.sft import run_sft
-    from teacher.distill import run_teacher
+    from edgedistill.student.dpo import run_dpo
+    from edgedistill.student.online import run_online
+    from edgedistill.student.sft import run_sft
+    from edgedistill.teacher.distill import run_teacher
     teacher = out / "teacher"
     if not (teacher / "sft" / "rationale_first.jsonl").exists():
         run_teacher(config, teacher)

@@ -23,7 +23,7 @@ from edgedistill.formats import chat
 from edgedistill.generate import Sampling, TransformersGenerator, load_generator, render_prompt
 from edgedistill.models import load_model, resolve
 from edgedistill.records import load_questions
-from teacher.distill import sampling_backend
+from edgedistill.teacher.distill import sampling_backend
 
 
 def plain_loop(model, tokenizer, conversations, max_new_tokens: int, temperature: float) -> tuple[float, int]:

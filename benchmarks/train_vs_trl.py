@@ -33,10 +33,10 @@ from edgedistill.calculator import format_number
 from edgedistill.config import StudentConfig
 from edgedistill.formats import answer_first_target, chat
 from edgedistill.records import load_questions
-from student import dpo, loop
-from student.batching import collate, tokenise
-from student.loop import autocast_dtype, load_student, train_loop
-from student.sft import batch_loss
+from edgedistill.student import dpo, loop
+from edgedistill.student.batching import collate, tokenise
+from edgedistill.student.loop import autocast_dtype, load_student, train_loop
+from edgedistill.student.sft import batch_loss
 
 WARMUP, WINDOW, WINDOWS = 2, 10, 3
 STEPS = WARMUP + WINDOW * WINDOWS

@@ -171,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
             from pathlib import Path
             from edgedistill.config import ExportConfig
             from edgedistill.records import load_questions
-            from export.gguf import read_calibration
+            from edgedistill.export.gguf import read_calibration
             from edgedistill.rundir import writable_folder
-            from export.run import run_export
+            from edgedistill.export.run import run_export
             writable_folder(args.out)
             calibration = read_calibration(Path(args.calibration), args.calibration_rows) if args.calibration else None
             cfg = ExportConfig(quant=args.quant, more_quants=[q for q in args.more_quants.split(",") if q.strip()],
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_serve(args) -> int:
     import dataclasses
     from edgedistill.config import ServeConfig, load_config
-    from serve.app import parse_auth, serve
+    from edgedistill.serve.app import parse_auth, serve
     settings = load_config(args.config).serve if args.config else ServeConfig()
     overrides = {"host": args.host, "port": args.port, "samples": args.samples, "feedback": args.feedback,
                  "max_question_chars": args.max_question_chars, "concurrency": args.concurrency,
@@ -225,7 +225,7 @@ def cmd_eval(args) -> int:
     from edgedistill.formats import answer_first_target
     from edgedistill.generate import load_generator
     from edgedistill.records import load_questions
-    from evals.evaluate import evaluate
+    from edgedistill.evals.evaluate import evaluate
     try:
         shots = [int(n) for n in args.shots.split(",")]
     except ValueError:
@@ -239,7 +239,7 @@ def cmd_eval(args) -> int:
         os.environ.pop("HF_HUB_OFFLINE", None)
     if args.out or len(args.model) > 1 or len(args.data) > 1:
         from edgedistill.rundir import writable_folder
-        from evals.compare import EvalSettings, compare
+        from edgedistill.evals.compare import EvalSettings, compare
         writable_folder(args.out or "eval-report")
         settings = EvalSettings(k=args.k, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
                                 batch_size=args.batch_size, calculator_row=not args.no_calculator_row,
@@ -256,7 +256,7 @@ def cmd_eval(args) -> int:
         if args.json:
             print(json.dumps(report))
         return 0
-    from evals.datasets import load_benchmark
+    from edgedistill.evals.datasets import load_benchmark
     questions = load_benchmark(args.data[0], args.format, args.limit, args.skip)
     examples = [(q, answer_first_target(q)) for q in load_questions("shopfloor:train", limit=shots[0])] \
         if shots[0] else []

@@ -75,7 +75,7 @@ def stage_key(stage: str, config: Config, run: RunDir, keys: dict) -> str:
 
 
 def step_teach(config: Config, run: RunDir) -> dict:
-    from teacher.distill import run_teacher
+    from edgedistill.teacher.distill import run_teacher
     summary = run_teacher(config, run.path("teacher"))
     print(f"[teach] {summary}", flush=True)
     if summary["kept"] == 0:
@@ -92,15 +92,15 @@ def step_teach(config: Config, run: RunDir) -> dict:
 
 
 def step_train(config: Config, run: RunDir) -> dict:
-    from student.run import run_student
+    from edgedistill.student.run import run_student
     return run_student(config, run.path("teacher"), run.path("student"))
 
 
 def step_export(config: Config, run: RunDir) -> dict:
     if not config.export.gguf and config.export.onnx == "none":
         return {"gguf": None}
-    from export.gguf import read_calibration
-    from export.run import run_export
+    from edgedistill.export.gguf import read_calibration
+    from edgedistill.export.run import run_export
     calibration = None
     if config.export.calibration:   # the student's own training conversations: what its answers look like
         calibration = read_calibration(run.path("teacher", "sft", "train.jsonl"), config.export.calibration)
@@ -119,10 +119,10 @@ def step_eval(config: Config, run: RunDir) -> dict:
     `edgedistill serve` reads it)."""
     from edgedistill.formats import answer_first_target
     from edgedistill.generate import load_generator
-    from evals.compare import write_calibrations
-    from evals.datasets import located
-    from evals.evaluate import evaluate_benchmark
-    from evals.report import write_report
+    from edgedistill.evals.compare import write_calibrations
+    from edgedistill.evals.datasets import located
+    from edgedistill.evals.evaluate import evaluate_benchmark
+    from edgedistill.evals.report import write_report
     # located: a question too long for the model is skipped and named by file:line, not by id alone
     questions = located(data_path(config.data.eval), load_questions(config.data.eval, limit=config.data.eval_limit))
     cfg = config.eval
@@ -160,7 +160,7 @@ def step_eval(config: Config, run: RunDir) -> dict:
     seconds["eval"] = round(sum(r["seconds"] for r in results.values()), 1)
     extra = {"eval_data": config.data.eval, "teacher": config.teacher.kind}
     if cfg.calibrate and cfg.samples > 1:
-        from evals.compare import EvalSettings
+        from edgedistill.evals.compare import EvalSettings
         written = write_calibrations([dict(r, model=name) for name, r in results.items() if name in served],
                                      EvalSettings(k=cfg.samples, temperature=cfg.temperature))
         extra["calibration"] = ", ".join(os.path.relpath(path) for path in written.values()

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from edgedistill.calibration import calibration_path_for, fit_calibration, save_calibration
 from edgedistill.records import write_json_atomic, write_text_atomic
-from evals.crosscheck import crosscheck
-from evals.evaluate import calibration_metrics, evaluate_benchmark
-from evals.plots import write_plots
+from edgedistill.evals.crosscheck import crosscheck
+from edgedistill.evals.evaluate import calibration_metrics, evaluate_benchmark
+from edgedistill.evals.plots import write_plots
 
 
 @dataclass
@@ -50,7 +50,7 @@ def model_label(spec: str) -> str:
 
 
 def data_label(spec: str, settings: EvalSettings) -> str:
-    from evals.datasets import split_slice
+    from edgedistill.evals.datasets import split_slice
     file, part = split_slice(spec)
     path = Path(file)
     name = (f"{path.parent.name}/{path.name}" if path.exists() else file) + (spec[len(file):] if part else "")
@@ -69,7 +69,7 @@ def compare(models: list[str], datasets: list[str], out: str | Path, settings: E
     from edgedistill.formats import answer_first_target
     from edgedistill.generate import load_generator
     from edgedistill.records import load_questions
-    from evals.datasets import load_benchmark
+    from edgedistill.evals.datasets import load_benchmark
     out = Path(out)
     shots = shots or [0] * len(models)
     benchmarks = {spec: load_benchmark(spec, settings.format, settings.limit, settings.skip) for spec in datasets}

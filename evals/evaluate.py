@@ -30,7 +30,7 @@ from edgedistill.formats import INSTRUCTION, chat
 from edgedistill.generate import ANSWER_LINE_DONE, Sampling
 from edgedistill.metrics import count_tokens, sampled_scores
 from edgedistill.records import Question
-from evals.datasets import Benchmark, where_of
+from edgedistill.evals.datasets import Benchmark, where_of
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.96) -> list[float]:

@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 
 from edgedistill.records import write_json_atomic, write_text_atomic
-from evals.compare import skipped_section, summary_table
-from evals.plots import write_plots
+from edgedistill.evals.compare import skipped_section, summary_table
+from edgedistill.evals.plots import write_plots
 
 
 def relative(path: str | Path) -> str:

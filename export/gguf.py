@@ -87,7 +87,7 @@ def quantize(source: Path, target: Path, quant: str = "Q4_K_M", threads: int = 0
              importance: dict | None = None) -> Path:
     """GGUF f16 -> `quant`; `importance` ({GGUF tensor name: per-column importance}) weights the rounding error."""
     import llama_cpp
-    from export.imatrix import as_llama_imatrix
+    from edgedistill.export.imatrix import as_llama_imatrix
     types = quant_types()
     if quant not in types:
         raise UserError(f"unknown quantization {quant!r}; llama.cpp offers {', '.join(sorted(types))}")
@@ -125,7 +125,7 @@ def calibration_importance(merged: Path, conversations: list[list[dict]], limit:
     """Importance matrix of the merged student over up to `limit` conversations, under the GGUF's tensor names."""
     from edgedistill.generate import render_prompt
     from edgedistill.models import load_model
-    from export.imatrix import collect_importance, gguf_names
+    from edgedistill.export.imatrix import collect_importance, gguf_names
     model, tokenizer = load_model(str(merged))
     rows = []
     for messages in conversations[:limit]:

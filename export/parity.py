@@ -24,7 +24,7 @@ import torch
 from edgedistill.formats import answer_first_target, chat
 from edgedistill.generate import load_generator, render_prompt
 from edgedistill.records import write_json_atomic
-from export.probe import measure_in_subprocess
+from edgedistill.export.probe import measure_in_subprocess
 
 
 class SourceModel:

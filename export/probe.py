@@ -149,7 +149,7 @@ def _eos_ids(kind, model) -> set:
 def measure_in_subprocess(kind: str, path: str, threads: int = 2, new_tokens: int = 128, repeats: int = 3) -> dict:
     """`measure` in a fresh Python process: its peak memory is this model's, not the caller's."""
     root = Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, "-m", "export.probe", kind, str(path), "--threads", str(threads),
+    result = subprocess.run([sys.executable, "-m", "edgedistill.export.probe", kind, str(path), "--threads", str(threads),
                              "--new-tokens", str(new_tokens), "--repeats", str(repeats)],
                             capture_output=True, text=True, cwd=root)
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]

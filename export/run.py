@@ -22,9 +22,9 @@ def run_export(cfg, merged: Path, out: Path, calibration: list[list[dict]] | Non
                base: str | None = None) -> dict:
     """`cfg` is an ExportConfig; `questions` the evaluation split parity is measured on. `merged` may also be a
     LoRA adapter folder: it is merged into `base` (default: the base its adapter_config.json names) first."""
-    from export.gguf import export_gguf
-    from export.onnx import AUTO_ORDER, build_onnx
-    from export.parity import SourceModel, accuracy, parity_path, parity_report, table
+    from edgedistill.export.gguf import export_gguf
+    from edgedistill.export.onnx import AUTO_ORDER, build_onnx
+    from edgedistill.export.parity import SourceModel, accuracy, parity_path, parity_report, table
     out.mkdir(parents=True, exist_ok=True)
     if (merged / "adapter_config.json").is_file():
         merged = merge_adapter(merged, out / "merged", base)

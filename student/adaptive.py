@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from edgedistill import UserError
 from edgedistill.generate import render_prompt
-from student.batching import check_trainable, collate, tokenise
+from edgedistill.student.batching import check_trainable, collate, tokenise
 
 MODES = ("pre", "post")       # g = 1 -> pre (think first), g = 0 -> post (answer first)
 

@@ -22,9 +22,9 @@ import torch
 from edgedistill import UserError
 from edgedistill.config import Config
 from edgedistill.records import read_jsonl, write_json_atomic
-from student.batching import check_trainable, collate, token_logps, tokenise
-from student.loop import autocast, finish_stage, load_student, shard, train_loop
-from student.objectives import dpo_loss, sequence_logp
+from edgedistill.student.batching import check_trainable, collate, token_logps, tokenise
+from edgedistill.student.loop import autocast, finish_stage, load_student, shard, train_loop
+from edgedistill.student.objectives import dpo_loss, sequence_logp
 
 
 def pair_examples(tokenizer, rows: list[dict], max_length: int) -> list[tuple[dict, dict]]:

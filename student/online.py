@@ -27,9 +27,9 @@ from edgedistill.checkers import canonical, extract_answer, is_correct
 from edgedistill.config import Config
 from edgedistill.generate import Sampling, TransformersGenerator, encode_with_calculator_flags, render_prompt
 from edgedistill.records import Question, read_jsonl
-from student.batching import check_trainable, collate, pad_by_row, token_logps, tokenise
-from student.loop import finish_stage, load_student, train_loop
-from student.objectives import grao_advantages, grao_loss, loo_advantages, mean_logp, policy_gradient_loss, \
+from edgedistill.student.batching import check_trainable, collate, pad_by_row, token_logps, tokenise
+from edgedistill.student.loop import finish_stage, load_student, train_loop
+from edgedistill.student.objectives import grao_advantages, grao_loss, loo_advantages, mean_logp, policy_gradient_loss, \
     sequence_logp
 
 

@@ -13,15 +13,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgedistill.config import Config
-from student.dev import dev_evaluator
+from edgedistill.student.dev import dev_evaluator
 
 SFT_FILES = {"answer_first": "train.jsonl", "rationale_first": "rationale_first.jsonl"}
 
 
 def run_student(config: Config, teacher: Path, out: Path) -> dict:
-    from student.dpo import run_dpo
-    from student.online import run_online
-    from student.sft import run_sft
+    from edgedistill.student.dpo import run_dpo
+    from edgedistill.student.online import run_online
+    from edgedistill.student.sft import run_sft
     stages = config.student.stages
     model, results = config.student.model, {}
     sft_file = teacher / "sft" / SFT_FILES[config.student.format]

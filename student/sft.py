@@ -21,10 +21,10 @@ import torch
 from edgedistill import UserError
 from edgedistill.config import Config
 from edgedistill.records import read_jsonl
-from student.batching import FrozenBottom, answer_mask, batches_for_epoch, check_trainable, collate, token_logps, \
+from edgedistill.student.batching import FrozenBottom, answer_mask, batches_for_epoch, check_trainable, collate, token_logps, \
     tokenise
-from student.loop import finish_stage, load_student, shard, train_loop
-from student.objectives import answer_first_loss
+from edgedistill.student.loop import finish_stage, load_student, shard, train_loop
+from edgedistill.student.objectives import answer_first_loss
 
 
 def run_sft(config: Config, sft_file: Path, out: Path, model: str | None = None, merged: Path | None = None,

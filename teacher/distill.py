@@ -105,7 +105,7 @@ def sampling_backend(spec: str, backend: str = "auto") -> str:
 
 
 def make_scorer(config: Config):
-    from teacher.steps import GroundingScorer, JudgeScorer, NoScorer
+    from edgedistill.teacher.steps import GroundingScorer, JudgeScorer, NoScorer
     if config.teacher.step_scorer == "judge":
         from edgedistill.generate import load_generator
         return JudgeScorer(load_generator(config.teacher.judge_model, config.allow_network,
@@ -239,9 +239,9 @@ def _sample(q: Question, model: str, meta: dict, k: str, text: str, verdict: dic
 
 def write_views(config: Config, questions: list[Question], samples: list[dict], out: Path) -> dict:
     """SFT (both formats), preference pairs, selection and the datasets folder, from the whole sample log."""
-    from teacher.pairs import build_pairs
-    from teacher.publish import write_dataset
-    from teacher.select import select, write_selection_report
+    from edgedistill.teacher.pairs import build_pairs
+    from edgedistill.teacher.publish import write_dataset
+    from edgedistill.teacher.select import select, write_selection_report
     cfg = config.teacher
     groups = by_question(samples)
     candidates = []

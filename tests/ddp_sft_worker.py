@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 
 from edgedistill.config import Config, DataConfig, StudentConfig
-from student.sft import run_sft
+from edgedistill.student.sft import run_sft
 
 model, sft_file, out, batch_size = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
 config = Config(data=DataConfig(), student=StudentConfig(model=model, epochs=1, batch_size=batch_size,

@@ -4,8 +4,8 @@ import torch
 
 from edgedistill.formats import rationale_first
 from edgedistill.models import load_model
-from student import adaptive
-from student.batching import collate, tokenise
+from edgedistill.student import adaptive
+from edgedistill.student.batching import collate, tokenise
 
 SYSTEM = [{"role": "system", "content": "Answer."}]
 

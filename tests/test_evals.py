@@ -12,10 +12,10 @@ from edgedistill.checkers import extract_answer, is_correct
 from edgedistill.cli import main
 from edgedistill.metrics import pass_at_k, sampled_scores
 from edgedistill.records import Question
-from evals.compare import EvalSettings, compare
-from evals.crosscheck import crosscheck, lm_eval_flexible, visible_answer
-from evals.datasets import load_benchmark, split_slice
-from evals.evaluate import calibration_metrics, cross_fitted_confidence, evaluate_benchmark
+from edgedistill.evals.compare import EvalSettings, compare
+from edgedistill.evals.crosscheck import crosscheck, lm_eval_flexible, visible_answer
+from edgedistill.evals.datasets import load_benchmark, split_slice
+from edgedistill.evals.evaluate import calibration_metrics, cross_fitted_confidence, evaluate_benchmark
 
 DATA = Path(__file__).parent / "data" / "evals"
 

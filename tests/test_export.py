@@ -6,7 +6,7 @@ import pytest
 from edgedistill import UserError
 from edgedistill.generate import Sampling
 from edgedistill.llamacpp import LlamaCppGenerator
-from export.gguf import export_gguf, quantize
+from edgedistill.export.gguf import export_gguf, quantize
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_export_of_a_non_model_folder_is_a_clear_error(tmp_path):
 def test_importance_is_the_mean_squared_input_per_column():
     import torch
     from types import SimpleNamespace
-    from export.imatrix import collect_importance
+    from edgedistill.export.imatrix import collect_importance
 
     class Decoder(torch.nn.Module):
         def __init__(self):
@@ -125,7 +125,7 @@ def test_importance_names_are_the_tensor_names_in_the_gguf(exported, tiny_model_
     import gguf
     import numpy as np
     from transformers import AutoConfig
-    from export.imatrix import gguf_names
+    from edgedistill.export.imatrix import gguf_names
     config = AutoConfig.from_pretrained(tiny_model_dir)
     hf = {"model.layers.1.mlp.down_proj": np.ones(128), "model.layers.0.self_attn.q_proj": np.ones(64),
           "lm_head": np.ones(64), "not.a.weight": np.ones(3)}
@@ -139,7 +139,7 @@ def test_importance_steers_the_rounding(exported, tmp_path):
     """Weighting one input column of a matrix a million times more must shrink that column's rounding error."""
     import gguf
     import numpy as np
-    from export.gguf import quantize
+    from edgedistill.export.gguf import quantize
     f16 = exported[1] / "student-f16.gguf"
     name = "blk.0.ffn_down.weight"
 

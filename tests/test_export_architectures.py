@@ -200,8 +200,8 @@ def arch(request, family_tokenizers, tmp_path_factory):
     import torch
     import transformers
     from transformers import AutoTokenizer
-    from export.gguf import export_gguf
-    from export.onnx import build_onnx
+    from edgedistill.export.gguf import export_gguf
+    from edgedistill.export.onnx import build_onnx
     name, family = request.param, FAMILIES[request.param]
     tokenizer = AutoTokenizer.from_pretrained(family_tokenizers(family.packaged))
     if family.chat_template:

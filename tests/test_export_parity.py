@@ -13,8 +13,8 @@ import torch
 from edgedistill import UserError
 from edgedistill.config import ExportConfig
 from edgedistill.records import load_questions
-from export import parity
-from export.run import run_export
+from edgedistill.export import parity
+from edgedistill.export.run import run_export
 
 
 def questions(n=8):
@@ -112,7 +112,7 @@ def test_an_artifact_that_is_not_its_source_fails_the_gate(tmp_path, tiny_model_
     """A stale GGUF of another random model sits in the export folder (the export reuses existing files): the
     parity check sees it does not behave like the source, and the export fails naming it, unless forced."""
     from transformers import LlamaConfig, LlamaForCausalLM
-    from export.gguf import export_gguf
+    from edgedistill.export.gguf import export_gguf
     torch.manual_seed(1)
     other = LlamaForCausalLM(LlamaConfig(vocab_size=len(smollm_tokenizer), hidden_size=64, intermediate_size=128,
                                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -134,7 +134,7 @@ def test_an_artifact_that_is_not_its_source_fails_the_gate(tmp_path, tiny_model_
 def test_damaged_inputs_give_clear_errors(tmp_path, tiny_model_dir, exported):
     from edgedistill.llamacpp import LlamaCppGenerator
     from edgedistill.onnx_runtime import OnnxGenerator
-    from export.gguf import convert_f16
+    from edgedistill.export.gguf import convert_f16
     result, out, _ = exported
     gguf = tmp_path / "cut.gguf"
     data = open(result["gguf"], "rb").read()

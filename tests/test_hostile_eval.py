@@ -9,9 +9,9 @@ import pytest
 from edgedistill import UserError
 from edgedistill.cli import main
 from edgedistill.records import Question
-from evals.compare import EvalSettings, compare
-from evals.datasets import load_benchmark
-from evals.evaluate import evaluate, evaluate_benchmark
+from edgedistill.evals.compare import EvalSettings, compare
+from edgedistill.evals.datasets import load_benchmark
+from edgedistill.evals.evaluate import evaluate, evaluate_benchmark
 
 from tests.test_evals import DATA
 

@@ -7,7 +7,7 @@ import pytest
 
 from edgedistill import UserError
 from edgedistill.config import Config, DataConfig, StudentConfig
-from student import adaptive, batching, dpo, online, sft
+from edgedistill.student import adaptive, batching, dpo, online, sft
 
 SYSTEM = [{"role": "system", "content": "Write 'Answer:' first."}]
 LONG = "The press line ran a shift with a stop for a jammed die, then the same again after lunch. " * 30

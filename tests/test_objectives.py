@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from edgedistill.metrics import pass_at_k
-from student.objectives import aggregate, answer_first_loss, dpo_loss, grao_advantages, grao_loss, \
+from edgedistill.student.objectives import aggregate, answer_first_loss, dpo_loss, grao_advantages, grao_loss, \
     hardness_weights, loo_advantages, mean_logp, policy_gradient_loss, rloo_advantages, sequence_logp, sft_loss
 
 # Two examples, four completion positions; the second has three tokens (the last position is padding).

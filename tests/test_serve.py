@@ -9,9 +9,9 @@ from edgedistill.calibration import fit_calibration
 from edgedistill.config import ServeConfig
 from edgedistill.generate import Token
 from edgedistill.records import load_questions
-from serve.app import QA, FeedbackLog, band, build_app, computations, confidence_markdown, parse_auth, readable, \
+from edgedistill.serve.app import QA, FeedbackLog, band, build_app, computations, confidence_markdown, parse_auth, readable, \
     serve, split_stream
-from serve.process import free_port
+from edgedistill.serve.process import free_port
 
 GREEDY = "Answer: <<48*7.5=360>>\nReason: 48 an hour for 7.5 hours: <<48*7.5=360>> housings."
 
@@ -37,7 +37,7 @@ def scripted_stream(generator, messages, sampling):
 
 @pytest.fixture
 def qa(monkeypatch):
-    monkeypatch.setattr("serve.app.stream_completion", scripted_stream)
+    monkeypatch.setattr("edgedistill.serve.app.stream_completion", scripted_stream)
     return lambda sampled, calibration=None: QA(ScriptedGenerator(sampled), ServeConfig(samples=len(sampled)),
                                                 calibration)
 
@@ -178,7 +178,7 @@ def test_auth_and_lan_binding():
 
 @pytest.fixture
 def running_app(tiny_model_dir, tmp_path):
-    from serve.process import serving
+    from edgedistill.serve.process import serving
     with serving(str(tiny_model_dir), "--samples", "2", "--feedback", str(tmp_path / "feedback.jsonl"),
                  log_path=tmp_path / "app.log") as url:
         yield url

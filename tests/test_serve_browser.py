@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from serve.process import serving
+from edgedistill.serve.process import serving
 from tests.test_serve_offline import QUESTION, SMALL_GGUF, short_replies
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed: pip install -e '.[test]'")

@@ -13,7 +13,7 @@ import textwrap
 import time
 import urllib.request
 
-from serve.process import serving
+from edgedistill.serve.process import serving
 
 SMALL_GGUF = "smollm2-135m-instruct"     # the packaged SmolLM2-135M-Instruct GGUF: real answers, fast on llama.cpp
 QUESTION = "A line makes 48 housings an hour. How many in 7.5 hours?"

@@ -7,7 +7,7 @@ import torch
 
 from edgedistill.config import Config, DataConfig, StudentConfig
 from edgedistill.generate import encode_completion, render_prompt
-from student import batching, loop, sft
+from edgedistill.student import batching, loop, sft
 
 
 def test_token_logps_are_left_aligned_per_row_and_answer_mask_covers_the_answer_line():

@@ -7,10 +7,10 @@ import pytest
 
 from edgedistill.config import Config, SelectConfig
 from edgedistill.records import Question
-from teacher import distill
-from teacher.pairs import build_pairs
-from teacher.select import Contamination, looks_truncated, repetition, select
-from teacher.steps import GroundingScorer, split_steps
+from edgedistill.teacher import distill
+from edgedistill.teacher.pairs import build_pairs
+from edgedistill.teacher.select import Contamination, looks_truncated, repetition, select
+from edgedistill.teacher.steps import GroundingScorer, split_steps
 
 PRESS = Question(id="p", question="A press makes 60 parts an hour. How many parts in 7 hours?", answer="420")
 
@@ -31,7 +31,7 @@ def test_grounding_scores_an_invented_quantity_and_a_wrong_sum_low():
 
 
 def test_judge_scorer_asks_per_step_with_the_steps_before_it():
-    from teacher.steps import JudgeScorer
+    from edgedistill.teacher.steps import JudgeScorer
 
     class Judge:
         backend = "scripted"

@@ -12,7 +12,7 @@ from edgedistill.config import Config, DataConfig, StudentConfig
 from edgedistill.formats import chat
 from edgedistill.generate import Sampling, TransformersGenerator
 from edgedistill.models import load_model
-from student import batching, dpo, loop, online, run as student_run
+from edgedistill.student import batching, dpo, loop, online, run as student_run
 
 SYSTEM = [{"role": "system", "content": "Write 'Answer:' first."}]
 
@@ -143,7 +143,7 @@ def test_answer_first_early_stop_gives_the_same_answer_as_decoding_everything(tm
     checked on a tiny model that memorised the target, so both really contain an answer."""
     row = sft_rows(3)[2]
     config = config_for(tiny_model_dir, method="full", epochs=80, batch_size=1, learning_rate=2e-2)
-    from student.sft import run_sft
+    from edgedistill.student.sft import run_sft
     run_sft(config, write_jsonl(tmp_path / "one.jsonl", [row]), tmp_path / "memorise")
     model, tokenizer = load_model(str(tmp_path / "memorise" / "merged"))
     generator = TransformersGenerator(model, tokenizer)
@@ -160,7 +160,7 @@ def test_two_processes_under_accelerate_train_like_one_with_the_doubled_batch(tm
     import subprocess
     import sys
     from pathlib import Path
-    from student.sft import run_sft
+    from edgedistill.student.sft import run_sft
     rows = [{**row, "completion": [{"role": "assistant", "content": row["completion"][0]["content"] + " x" * i}]}
             for i, row in enumerate(sft_rows(12))]          # unequal lengths: the token-count scaling matters
     sft = write_jsonl(tmp_path / "sft.jsonl", rows)
@@ -188,7 +188,7 @@ def test_two_processes_under_accelerate_train_like_one_with_the_doubled_batch(tm
 def test_accumulation_sees_every_example_once_per_epoch(tmp_path, tiny_model_dir, monkeypatch):
     """Micro-batches run through the epochs in order: with 3 batches per epoch and 2 micro-batches per step, step 2
     spans the epoch boundary instead of repeating the epoch's first batch."""
-    from student import sft
+    from edgedistill.student import sft
     seen = []
     real = sft.batch_loss
 
