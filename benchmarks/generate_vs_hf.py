@@ -15,7 +15,8 @@ import torch
 
 from edgedistill.checkers import extract_answer, is_correct
 from edgedistill.formats import chat
-from edgedistill.generate import Sampling, TransformersGenerator, render_prompt
+from edgedistill.generation import Sampling, render_prompt
+from edgedistill.generation.transformers import TransformersGenerator
 from edgedistill.models import load_model
 from edgedistill.records import load_questions
 

@@ -28,14 +28,14 @@ import yaml
 
 from edgedistill.config import load_config
 from edgedistill.formats import INSTRUCTION_RATIONALE_FIRST, answer_first_target
-from edgedistill.generate import load_generator
+from edgedistill.generation import load_generator
 from edgedistill.records import load_questions, write_json_atomic
-from edgedistill.evals.evaluate import evaluate_k
+from edgedistill.metrics import evaluate as evaluate_one
 
 GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "train.jsonl"
 
 
-# Each row of the results table: the model it evaluates and how (evaluate_k options).
+# Each row of the results table: the model it evaluates and how (metrics.evaluate options).
 ROWS = ["base (2-shot)", "rationale-first SFT", "rationale-first SFT, no calculator", "answer-first SFT",
         "answer-first SFT, no calculator", "answer-first SFT + DPO", "answer-first SFT + GRAO",
         "answer-first SFT + pass@4 RL"]
@@ -131,9 +131,10 @@ def main():
                 nonlocal generator
                 generator = generator or load_generator(model, backend="transformers")
                 rationale_first = name.startswith("rationale-first")
-                return evaluate_k(generator, questions, k=4, label=key,
-                                  instruction=INSTRUCTION_RATIONALE_FIRST if rationale_first else None,
-                                  max_new_tokens=160 if rationale_first else 48, **options)
+                result = evaluate_one(generator, questions, k=4, label=key,
+                                      instruction=INSTRUCTION_RATIONALE_FIRST if rationale_first else None,
+                                      max_new_tokens=160 if rationale_first else 48, **options)
+                return {k: v for k, v in result.items() if k != "rows"}
             results[key] = cached(out / "eval" / f"{slug}.json", evaluate)
             r = results[key]
             print(f"{key:60} pass@1 {r['pass@1']:.1%} [{r['ci95'][0]:.0%}-{r['ci95'][1]:.0%}] pass@4 "

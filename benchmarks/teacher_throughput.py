@@ -20,7 +20,8 @@ import time
 import torch
 
 from edgedistill.formats import chat
-from edgedistill.generate import Sampling, TransformersGenerator, load_generator, render_prompt
+from edgedistill.generation import Sampling, load_generator, render_prompt
+from edgedistill.generation.transformers import TransformersGenerator
 from edgedistill.models import load_model, resolve
 from edgedistill.records import load_questions
 from edgedistill.teacher.distill import sampling_backend

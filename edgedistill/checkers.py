@@ -153,7 +153,7 @@ class Judge:
             return True
         key = (question.question, reference, predicted)
         if key not in self._seen:
-            from edgedistill.generate import Sampling
+            from edgedistill.generation import Sampling
             prompt = JUDGE_PROMPT.format(question=question.question, reference=reference, predicted=predicted)
             reply = self.generator.generate([[{"role": "user", "content": prompt}]],
                                             Sampling(max_new_tokens=4, stop_after_answer=False))[0]

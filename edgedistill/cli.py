@@ -13,11 +13,15 @@ Errors the user can fix print one line and exit with code 2; nothing half-writte
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+import types
+import typing
 
 from edgedistill import UserError, __version__
+from edgedistill.config import DataConfig, EvalConfig, ExportConfig, ServeConfig, describe, obeys
 
 EPILOG = """examples:
   edgedistill run --config configs/quickstart.yaml --out runs/quickstart
@@ -40,20 +44,50 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def number(kind=int, low=None, high=None, none_word: str | None = None):
-    """An argparse type: a `kind` number in [low, high]; `none_word` says what leaving the flag out means."""
+def checked(kind, rules: dict, none_word: str | None = None):
+    """An argparse type: the text as `kind` (int, float, str, or list: comma-separated, '' for none) that obeys
+    `rules` (config.option's: low, above, high, choices, each, text), refused in the config's words; `none_word`
+    says what leaving the flag out means."""
     def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}")
-        if value != value or value in (float("inf"), float("-inf")) or (low is not None and value < low) or \
-                (high is not None and value > high):
-            bounds = f"{low} or more" if high is None else f"between {low} and {high}"
+        if kind in (int, float):
+            try:
+                value = kind(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}")
+        else:
+            value = [item.strip() for item in text.split(",") if item.strip()] if kind is list else text
+        if not obeys(value, rules):
             hint = f"; leave the flag out for {none_word}" if none_word else ""
-            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}{hint}")
+            raise argparse.ArgumentTypeError(f"must be {describe(rules)}, got {text}{hint}")
         return value
     return parse
+
+
+def number(kind=int, low=None, high=None, none_word: str | None = None):
+    """An argparse type for a flag no config key mirrors: a `kind` number in [low, high]."""
+    return checked(kind, {k: v for k, v in dict(low=low, high=high).items() if v is not None}, none_word)
+
+
+def flag(parser, name: str, section: type, key: str, *, override: bool = False, help: str | None = None,
+         **narrower):
+    """Add the flag `name` that mirrors the config key `section.key`: its type, allowed values, default and help
+    are the field's (written once, in config.py). override: the flag's default is None, so it replaces the value of
+    a config read elsewhere (serve --config) only when given. narrower: rules the flag tightens (low=1 where
+    leaving the flag out, not 0, means none). `help` replaces the field's where the flag says it for its command."""
+    field = next(f for f in dataclasses.fields(section) if f.name == key)
+    kind = typing.get_type_hints(section)[key]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):   # int | None: None is leaving the flag out
+        kind = next(t for t in typing.get_args(kind) if t is not type(None))
+    rules = {**field.metadata.get("rules", {}), **narrower}
+    convert = list if typing.get_origin(kind) is list else str if "choices" in rules else kind
+    default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+    shown = ",".join(default) if isinstance(default, list) else default
+    dotted = f"{section.SECTION}.{key}"
+    where = f"default {shown}, or --config's {dotted}" if override else \
+        f"{dotted} in a config" if default is None else f"default {shown}; {dotted} in a config"
+    parser.add_argument(name, type=checked(convert, rules), default=None if override else default,
+                        metavar="{" + ",".join(rules["choices"]) + "}" if "choices" in rules else None,
+                        help=f"{help or field.metadata.get('help', '')} ({where})".replace("%", "%%"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,17 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip", type=number(low=0), default=0, help="leave out the first N questions of each benchmark")
     p.add_argument("--shots", default="0", help="worked examples in the prompt (for untrained models): one number "
                                                 "for all models, or one per --model, comma-separated (2,0)")
-    p.add_argument("--k", type=number(low=0), default=4, help="samples per question for pass@k, maj@k and confidence (4)")
-    p.add_argument("--temperature", type=number(float, 0.0, 10.0), default=0.7, help="sampling temperature of the k samples (0.7)")
+    flag(p, "--k", EvalConfig, "samples")
+    flag(p, "--temperature", EvalConfig, "temperature")
     p.add_argument("--no-calculator-row", action="store_true", help="skip the greedy decode without the calculator")
     p.add_argument("--end-subset", type=number(low=0), default=32, help="questions decoded past the answer to measure tokens "
                                                               "and seconds to the end (default 32; 0: none)")
     p.add_argument("--calibrate", action="store_true", help="write each model's confidence calibration where the "
                                                             "app reads it (beside a .gguf, inside a folder)")
-    p.add_argument("--batch-size", type=number(low=1), default=64, help="rows decoded together (default 64)")
-    p.add_argument("--max-new-tokens", type=number(low=1, high=1 << 20), default=48)
-    p.add_argument("--threads", type=number(low=1, high=4096), default=None, help="llama.cpp decoding threads (default: all cores; 1 "
-                                                             "is faster when another job shares the cores)")
+    flag(p, "--batch-size", EvalConfig, "batch_size")
+    flag(p, "--max-new-tokens", EvalConfig, "max_new_tokens")
+    flag(p, "--threads", EvalConfig, "threads")
     p.add_argument("--allow-network", action="store_true", help="let the resolver download a hub model")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p = sub.add_parser("export", help="merged student -> GGUF (quantized) and ONNX, each checked against it",
@@ -111,19 +144,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", default=None, help="the base model of a LoRA adapter (default: the one its "
                                                 "adapter_config.json names)")
     p.add_argument("--out", required=True, help="folder for the GGUF files, onnx/ and parity.md")
-    p.add_argument("--quant", default="Q4_K_M", help="the main GGUF type: any llama.cpp offers (Q4_K_M, Q8_0, "
-                                                     "Q5_K_M, IQ4_XS, ...)")
-    p.add_argument("--more-quants", default="Q8_0", help="more GGUF types, comma-separated ('' for none)")
-    p.add_argument("--onnx", default="auto", help="auto (smallest int4 setting that passes parity), int4, "
-                                                  "int4-int8-head, int4-fp-head, int8, fp32, or none")
-    p.add_argument("--eval-data", default="shopfloor:heldout", help="questions for the parity check")
-    p.add_argument("--min-agreement", type=number(float, 0.0, 1.0), default=0.9, help="top-1 agreement an artifact needs (0.9)")
+    flag(p, "--quant", ExportConfig, "quant")
+    flag(p, "--more-quants", ExportConfig, "more_quants", help="more GGUF types, comma-separated ('' for none)")
+    flag(p, "--onnx", ExportConfig, "onnx")
+    flag(p, "--eval-data", DataConfig, "eval", help="questions for the parity check")
+    flag(p, "--min-agreement", ExportConfig, "min_agreement", help="top-1 agreement an artifact needs; below it the "
+                                                                   "export fails, unless --force")
     p.add_argument("--no-parity", action="store_true", help="skip the parity check (not recommended)")
     p.add_argument("--force", action="store_true", help="keep artifacts that fail the parity check")
     p.add_argument("--calibration", default=None, metavar="SFT.jsonl",
                    help="training conversations (e.g. runs/x/teacher/sft/train.jsonl) whose activations steer the "
                         "rounding (an importance matrix, as llama-imatrix makes); default: plain rounding")
-    p.add_argument("--calibration-rows", type=number(low=1), default=32, help="how many of them (default 32)")
+    flag(p, "--calibration-rows", ExportConfig, "calibration", help="how many of them", low=1)
     p = sub.add_parser("serve", help="the factory-floor Q&A web app (answer, computation, reasoning, confidence)",
                        description="A Gradio app: the answer streams first, then the reasoning (collapsible), then a "
                                    "confidence calibrated on held-out questions (the calibration file `edgedistill "
@@ -139,20 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "resolver takes (HF folder, packaged name)")
     p.add_argument("--config", default=None, help="YAML config whose `serve:` section sets the defaults below, "
                                                   "the example questions and the supervisor threshold")
-    p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1: this machine only; "
-                                                "0.0.0.0 needs --auth)")
-    p.add_argument("--port", type=int, default=None, help="default 7860")
+    flag(p, "--host", ServeConfig, "host", override=True,
+         help="address to bind: 127.0.0.1 is this machine only; 0.0.0.0 needs --auth")
+    flag(p, "--port", ServeConfig, "port", override=True)
     p.add_argument("--auth", default=None, metavar="USER:PASSWORD", help="require a login")
     p.add_argument("--auth-file", default=None, help="a file of USER:PASSWORD lines")
-    p.add_argument("--samples", type=int, default=None, help="sampled answers for the confidence (default 4; "
-                                                             "a calibration file sets its own; 0: off)")
+    flag(p, "--samples", ServeConfig, "samples", override=True)
     p.add_argument("--calibration", default=None, help="calibration JSON (default: the one beside the model)")
-    p.add_argument("--feedback", default=None, help="JSONL the thumbs and corrections go to (default "
-                                                    "feedback.jsonl); the teacher stage takes it as seed data")
-    p.add_argument("--max-question-chars", type=int, default=None, help="longer questions are refused (2000)")
-    p.add_argument("--concurrency", type=int, default=None, help="questions answered at once (default 1)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for decoding (default: all cores; on a "
-                                                              "workstation busy with other work, fewer is faster)")
+    flag(p, "--feedback", ServeConfig, "feedback", override=True)
+    flag(p, "--max-question-chars", ServeConfig, "max_question_chars", override=True)
+    flag(p, "--concurrency", ServeConfig, "concurrency", override=True)
+    flag(p, "--threads", ServeConfig, "threads", override=True)
     p.add_argument("--allow-network", action="store_true", help="let the resolver download a hub model")
     return parser
 
@@ -168,27 +197,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "eval":
             return cmd_eval(args)
         if args.command == "export":
-            from pathlib import Path
-            from edgedistill.config import ExportConfig
-            from edgedistill.records import load_questions
-            from edgedistill.export.gguf import read_calibration
-            from edgedistill.rundir import writable_folder
-            from edgedistill.export.run import run_export
-            writable_folder(args.out)
-            calibration = read_calibration(Path(args.calibration), args.calibration_rows) if args.calibration else None
-            cfg = ExportConfig(quant=args.quant, more_quants=[q for q in args.more_quants.split(",") if q.strip()],
-                               onnx=args.onnx, parity=not args.no_parity, min_agreement=args.min_agreement,
-                               force=args.force)
-            questions = [] if args.no_parity else load_questions(args.eval_data)
-            result = run_export(cfg, Path(args.model), Path(args.out), calibration, questions, args.base)
-            print(json.dumps({k: v for k, v in result.items() if k != "parity"}, indent=2))
-            return 0
+            return cmd_export(args)
         if args.command == "serve":
             return cmd_serve(args)
         from edgedistill.config import load_config
         from edgedistill.pipeline import run_pipeline
         config = load_config(args.config)
-        report = run_pipeline(config, args.out, only=None if args.command == "run" else args.command)
+        run_pipeline(config, args.out, only=None if args.command == "run" else args.command)
         if args.command == "run":
             print((__import__("pathlib").Path(args.out) / "report.md").read_text())
         return 0
@@ -202,6 +217,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgedistill: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+
+
+def cmd_export(args) -> int:
+    """The export stage on any folder: an ExportConfig from the flags (checked like a config's export: section),
+    run by the function the pipeline's export stage runs."""
+    from pathlib import Path
+    from edgedistill.export.gguf import read_calibration
+    from edgedistill.export.run import run_export
+    from edgedistill.records import load_questions
+    from edgedistill.rundir import writable_folder
+    cfg = ExportConfig(quant=args.quant, more_quants=args.more_quants, onnx=args.onnx, parity=not args.no_parity,
+                       min_agreement=args.min_agreement, force=args.force,
+                       calibration=args.calibration_rows if args.calibration else 0)
+    writable_folder(args.out)
+    calibration = read_calibration(Path(args.calibration), cfg.calibration) if cfg.calibration else None
+    questions = load_questions(args.eval_data) if cfg.parity else []
+    result = run_export(cfg, Path(args.model), Path(args.out), calibration, questions, args.base)
+    print(json.dumps({k: v for k, v in result.items() if k != "parity"}, indent=2))
+    return 0
 
 
 def cmd_serve(args) -> int:
@@ -223,9 +257,8 @@ def skipped_note(result: dict) -> str:
 
 def cmd_eval(args) -> int:
     from edgedistill.formats import answer_first_target
-    from edgedistill.generate import load_generator
+    from edgedistill.generation import load_generator
     from edgedistill.records import load_questions
-    from edgedistill.evals.evaluate import evaluate
     try:
         shots = [int(n) for n in args.shots.split(",")]
     except ValueError:
@@ -237,16 +270,17 @@ def cmd_eval(args) -> int:
         raise UserError(f"--shots has {len(shots)} numbers for {len(args.model)} models: give one, or one per model")
     if args.allow_network:
         os.environ.pop("HF_HUB_OFFLINE", None)
+    from edgedistill.config import EvalConfig
+    settings = EvalConfig(samples=args.k, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+                          batch_size=args.batch_size, calculator_row=not args.no_calculator_row,
+                          end_subset=args.end_subset, threads=args.threads, calibrate=args.calibrate, base=False)
     if args.out or len(args.model) > 1 or len(args.data) > 1:
         from edgedistill.rundir import writable_folder
-        from edgedistill.evals.compare import EvalSettings, compare
+        from edgedistill.evals.compare import compare
         writable_folder(args.out or "eval-report")
-        settings = EvalSettings(k=args.k, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
-                                batch_size=args.batch_size, calculator_row=not args.no_calculator_row,
-                                end_subset=args.end_subset, limit=args.limit, skip=args.skip, format=args.format,
-                                threads=args.threads)
         report = compare(args.model, args.data, args.out or "eval-report", settings,
-                         shots * len(args.model) if len(shots) == 1 else shots, args.calibrate, args.allow_network)
+                         shots=shots * len(args.model) if len(shots) == 1 else shots, limit=args.limit,
+                         skip=args.skip, fmt=args.format, allow_network=args.allow_network)
         for r in report["results"]:
             lo, hi = r["ci95"]
             print(f"{r['model']} on {r['data']}: pass@1 {r['pass@1']:.1%} (95% CI {lo:.1%}-{hi:.1%}), "
@@ -256,12 +290,14 @@ def cmd_eval(args) -> int:
         if args.json:
             print(json.dumps(report))
         return 0
-    from edgedistill.evals.datasets import load_benchmark
-    questions = load_benchmark(args.data[0], args.format, args.limit, args.skip)
+    from edgedistill.datasets import load_benchmark
+    from edgedistill.metrics import evaluate
+    questions = load_benchmark(args.data[0], fmt=args.format, limit=args.limit, skip=args.skip)
     examples = [(q, answer_first_target(q)) for q in load_questions("shopfloor:train", limit=shots[0])] \
         if shots[0] else []
     generator = load_generator(args.model[0], args.allow_network)
-    result = evaluate(generator, questions, examples, args.batch_size, args.max_new_tokens, "eval")
+    result = evaluate(generator, questions, shots=examples, k=1, batch_size=args.batch_size,
+                      max_new_tokens=args.max_new_tokens, label="eval")
     lo, hi = result["ci95"]
     print(f"{args.model[0]} on {args.data[0]}: pass@1 {result['pass@1']:.1%} (95% CI {lo:.1%}-{hi:.1%}), "
           f"n={result['n']}{skipped_note(result)}, {result['seconds_per_question']} s/question")

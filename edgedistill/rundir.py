@@ -1,8 +1,12 @@
-"""The run directory is the contract between stages.
+"""The run directory is the contract between stages: every path one stage writes and another reads is named here.
 
     runs/<name>/manifest.json   per stage: status, fingerprint of its inputs and config, outputs, seconds
     runs/<name>/config.yaml     the resolved config the run used
-    runs/<name>/teacher/ student/ export/ eval/   each stage's own files
+    runs/<name>/teacher/        TeacherFiles: samples, sft/train.jsonl, sft/rationale_first.jsonl,
+                                preferences/train.jsonl, selection.json, dataset/
+    runs/<name>/student/        StudentFiles: merged/ (what export and evaluation take)
+    runs/<name>/export/ eval/   the exports (their paths are in the manifest's outputs) and the evaluations
+    runs/<name>/report.json report.md
 
 A stage whose fingerprint is unchanged and whose status is "done" is skipped. A stage that was interrupted
 resumes from what it wrote (append-only JSONL, checkpoints); its final files appear only by atomic rename.
@@ -54,10 +58,41 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+class TeacherFiles:
+    """What the teacher stage writes in its folder (`<run>/teacher`, or any folder `edgedistill teach` is given)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.samples = self.root / "samples.jsonl"                       # every teacher sample, append-only
+        self.sft_answer_first = self.root / "sft" / "train.jsonl"         # the student's SFT records
+        self.sft_rationale_first = self.root / "sft" / "rationale_first.jsonl"   # the same, rationale first
+        self.preferences = self.root / "preferences" / "train.jsonl"      # DPO pairs
+        self.selection = self.root / "selection.json"                     # what selection kept and dropped, and why
+        self.dataset = self.root / "dataset"                              # the same views as a datasets folder
+
+    def sft(self, student_format: str) -> Path:
+        """The SFT file a student of this format (student.format) trains on."""
+        return {"answer_first": self.sft_answer_first, "rationale_first": self.sft_rationale_first}[student_format]
+
+
+class StudentFiles:
+    """What the student stage writes in its folder (`<run>/student`)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.merged = self.root / "merged"                                # the last stage's merged model
+
+
 class RunDir:
     def __init__(self, root: str | Path):
         self.root = writable_folder(root)
         self.manifest_path = self.root / "manifest.json"
+        self.teacher = TeacherFiles(self.root / "teacher")
+        self.student = StudentFiles(self.root / "student")
+        self.export_dir = self.root / "export"
+        self.eval_dir = self.root / "eval"
+        self.report_json = self.root / "report.json"
+        self.report_md = self.root / "report.md"
 
     def path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)

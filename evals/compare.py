@@ -4,41 +4,25 @@
     DIR/report.json        the same figures, machine-readable (no per-question rows)
     DIR/*.png              accuracy per model and per topic, reliability diagram, speed against accuracy
     DIR/results/*.json     one (model, benchmark) each, with its per-question rows; reused by a rerun with the same
-                           settings, so an interrupted comparison resumes where it stopped
+                           model files, questions and settings (the stage's one result cache, evals/evaluate.py), so
+                           an interrupted comparison resumes where it stopped
 
-Each model is loaded once and runs every benchmark. With `calibrate`, the model's confidence calibration (all its
-benchmarks pooled) is written where the app looks for it (`calibration_path_for`).
+Each model is loaded once (and not at all when every result of it is reused) and runs every benchmark. The settings
+are the eval stage's (`EvalConfig`); with `calibrate`, each model's confidence calibration (all its benchmarks
+pooled) is written where the app looks for it (`calibration_path_for`).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import re
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from edgedistill.calibration import calibration_path_for, fit_calibration, save_calibration
+from edgedistill.config import EvalConfig
+from edgedistill.metrics import calibration_metrics
 from edgedistill.records import write_json_atomic, write_text_atomic
-from edgedistill.evals.crosscheck import crosscheck
-from edgedistill.evals.evaluate import calibration_metrics, evaluate_benchmark
+from edgedistill.evals.evaluate import Model, evaluate_cached
 from edgedistill.evals.plots import write_plots
-
-
-@dataclass
-class EvalSettings:
-    k: int = 4                      # samples per question for pass@k, maj@k and the confidence
-    temperature: float = 0.7
-    max_new_tokens: int = 48        # the Answer line; every decode stops at its end
-    batch_size: int = 64
-    calculator_row: bool = True     # also greedy without the calculator
-    end_subset: int = 32            # questions decoded past the answer, for tokens and seconds to the end
-    end_tokens: int = 256
-    seed: int = 0
-    limit: int | None = None        # per benchmark, after `skip`
-    skip: int = 0
-    format: str | None = None       # force a benchmark format (evals/datasets.py)
-    threads: int | None = None      # llama.cpp decoding threads (default: all cores)
 
 
 def model_label(spec: str) -> str:
@@ -49,13 +33,13 @@ def model_label(spec: str) -> str:
     return path.name if path.is_file() or path.name not in ("merged", "onnx", "final") else f"{path.parent.name}/{path.name}"
 
 
-def data_label(spec: str, settings: EvalSettings) -> str:
-    from edgedistill.evals.datasets import split_slice
+def data_label(spec: str, *, skip: int = 0, limit: int | None = None) -> str:
+    from edgedistill.datasets import split_slice
     file, part = split_slice(spec)
     path = Path(file)
     name = (f"{path.parent.name}/{path.name}" if path.exists() else file) + (spec[len(file):] if part else "")
-    if settings.skip or settings.limit:
-        name += f"[{settings.skip}:{settings.skip + settings.limit if settings.limit else ''}]"
+    if skip or limit:
+        name += f"[{skip}:{skip + limit if limit else ''}]"
     return name
 
 
@@ -63,67 +47,56 @@ def _slug(text: str) -> str:
     return re.sub(r"[^\w.-]+", "_", text).strip("_")[:80]
 
 
-def compare(models: list[str], datasets: list[str], out: str | Path, settings: EvalSettings,
-            shots: list[int] | None = None, calibrate: bool = False, allow_network: bool = False) -> dict:
-    """Evaluate every model on every benchmark and write the report; returns report.json's content."""
+def compare(models: list[str], datasets: list[str], out: str | Path, settings: EvalConfig, *,
+            shots: list[int] | None = None, limit: int | None = None, skip: int = 0, fmt: str | None = None,
+            seed: int = 0, allow_network: bool = False) -> dict:
+    """Evaluate every model on every benchmark and write the report; returns report.json's content. `shots`: worked
+    examples per model (default none); `limit`, `skip`, `fmt`: which questions of each benchmark, read how
+    (edgedistill.datasets.load_benchmark); with `settings.calibrate`, each model's calibration is written where
+    the app reads it."""
+    from edgedistill.datasets import load_benchmark
     from edgedistill.formats import answer_first_target
-    from edgedistill.generate import load_generator
     from edgedistill.records import load_questions
-    from edgedistill.evals.datasets import load_benchmark
     out = Path(out)
     shots = shots or [0] * len(models)
-    benchmarks = {spec: load_benchmark(spec, settings.format, settings.limit, settings.skip) for spec in datasets}
+    benchmarks = {spec: load_benchmark(spec, fmt=fmt, limit=limit, skip=skip) for spec in datasets}
     results = []
     for spec, n_shots in zip(models, shots):
         examples = [(q, answer_first_target(q)) for q in load_questions("shopfloor:train", limit=n_shots)] \
             if n_shots else []
-        generator, loaded = None, 0.0
+        # on cores another job uses, one llama.cpp thread is about 4x faster than two that wait for each other at
+        # every layer (settings.threads)
+        model = Model(spec, allow_network=allow_network, threads=settings.threads)
         for data, questions in benchmarks.items():
-            same = {name: value for name, value in asdict(settings).items() if name != "threads"}   # not results
-            key = hashlib.sha256(json.dumps([spec, data, n_shots, same, [q.id for q in questions]])
-                                 .encode()).hexdigest()[:16]
-            cache = out / "results" / f"{_slug(model_label(spec))}__{_slug(data_label(data, settings))}.json"
-            if cache.exists() and json.loads(cache.read_text()).get("key") == key:
-                print(f"[eval] {model_label(spec)} on {data_label(data, settings)}: reusing {cache}", flush=True)
-                results.append(json.loads(cache.read_text()))
-                continue
-            if generator is None:
-                started = time.time()
-                # on cores another job uses, one llama.cpp thread is about 4x faster than two that wait for each
-                # other at every layer
-                generator = load_generator(spec, allow_network, threads=settings.threads)
-                loaded = round(time.time() - started, 1)
-            label = f"{model_label(spec)} / {data_label(data, settings)}"
-            result = evaluate_benchmark(generator, questions, examples, settings.k, settings.temperature,
-                                        settings.max_new_tokens, settings.batch_size, settings.calculator_row,
-                                        settings.end_subset, settings.end_tokens, settings.seed, label)
-            result.update(model=model_label(spec), model_spec=spec, data=data_label(data, settings), data_spec=data,
-                          backend=getattr(generator, "backend", "?"), load_seconds=loaded, key=key)
-            result["crosscheck"] = crosscheck(result["rows"])
-            write_json_atomic(cache, result)
-            left_out = f", {result['skipped']} questions skipped (too long)" if result.get("skipped") else ""
-            print(f"[eval] {label}: pass@1 {result['pass@1']:.1%} ({result['seconds']} s){left_out}", flush=True)
+            name = data_label(data, skip=skip, limit=limit)
+            label = f"{model_label(spec)} / {name}"
+            cache = out / "results" / f"{_slug(model_label(spec))}__{_slug(name)}.json"
+            result = evaluate_cached(model, questions, cache=cache, settings=settings, shots=examples, seed=seed,
+                                     label=label, crosscheck=True, announce=True,
+                                     fields={"model": model_label(spec), "data": name, "data_spec": data})
             results.append(result)
-        del generator
-    report = write_comparison(out, results, settings)
-    if calibrate:
+        del model
+    selection = {"seed": seed, "limit": limit, "skip": skip, "format": fmt}
+    report = write_comparison(out, results, settings, selection)
+    if settings.calibrate:
         report["calibration"] = write_calibrations(results, settings)
         write_json_atomic(out / "report.json", report)
     return report
 
 
-def write_calibrations(results: list[dict], settings: EvalSettings) -> dict:
+def write_calibrations(results: list[dict], settings: EvalConfig) -> dict:
     """Per model, the agreement -> accuracy calibration over all its benchmarks, beside the model (where the app
     reads it). A packaged name or hub id has no place of its own: it is skipped, and the report says so."""
     written = {}
+    k = settings.samples
     for spec in dict.fromkeys(r["model_spec"] for r in results):
         rows = [row for r in results if r["model_spec"] == spec for row in r["rows"] if row["agreement"] is not None]
-        if not rows or settings.k < 2:
+        if not rows or k < 2:
             continue
         agreements, corrects = [row["agreement"] for row in rows], [row["correct"] for row in rows]
         data = ", ".join(r["data"] for r in results if r["model_spec"] == spec)
-        calibration = fit_calibration(agreements, corrects, settings.k, settings.temperature, data, spec)
-        measured = calibration_metrics(agreements, corrects, settings.k, settings.temperature)
+        calibration = fit_calibration(agreements, corrects, k, settings.temperature, data, spec)
+        measured = calibration_metrics(agreements, corrects, k, settings.temperature)
         calibration.extra = {"ece_raw": measured["ece_raw"], "brier_raw": measured["brier_raw"],
                              "ece_cross_fitted": measured["ece"], "brier_cross_fitted": measured["brier"]}
         if not Path(spec).exists():
@@ -227,12 +200,14 @@ def crosscheck_section(results: list[dict], shown: int = 15) -> list[str]:
     return lines
 
 
-def write_comparison(out: Path, results: list[dict], settings: EvalSettings) -> dict:
+def write_comparison(out: Path, results: list[dict], settings: EvalConfig, selection: dict | None = None) -> dict:
+    """report.md, report.json and the plots of the results; `selection`: which questions (seed, limit, skip, format),
+    recorded with the settings."""
     plots = write_plots(results, out)
-    report = {"settings": asdict(settings), "plots": plots,
+    report = {"settings": {**asdict(settings), **(selection or {})}, "plots": plots,
               "results": [{key: value for key, value in r.items() if key != "rows"} for r in results]}
     write_json_atomic(out / "report.json", report)
-    k = settings.k
+    k = settings.samples
     lines = ["# edgedistill evaluation report", "",
              f"Greedy pass@1 with the calculator (95% Wilson interval); pass@{k} (unbiased) and maj@{k} from {k} "
              f"samples at temperature {settings.temperature}; every decode stops at the end of the Answer line "

@@ -1,254 +1,120 @@
-"""Evaluation of one model on one benchmark: accuracy, sampling metrics, calibration of the app's confidence, speed.
+"""The eval stage's one result cache around the kernel's one evaluation (`edgedistill.metrics.evaluate`).
 
-Every decode runs through the generator the app uses (calculator on, stopped at the end of the Answer line) unless
-said otherwise:
+`evaluate_cached` runs the evaluation of a model on a set of questions with the stage's settings (`EvalConfig`) and
+stores the result as JSON with its key; while the key is the same the stored result is reused and the model is not
+even loaded. The comparison report (`edgedistill eval --out`) and the run's eval stage (evals/run.py) both go through
+it, so an interrupted comparison or run resumes where it stopped.
 
-    greedy       pass@1 with a 95% Wilson interval, tokens and seconds to the answer
-    k samples    (temperature 0.7) unbiased pass@k, maj@k, and the agreement of the samples with the greedy answer:
-                 the app's confidence signal, whose calibration (ECE, Brier, reliability bins) is measured here
-    no calc      greedy again with the calculator off: what the calculator is worth
-    to the end   a small subset decoded past the Answer line (the whole rationale): tokens and seconds to the end,
-                 and the accuracy of the answer read from the full text against the one read at the delimiter
-
-The base model is judged with the same instruction plus worked examples as earlier chat turns (`shots`), so it is
-judged on ability, not on format; a fine-tuned student gets none.
-
-A question whose prompt does not fit the model's context with the new tokens is left out before decoding, named by
-its file and line, and counted in the result (`skipped`, `skipped_questions`): one over-long work order must not
-stop a benchmark of hundreds, and `n` is what was scored.
+    key   sha256 of the model's fingerprint (the contents of its files; a packaged model's pinned sha256; else its
+          name: a hub id, a server), the backend asked for, every question (with where it came from), the worked
+          examples, the evaluation settings (`evaluation_options`) and the seed. Not the decoding threads, nor
+          anything else that does not change a result.
 """
 from __future__ import annotations
 
-import math
-import sys
+import dataclasses
+import json
 import time
+from pathlib import Path
 
-from edgedistill import UserError
-from edgedistill.calibration import brier_score, expected_calibration_error, fit_calibration, reliability_bins
-from edgedistill.checkers import extract_answer, is_correct
-from edgedistill.formats import INSTRUCTION, chat
-from edgedistill.generate import ANSWER_LINE_DONE, Sampling
-from edgedistill.metrics import count_tokens, sampled_scores
-from edgedistill.records import Question
-from edgedistill.evals.datasets import Benchmark, where_of
+from edgedistill.config import EvalConfig
+from edgedistill.datasets import where_of
+from edgedistill.metrics import evaluate
+from edgedistill.records import Question, write_json_atomic
+from edgedistill.rundir import fingerprint
+from edgedistill.evals.crosscheck import crosscheck as cross_check
 
-
-def wilson_interval(correct: int, n: int, z: float = 1.96) -> list[float]:
-    """95% Wilson score interval for a proportion: sane at 0/n and n/n, unlike the normal approximation."""
-    if n == 0:
-        return [0.0, 0.0]
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+# written into a model's folder by the eval (its calibration) and the export (its parity report): not the model
+NOT_THE_MODEL = {"calibration.json", "parity.json"}
 
 
-def context_length(generator) -> int | None:
-    """Tokens one row may hold, prompt and completion together, where the backend tells: llama.cpp's context per
-    row, the ONNX model's context, a transformers model's position limit. None for a server or vLLM, which keep
-    their own limits."""
-    for name in ("context_per_row", "context"):
-        value = getattr(generator, name, None)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    value = getattr(getattr(getattr(generator, "model", None), "config", None), "max_position_embeddings", None)
-    return value if isinstance(value, int) else None
+def model_fingerprint(spec: str) -> str:
+    """What a model's results depend on: a packaged model's pinned sha256; a file's sha256; a folder's files (name
+    and sha256 each, less NOT_THE_MODEL and hidden files); else the spec itself (a hub id, a server URL)."""
+    from edgedistill.models import PACKAGED, content_sha256
+    spec = str(spec)
+    if spec in PACKAGED:
+        return PACKAGED[spec].sha256
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return content_sha256(path)
+    if path.is_dir():
+        files = sorted(f for f in path.rglob("*") if f.is_file() and f.name not in NOT_THE_MODEL
+                       and not any(part.startswith(".") for part in f.relative_to(path).parts))
+        return fingerprint([[f.relative_to(path).as_posix(), content_sha256(f)] for f in files])
+    return spec
 
 
-def over_context(generator, questions: list[Question], shots=(), max_new_tokens: int = 48,
-                 instruction: str = INSTRUCTION) -> dict[int, int]:
-    """{position: prompt tokens} of the questions whose prompt, as the eval renders it, leaves no room in the
-    model's context for `max_new_tokens` new tokens (llama.cpp's and ONNX's own test); {} when the backend has no
-    tokenizer or no known context."""
-    context = context_length(generator)
-    if context is None or not callable(getattr(generator, "prompt_ids", None)):
-        return {}
-    lengths = [len(generator.prompt_ids(chat(q, shots, instruction=instruction))) for q in questions]
-    return {i: n for i, n in enumerate(lengths) if n + max_new_tokens > context}
+class Model:
+    """A model to evaluate, named by its spec (anything `load_generator` takes); loaded on first use and once, so a
+    model whose every result is cached is never loaded."""
+
+    def __init__(self, spec: str | Path, *, backend: str = "auto", allow_network: bool = False,
+                 threads: int | None = None):
+        self.spec, self.backend, self.allow_network, self.threads = str(spec), backend, allow_network, threads
+        self.load_seconds = 0.0
+        self._generator = None
+        self._fingerprint: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.spec)
+        return self._fingerprint
+
+    def generator(self):
+        if self._generator is None:
+            from edgedistill.generation import load_generator
+            started = time.time()
+            self._generator = load_generator(self.spec, self.allow_network, backend=self.backend, threads=self.threads)
+            self.load_seconds = round(time.time() - started, 1)
+        return self._generator
 
 
-def leave_out_too_long(generator, questions: list[Question], shots=(), max_new_tokens: int = 48,
-                       instruction: str = INSTRUCTION, label: str | None = "eval"
-                       ) -> tuple[list[Question], list[dict]]:
-    """(the questions that fit the model's context, one record per question left out: id, where it came from, its
-    prompt tokens). Before any decoding, because the llama.cpp and ONNX backends refuse a whole batch for one long
-    prompt, naming only its position. Every question too long: nothing to measure, a UserError."""
-    long = over_context(generator, questions, shots, max_new_tokens, instruction)
-    if not long:
-        return questions, []
-    where = where_of(questions)
-    skipped = [{"id": questions[i].id, "where": where[i], "prompt_tokens": n} for i, n in long.items()]
-    context = context_length(generator)
-    if len(long) == len(questions):
-        shortest = min(long, key=long.get)
-        raise UserError(f"{label or 'eval'}: all {len(questions)} questions are too long for the model's {context}-"
-                        f"token context with {max_new_tokens} new tokens (the shortest prompt, {where[shortest]}, "
-                        f"has {long[shortest]} tokens): use fewer shots, a smaller max_new_tokens or a model with a "
-                        f"longer context")
-    warn_skipped(skipped, len(questions), context, max_new_tokens, label)
-    kept = [i for i in range(len(questions)) if i not in long]
-    return Benchmark([questions[i] for i in kept], [where[i] for i in kept]), skipped
+def evaluation_options(settings: EvalConfig, *, k: int | None = None) -> dict:
+    """The keywords of `metrics.evaluate` that the stage's settings give (k: settings.samples unless given)."""
+    return {"k": settings.samples if k is None else k, "temperature": settings.temperature,
+            "max_new_tokens": settings.max_new_tokens, "batch_size": settings.batch_size,
+            "calculator_row": settings.calculator_row, "end_subset": settings.end_subset,
+            "end_tokens": settings.end_tokens}
 
 
-def warn_skipped(skipped: list[dict], total: int, context: int, max_new_tokens: int, label: str | None,
-                 shown: int = 10) -> None:
-    """On stderr, so `--json` output stays one parsable line: the count, then the first `shown` by file and line."""
-    print(f"warning: {label or 'eval'}: skipped {len(skipped)} of {total} questions: with {max_new_tokens} new tokens "
-          f"their prompt exceeds the model's {context}-token context", file=sys.stderr, flush=True)
-    for record in skipped[:shown]:
-        print(f"  {record['where']} (id {record['id']}): {record['prompt_tokens']} prompt tokens", file=sys.stderr)
-    if len(skipped) > shown:
-        print(f"  ... and {len(skipped) - shown} more (the result's skipped_questions lists them)", file=sys.stderr)
+def result_key(model: Model, questions: list[Question], *, options: dict, shots=(), seed: int = 0) -> str:
+    return fingerprint(model.fingerprint, model.backend, [dataclasses.asdict(q) for q in questions],
+                       where_of(questions), [[dataclasses.asdict(q), target] for q, target in shots], options, seed)
 
 
-def skipped_fields(skipped: list[dict]) -> dict:
-    return {"skipped": len(skipped), "skipped_questions": skipped}
-
-
-def evaluate(generator, questions: list[Question], shots: list[tuple[Question, str]] = (), batch_size: int = 16,
-             max_new_tokens: int = 48, label: str = "eval") -> dict:
-    """Greedy pass@1 only: the quick check (`edgedistill eval --model M --data D`)."""
-    started = time.time()
-    questions, skipped = leave_out_too_long(generator, questions, shots, max_new_tokens, label=label)
-    sampling = Sampling(max_new_tokens=max_new_tokens, temperature=0.0, stop_after_answer=True)
-    texts = generator.generate([chat(q, shots) for q in questions], sampling, batch_size=batch_size, progress=label)
-    rows = []
-    for q, text in zip(questions, texts):
-        predicted = extract_answer(text, q.answer_type)
-        rows.append({"id": q.id, "reference": q.answer, "predicted": predicted, "correct": is_correct(predicted, q),
-                     "text": text})
-    correct = sum(r["correct"] for r in rows)
-    seconds = time.time() - started
-    return {"n": len(rows), "correct": correct, "pass@1": round(correct / len(rows), 4),
-            "ci95": wilson_interval(correct, len(rows)), "seconds": round(seconds, 1),
-            "seconds_per_question": round(seconds / len(rows), 3), "shots": len(shots), **skipped_fields(skipped),
-            "rows": rows}
-
-
-def cross_fitted_confidence(agreements: list[int], corrects: list[bool], k: int, temperature: float) -> list[float]:
-    """Calibrated confidence of each question from a calibration fitted on the other half (2-fold: even and odd
-    positions), so no question's confidence was fitted on its own correctness."""
-    confidences = [0.0] * len(agreements)
-    halves = [range(0, len(agreements), 2), range(1, len(agreements), 2)]
-    for fit, apply in ((halves[0], halves[1]), (halves[1], halves[0])):
-        calibration = fit_calibration([agreements[i] for i in fit], [corrects[i] for i in fit], k, temperature)
-        for i in apply:
-            confidences[i] = calibration.probability(agreements[i])
-    return confidences
-
-
-def calibration_metrics(agreements: list[int], corrects: list[bool], k: int, temperature: float) -> dict:
-    """ECE and Brier of raw agreement / k and of the cross-fitted calibrated probability, with reliability bins."""
-    raw = [a / k for a in agreements]
-    calibrated = cross_fitted_confidence(agreements, corrects, k, temperature)
-    return {"ece_raw": round(expected_calibration_error(raw, corrects), 4),
-            "brier_raw": round(brier_score(raw, corrects), 4),
-            "ece": round(expected_calibration_error(calibrated, corrects), 4),
-            "brier": round(brier_score(calibrated, corrects), 4),
-            "reliability_raw": reliability_bins(raw, corrects), "reliability": reliability_bins(calibrated, corrects)}
-
-
-def by_topic(questions: list[Question], corrects: list[bool]) -> dict:
-    topics: dict[str, list[int]] = {}
-    for q, right in zip(questions, corrects):
-        if q.topic:
-            n_right = topics.setdefault(q.topic, [0, 0])
-            n_right[0] += 1
-            n_right[1] += bool(right)
-    return {topic: {"n": n, "pass@1": round(right / n, 4)} for topic, (n, right) in sorted(topics.items())}
-
-
-def decode_to_the_end(generator, questions: list[Question], shots, max_new_tokens: int, batch_size: int,
-                      label: str) -> dict:
-    """Greedy past the Answer line to the end of the rationale: tokens and seconds to the end, and whether the
-    answer read from the full text is as often right as the one read where the app stops (the delimiter)."""
-    started = time.time()
-    texts = generator.generate([chat(q, shots) for q in questions],
-                               Sampling(max_new_tokens=max_new_tokens, stop_after_answer=False),
-                               batch_size=batch_size, progress=f"{label} to the end")
-    seconds = time.time() - started
-    full = [is_correct(extract_answer(t, q.answer_type), q) for t, q in zip(texts, questions)]
-    to_end = count_tokens(generator, texts)
-    cut = [t[:m.end()] if (m := ANSWER_LINE_DONE.search(t)) else t for t in texts]
-    to_answer = count_tokens(generator, cut)
-    return {"n": len(questions), "pass@1_full_text": round(sum(full) / len(questions), 4),
-            "tokens_to_end": round(sum(to_end) / len(to_end), 1) if to_end else None,
-            "tokens_to_answer": round(sum(to_answer) / len(to_answer), 1) if to_answer else None,
-            "seconds_to_end": round(seconds / len(questions), 3), "max_new_tokens": max_new_tokens}
-
-
-def to_the_end(generator, subset: list[Question], greedy: list[bool], shots, end_tokens: int, batch_size: int,
-               label: str | None) -> dict | None:
-    """decode_to_the_end on the subset's questions that also fit the context with `end_tokens` new tokens (more
-    than the answer needs), with the greedy pass@1 at the delimiter of the same questions; None when none fits."""
-    long = over_context(generator, subset, shots, end_tokens)
-    picked = [i for i in range(len(subset)) if i not in long]
-    if long:
-        print(f"warning: {label or 'eval'}: {len(long)} of the {len(subset)} questions decoded to the end are left "
-              f"out of it: with {end_tokens} new tokens their prompt exceeds the model's "
-              f"{context_length(generator)}-token context", file=sys.stderr, flush=True)
-    if not picked:
-        return None
-    end = decode_to_the_end(generator, [subset[i] for i in picked], shots, end_tokens, batch_size, label)
-    end["pass@1_at_delimiter"] = round(sum(greedy[i] for i in picked) / len(picked), 4)
-    if long:
-        end["skipped"] = len(long)
-    return end
-
-
-def evaluate_benchmark(generator, questions: list[Question], shots: list[tuple[Question, str]] = (), k: int = 4,
-                       temperature: float = 0.7, max_new_tokens: int = 48, batch_size: int = 64,
-                       calculator_row: bool = True, end_subset: int = 32, end_tokens: int = 256, seed: int = 0,
-                       label: str = "eval") -> dict:
-    """Everything the comparison report shows for one (model, benchmark); "rows" holds one record per question
-    scored, "skipped_questions" one per question left out as too long for the model's context."""
-    started = time.time()
-    questions, skipped = leave_out_too_long(generator, questions, shots, max_new_tokens, label=label)
-    n = len(questions)
-    scores = sampled_scores(generator, questions, k, None, shots, True, max_new_tokens, temperature, seed,
-                            batch_size, progress=label)
-    right = sum(scores["greedy"])
-    result = {"n": n, "k": k, "shots": len(shots), "correct": right, "pass@1": round(right / n, 4),
-              "ci95": wilson_interval(right, n),
-              "tokens_to_answer": round(sum(scores["tokens"]) / len(scores["tokens"]), 1) if scores["tokens"] else None,
-              "seconds_to_answer": round(scores["greedy_seconds"] / n, 3),
-              "topics": by_topic(questions, scores["greedy"]), **skipped_fields(skipped)}
-    if k > 1:
-        result[f"pass@{k}"] = round(scores["pass@k"] / n, 4)
-        result[f"maj@{k}"] = round(scores["maj@k"] / n, 4)
-        result["maj_ci95"] = wilson_interval(scores["maj@k"], n)
-        result["temperature"] = temperature
-        result.update(calibration_metrics(scores["agreement"], scores["greedy"], k, temperature))
-    if calculator_row:
-        plain = sampled_scores(generator, questions, 1, None, shots, False, max_new_tokens, seed=seed,
-                               batch_size=batch_size, progress=label and f"{label} no calculator")
-        result["pass@1_no_calculator"] = round(sum(plain["greedy"]) / n, 4)
-        result["ci95_no_calculator"] = wilson_interval(sum(plain["greedy"]), n)
-    if end_subset:
-        end = to_the_end(generator, questions[:end_subset], scores["greedy"], shots, end_tokens, batch_size, label)
-        if end:
-            result["to_the_end"] = end
-    result["rows"] = [{"id": q.id, "topic": q.topic, "answer_type": q.answer_type, "reference": q.answer,
-                       "predicted": scores["greedy_answers"][i], "correct": scores["greedy"][i],
-                       "agreement": scores["agreement"][i] if scores["agreement"] else None,
-                       "text": scores["greedy_texts"][i]} for i, q in enumerate(questions)]
-    result["seconds"] = round(time.time() - started, 1)
-    result["seconds_per_question"] = round(result["seconds"] / n, 3)
+def evaluate_cached(model: Model, questions: list[Question], *, cache: Path, settings: EvalConfig,
+                    k: int | None = None, shots: list[tuple[Question, str]] = (), seed: int = 0,
+                    label: str = "eval", fields: dict | None = None, crosscheck: bool = False,
+                    announce: bool = False) -> dict:
+    """`metrics.evaluate` of `model` on `questions` with `settings` (k: its samples unless given), stored at
+    `cache` and reused from there while its key is the same. The result also holds model_spec, backend,
+    load_seconds, `fields` (names, data labels) and, with `crosscheck`, the math-verify cross-check of its rows.
+    `announce`: print the pass@1 of a result just computed (a reused one is always named)."""
+    options = evaluation_options(settings, k=k)
+    key = result_key(model, questions, options=options, shots=shots, seed=seed)
+    stored = _read(cache)
+    if stored.get("key") == key:
+        print(f"[eval] {label}: reusing {cache}", flush=True)
+        return stored
+    generator = model.generator()
+    result = evaluate(generator, questions, shots=shots, seed=seed, label=label, **options)
+    result.update(model_spec=model.spec, backend=getattr(generator, "backend", "?"), load_seconds=model.load_seconds,
+                  **(fields or {}), key=key)
+    if crosscheck:
+        result["crosscheck"] = cross_check(result["rows"])
+    write_json_atomic(cache, result)
+    if announce:
+        left_out = f", {result['skipped']} questions skipped (too long)" if result.get("skipped") else ""
+        print(f"[eval] {label}: pass@1 {result['pass@1']:.1%} ({result['seconds']} s){left_out}", flush=True)
     return result
 
 
-def evaluate_k(generator, questions: list[Question], k: int = 4, instruction: str | None = None,
-               shots: list[tuple[Question, str]] = (), calculator: bool = True, max_new_tokens: int = 48,
-               temperature: float = 0.7, seed: int = 0, batch_size: int = 64, label: str = "eval") -> dict:
-    """pass@1 (greedy, with a 95% interval), pass@k and maj@k (k samples at `temperature`), and the mean tokens to
-    the answer, for any instruction (answer-first or rationale-first comparisons in benchmarks/)."""
-    started = time.time()
-    questions, skipped = leave_out_too_long(generator, questions, shots, max_new_tokens,
-                                            instruction=instruction or INSTRUCTION, label=label)
-    scores = sampled_scores(generator, questions, k, instruction, shots, calculator, max_new_tokens, temperature,
-                            seed, batch_size, progress=label)
-    n, right = len(questions), sum(scores["greedy"])
-    return {"n": n, "pass@1": round(right / n, 4), "ci95": wilson_interval(right, n),
-            f"pass@{k}": round(scores["pass@k"] / n, 4), f"maj@{k}": round(scores["maj@k"] / n, 4),
-            "tokens_to_answer": round(sum(scores["tokens"]) / max(1, len(scores["tokens"])), 1),
-            "seconds": round(time.time() - started, 1), **skipped_fields(skipped)}
+def _read(path: Path) -> dict:
+    """A stored result, or {} when there is none or it is damaged (then it is computed again)."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}

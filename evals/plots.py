@@ -58,24 +58,33 @@ def accuracy_by_model(results: list[dict], path: Path) -> str | None:
 
 
 def accuracy_by_topic(results: list[dict], path: Path) -> str | None:
-    """One panel per benchmark that has topics: pass@1 per topic and model."""
+    """One panel per benchmark that has topics: pass@1 per topic and model, as horizontal bars, so every topic's
+    name reads level on its own line however long it is or however many topics there are."""
     with_topics = [d for d in _names(results, "data") if any(r["data"] == d and r.get("topics") for r in results)]
     if not with_topics:
         return None
     plt = _pyplot()
-    fig, axes = plt.subplots(len(with_topics), 1, figsize=(8, 3.2 * len(with_topics)), squeeze=False)
-    for ax, data in zip(axes[:, 0], with_topics):
+    panels = []
+    for data in with_topics:
         rows = [r for r in results if r["data"] == data]
         topics = sorted({t for r in rows for t in r.get("topics", {})})
-        width = 0.8 / len(rows)
+        panels.append((data, rows, topics))
+    # a topic's bars take 0.22 inch per model (at least the height of its label), a panel its title and axis more
+    heights = [len(topics) * max(0.3, 0.22 * len(rows)) + 0.9 for _, rows, topics in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, sum(heights)), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, (data, rows, topics) in zip(axes[:, 0], panels):
+        height = 0.8 / len(rows)
         for m, r in enumerate(rows):
-            ax.bar([t + (m - (len(rows) - 1) / 2) * width for t in range(len(topics))],
-                   [r["topics"].get(topic, {}).get("pass@1", 0) for topic in topics], width, label=r["model"])
-        ax.set_xticks(range(len(topics)), [f"{t}\n(n={rows[0]['topics'].get(t, {}).get('n', 0)})" for t in topics],
-                      fontsize=7, rotation=20, ha="right")
-        ax.set_ylim(0, 1)
+            ax.barh([t + (m - (len(rows) - 1) / 2) * height for t in range(len(topics))],
+                    [r["topics"].get(topic, {}).get("pass@1", 0) for topic in topics], height, label=r["model"])
+        counts = [next((r["topics"][t]["n"] for r in rows if t in r.get("topics", {})), 0) for t in topics]
+        ax.set_yticks(range(len(topics)), [f"{t} (n={n})" for t, n in zip(topics, counts)], fontsize=7)
+        ax.invert_yaxis()   # topics top to bottom in order, each model's bar in the legend's order
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("pass@1 (greedy, calculator on)", fontsize=8)
         ax.set_title(data, fontsize=9)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     return _save(fig, path)
 
 

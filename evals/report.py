@@ -19,7 +19,7 @@ def relative(path: str | Path) -> str:
 
 
 def write_report(run_root: Path, results: dict, seconds: dict, artifacts: dict, extra: dict) -> dict:
-    """`results`: {name: evals.evaluate.evaluate_benchmark result} for base, student, gguf, onnx."""
+    """`results`: {name: edgedistill.metrics.evaluate result} for base, student, gguf, onnx."""
     named = [dict(r, model=name, data=r.get("data", "eval")) for name, r in results.items()]
     plots = write_plots(named, run_root / "eval")
     report = {name: {k: v for k, v in r.items() if k != "rows"} for name, r in results.items()}

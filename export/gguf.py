@@ -123,7 +123,7 @@ def read_calibration(sft_jsonl: Path, limit: int = 32) -> list[list[dict]]:
 
 def calibration_importance(merged: Path, conversations: list[list[dict]], limit: int = 32) -> dict:
     """Importance matrix of the merged student over up to `limit` conversations, under the GGUF's tensor names."""
-    from edgedistill.generate import render_prompt
+    from edgedistill.generation import render_prompt
     from edgedistill.models import load_model
     from edgedistill.export.imatrix import collect_importance, gguf_names
     model, tokenizer = load_model(str(merged))

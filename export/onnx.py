@@ -20,12 +20,15 @@ import shutil
 import subprocess
 import sys
 import time
+import typing
 from pathlib import Path
 
 from edgedistill import UserError
+from edgedistill.config import OnnxBuild
 
-# name -> (precision, builder extra options). Option names as onnxruntime-genai 0.18 reads them: it silently
-# ignores unknown keys (and the old int4_* spellings), so the builder's own config is checked after export.
+# name -> (precision, builder extra options), one per name of config.OnnxBuild (the names live there; `auto` and
+# `none` are the export's, not a build). Option names as onnxruntime-genai 0.18 reads them: it silently ignores
+# unknown keys (and the old int4_* spellings), so the builder's own config is checked after export.
 SETTINGS = {
     "int4": ("int4", {"block_size": 32, "accuracy_level": 4}),
     "int4-int8-head": ("int4", {"block_size": 32, "accuracy_level": 4, "algo_config": "k_quant_last"}),
@@ -35,6 +38,8 @@ SETTINGS = {
     "fp32": ("fp32", {}),
 }
 AUTO_ORDER = ["int4", "int4-int8-head", "int4-fp-head", "int8"]   # smallest first; the first to pass parity stays
+assert list(SETTINGS) == list(typing.get_args(OnnxBuild)) and set(AUTO_ORDER) <= set(SETTINGS), \
+    "export/onnx.py's SETTINGS must hold exactly config.OnnxBuild's names"
 
 # Run in a child process: the builder prints per-layer logs, appends its own folder to sys.path, and holds the full
 # model in memory; none of that should stay in the exporting process.

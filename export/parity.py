@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from edgedistill.formats import answer_first_target, chat
-from edgedistill.generate import load_generator, render_prompt
+from edgedistill.generation import load_generator, render_prompt
 from edgedistill.records import write_json_atomic
 from edgedistill.export.probe import measure_in_subprocess
 
@@ -53,10 +53,10 @@ class SourceModel:
 class GgufScorer:
     def __init__(self, path: Path, threads: int = 2):
         import llama_cpp
-        from edgedistill.llamacpp import _chat_renderer
+        from edgedistill.generation import llama_chat_renderer
         self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=1024, logits_all=True, n_threads=threads,
                                    n_threads_batch=threads, verbose=False)
-        self.render = _chat_renderer(self.llm)
+        self.render = llama_chat_renderer(self.llm)
 
     def prompt_ids(self, messages):
         return self.llm.tokenize(self.render(messages).encode(), add_bos=False, special=True)
@@ -69,7 +69,7 @@ class GgufScorer:
 
 class OnnxScorer:
     def __init__(self, path: Path, threads: int = 2):
-        from edgedistill.onnx_runtime import OnnxGenerator
+        from edgedistill.generation.onnx import OnnxGenerator
         self.generator = OnnxGenerator(str(path), threads)
 
     def prompt_ids(self, messages):
@@ -118,10 +118,11 @@ def compare(source: SourceModel, scorer, questions, n_prompts: int = 16, new_tok
 
 def accuracy(model, questions, backend: str = "auto") -> float:
     """pass@1 of `model`: a path (loaded here) or a generator already loaded (the source's, not loaded twice)."""
-    from edgedistill.metrics import sampled_scores
+    from edgedistill.metrics import evaluate
+    if not questions:
+        return 0.0
     generator = load_generator(model, backend=backend) if isinstance(model, (str, Path)) else model
-    scores = sampled_scores(generator, questions, k=1, batch_size=16)
-    return round(sum(scores["greedy"]) / max(1, len(questions)), 4)
+    return evaluate(generator, questions, k=1, batch_size=16, label=None)["pass@1"]
 
 
 def parity_report(kind: str, artifact: Path, source: SourceModel, questions, source_accuracy: float | None,

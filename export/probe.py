@@ -31,7 +31,7 @@ class TorchModel:
         self.model.eval()
 
     def prompt_ids(self):
-        from edgedistill.generate import render_prompt
+        from edgedistill.generation import render_prompt
         return self.tokenizer.encode(render_prompt(self.tokenizer, PROMPT), add_special_tokens=False)
 
     def run(self, ids, new_tokens, eos):
@@ -70,7 +70,7 @@ class GgufModel:
     of ours, logits read only for the last position, no per-token copy of a scores matrix."""
 
     def __init__(self, path: str, threads: int):
-        from edgedistill.llamacpp import LlamaCppGenerator
+        from edgedistill.generation.llamacpp import LlamaCppGenerator
         self.generator = LlamaCppGenerator(path, threads=threads)
 
     def prompt_ids(self):
@@ -82,7 +82,7 @@ class GgufModel:
 
 class OnnxModel:
     def __init__(self, path: str, threads: int):
-        from edgedistill.onnx_runtime import OnnxGenerator
+        from edgedistill.generation.onnx import OnnxGenerator
         self.generator = OnnxGenerator(path, threads)
 
     def prompt_ids(self):

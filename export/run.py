@@ -15,7 +15,25 @@ import shutil
 from pathlib import Path
 
 from edgedistill import UserError
-from edgedistill.records import write_json_atomic, write_text_atomic
+from edgedistill.config import Config
+from edgedistill.records import load_questions, write_json_atomic, write_text_atomic
+from edgedistill.rundir import RunDir
+
+
+def run(config: Config, rundir: RunDir) -> dict:
+    """The export stage's entry point: <run>/student/merged -> <run>/export/. The importance matrix is steered by
+    the student's own training conversations (what its answers look like); parity is measured on data.eval."""
+    cfg = config.export
+    if not cfg.gguf and cfg.onnx == "none":
+        return {"gguf": None}
+    from edgedistill.export.gguf import read_calibration
+    calibration = read_calibration(rundir.teacher.sft_answer_first, cfg.calibration) if cfg.calibration else None
+    questions = load_questions(config.data.eval, limit=config.data.eval_limit) if cfg.parity else []
+    result = run_export(cfg, rundir.student.merged, rundir.export_dir, calibration, questions)
+    if result.get("gguf"):
+        print(f"[export] {result['gguf']} ({result['files'][cfg.quant]['bytes'] / 2**20:.1f} MiB), "
+              f"convert {result['convert_seconds']} s, quantize {result['quantize_seconds']} s", flush=True)
+    return {"gguf": None, **result}
 
 
 def run_export(cfg, merged: Path, out: Path, calibration: list[list[dict]] | None = None, questions=(),
@@ -41,7 +59,7 @@ def run_export(cfg, merged: Path, out: Path, calibration: list[list[dict]] | Non
     questions = list(questions)
     checking = cfg.parity and bool(questions)
     source = SourceModel(merged) if checking else None
-    from edgedistill.generate import TransformersGenerator
+    from edgedistill.generation.transformers import TransformersGenerator
     source_accuracy = accuracy(TransformersGenerator(source.model, source.tokenizer), questions[:cfg.parity_eval]) \
         if checking and cfg.parity_eval else None
 

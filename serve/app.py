@@ -41,7 +41,8 @@ from edgedistill.calibration import Calibration  # noqa: E402
 from edgedistill.checkers import canonical, extract_answer  # noqa: E402
 from edgedistill.config import ServeConfig  # noqa: E402
 from edgedistill.formats import chat  # noqa: E402
-from edgedistill.generate import Sampling, stream_completion  # noqa: E402
+from edgedistill.generation import Sampling, load_generator  # noqa: E402
+from edgedistill.generation.decoding import stream_completion  # noqa: E402
 from edgedistill.metrics import agreement  # noqa: E402
 from edgedistill.records import AppendLog, Question  # noqa: E402
 
@@ -350,9 +351,9 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def serve(model: str, settings: ServeConfig, auth: list[tuple[str, str]] | None = None,
-          calibration_file: str | None = None, allow_network: bool = False) -> None:
+          calibration_file: str | None = None, allow_network: bool = False, load=load_generator) -> None:
+    """`load`: how the model spec becomes a generator (load_generator's signature; tests pass stand-ins)."""
     from edgedistill.calibration import calibration_path_for, load_calibration
-    from edgedistill.generate import load_generator
     if settings.host not in LOOPBACK and not auth:
         raise UserError(f"--host {settings.host} opens the app to the network: give --auth USER:PASSWORD (or "
                         f"--auth-file) so only your people can use it")
@@ -361,7 +362,7 @@ def serve(model: str, settings: ServeConfig, auth: list[tuple[str, str]] | None 
     feedback = FeedbackLog(settings.feedback, model, settings.answer_type, settings.max_question_chars)
     found = Path(calibration_file) if calibration_file else calibration_path_for(model)
     calibration = load_calibration(found) if calibration_file or found.is_file() else None
-    generator = load_generator(model, allow_network, threads=settings.threads or None)
+    generator = load(model, allow_network, threads=settings.threads or None)
     qa = QA(generator, settings, calibration)
     app, theme = build_app(qa, feedback, model)
     how = (f"calibrated by {found} (k={calibration.k})" if calibration

@@ -1,6 +1,8 @@
-"""Adaptive thinking (arXiv 2404.09170, ALGORITHMS.md 5.2): per question, think first or answer first.
+"""Adaptive thinking (arXiv 2404.09170, docs/algorithms.md#8-adaptive-thinking): per question, think first or
+answer first.
 
-The paper's full text was not recovered; this is the design ALGORITHMS.md infers from its abstract:
+The paper's full text was not recovered; this is the design docs/algorithms.md#8-adaptive-thinking infers from
+its abstract:
 
     prompts     two soft prompts, P_pre (rationale first) and P_post (answer first): `prompt_tokens` trainable
                 vectors each, prepended to the input embeddings of a frozen student; each is tuned on its own
@@ -23,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from edgedistill import UserError
-from edgedistill.generate import render_prompt
+from edgedistill.generation import render_prompt
 from edgedistill.student.batching import check_trainable, collate, tokenise
 
 MODES = ("pre", "post")       # g = 1 -> pre (think first), g = 0 -> post (answer first)
@@ -32,7 +34,7 @@ MODES = ("pre", "post")       # g = 1 -> pre (think first), g = 0 -> post (answe
 @dataclass
 class AdaptiveConfig:
     prompt_tokens: int = 20
-    learning_rate: float = 1e-3       # ALGORITHMS.md 5.4: soft prompts, LR 1e-3, 20 tokens
+    learning_rate: float = 1e-3       # docs/algorithms.md#8-adaptive-thinking: soft prompts, LR 1e-3, 20 tokens
     epochs: float = 1.0
     batch_size: int = 8
     max_length: int = 320
@@ -79,7 +81,7 @@ def completion_nll(model, soft_prompt: torch.Tensor, batch: dict) -> torch.Tenso
 def answer_nll(model, tokenizer, soft_prompt: torch.Tensor, row: dict, max_length: int) -> float:
     """Mean NLL of the answer line's tokens of one SFT row, wherever the line is (first when answer-first, last
     when rationale-first; EOS excluded)."""
-    from edgedistill.generate import encode_completion
+    from edgedistill.generation import encode_completion
     example = tokenise(tokenizer, [row], max_length)
     nll, keep = token_nll(model, soft_prompt, collate(example, tokenizer.pad_token_id))
     completion = row["completion"][-1]["content"]

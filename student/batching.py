@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from edgedistill import UserError
-from edgedistill.generate import encode_completion, render_prompt
+from edgedistill.generation import encode_completion, render_prompt
 
 
 def tokenise(tokenizer, rows: list[dict], max_length: int, completion_key: str = "completion") -> list[dict]:

@@ -2,8 +2,8 @@
 
 Every trainer in student/ computes `token_logps` (log pi(o_t | q, o_<t) at each completion position, [batch, T])
 and a `mask` of the positions that count, then calls one of these. Nothing here touches a model, so each objective
-is pinned by tests against hand-computed values and the papers' invariants (../shared/docs/ALGORITHMS.md
-sections 0-3 and 5; tests/test_objectives.py).
+is pinned by tests against hand-computed values and the papers' invariants (docs/algorithms.md sections 1-5;
+tests/test_objectives.py).
 
     SFT, answer-first     Chen et al., arXiv 2404.09170 (post-thinking), with optional hardness weighting
     DPO                   Rafailov et al., arXiv 2305.18290
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 
-# -- section 0: sequence log-likelihoods --------------------------------------------------------------------------
+# -- §1: sequence log-likelihoods ---------------------------------------------------------------------------------
 
 def sequence_logp(token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """log pi(o | q) = sum over the response's tokens (what DPO compares)."""
@@ -34,23 +34,13 @@ def mean_logp(token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 # -- SFT ------------------------------------------------------------------------------------------------------------
 
-def sft_loss(token_logps: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean NLL over all completion tokens in the batch, each token scaled by its example's weight [batch].
-
-    A token-level mean (as TRL's SFT): an example counts in proportion to its length. The rationale-first baseline
-    is this same loss on rationale-first targets."""
-    nll = -token_logps * mask
-    if weight is not None:
-        nll = nll * weight[:, None]
-    return nll.sum() / mask.sum().clamp(min=1)
-
-
 def hardness_weights(token_logps: torch.Tensor, rationale_mask: torch.Tensor, alpha: float) -> torch.Tensor:
     """Per-example weights w_i = max(0, 1 + alpha (z_i - 1)), z_i = rationale NLL_i / batch mean (detached).
 
-    ALGORITHMS.md 5.2's reading of the answer-first "error amplifier": an example whose rationale the student
-    finds hard weighs more. Normalised so the batch's mean weight is 1 (the learning rate keeps its meaning);
-    alpha = 0 gives plain SFT. An extension, not the paper's formula, which was not recoverable."""
+    Our reading of the answer-first "error amplifier" (docs/algorithms.md#2-answer-first-sft-post-thinking): an
+    example whose rationale the student finds hard weighs more. Normalised so the batch's mean weight is 1 (the
+    learning rate keeps its meaning); alpha = 0 gives plain SFT. An extension, not the paper's formula, which was
+    not recoverable."""
     nll = -mean_logp(token_logps.detach(), rationale_mask)
     z = nll / nll.mean().clamp(min=1e-8)
     return (1 + alpha * (z - 1)).clamp(min=0)
@@ -62,11 +52,14 @@ def answer_first_loss(token_logps: torch.Tensor, answer_mask: torch.Tensor, rati
     """L_post = -sum log p(answer tokens) - lambda_r sum log p(rationale tokens | answer), per completion token.
 
     The answer comes first, so its tokens are conditioned on the question only: with lambda_r = 0 this is exactly
-    answer-only fine-tuning; the rationale term adds gradient through the shared states (Chen et al. 5.2).
+    answer-only fine-tuning; the rationale term adds gradient through the shared states (Chen et al.;
+    docs/algorithms.md#2-answer-first-sft-post-thinking).
     `hardness` = alpha of `hardness_weights`; `weight`: per-example weights given with the data. Divided by the
-    weighted token count (answer tokens + lambda_r x rationale tokens): lambda_r = 1 is sft_loss on the whole
-    completion, lambda_r = 0 answer-only SFT, exactly. `denominator` replaces that count when the batch is one
-    process's slice of a larger one (data-parallel training normalises by the global count)."""
+    weighted token count (answer tokens + lambda_r x rationale tokens): lambda_r = 1 is the ordinary token-mean SFT
+    loss on the whole completion (as TRL's: an example counts in proportion to its length; the rationale-first
+    baseline is this on rationale-first targets), lambda_r = 0 answer-only SFT, exactly. `denominator` replaces
+    that count when the batch is one process's slice of a larger one (data-parallel training normalises by the
+    global count)."""
     if hardness:
         hard = hardness_weights(token_logps, rationale_mask, hardness)
         weight = hard if weight is None else weight * hard
@@ -95,8 +88,9 @@ def grao_advantages(rewards: torch.Tensor, reference_reward: float | torch.Tenso
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """(A_o [.., G], A_y [..]): rewards normalised over the group of the G samples and the reference answer y.
 
-    ALGORITHMS.md 2.5's choice: y is inside the group (R(y, y) = 1 for a verifier), so when every sample is wrong
-    A_y > 0 and imitation switches on; population std; a group whose G+1 rewards are all equal gets zeros."""
+    Our choice (docs/algorithms.md#4-grao): y is inside the group (R(y, y) = 1 for a verifier), so when every
+    sample is wrong A_y > 0 and imitation switches on; population std; a group whose G+1 rewards are all equal
+    gets zeros."""
     reference = torch.as_tensor(reference_reward, dtype=rewards.dtype).expand(rewards.shape[:-1])[..., None]
     group = torch.cat([rewards, reference], dim=-1)
     mean, std = group.mean(-1, keepdim=True), group.std(-1, unbiased=False, keepdim=True)
@@ -126,7 +120,7 @@ def aggregate(objective: str, rewards: Sequence[float], answers: Sequence | None
 
     pass and max: the best reward (pass@k for 0/1 rewards); mean: the average; maj: the reward of the most frequent
     valid answer (None votes for nothing), ties broken by expectation: the mean reward of the tied answers, which
-    is deterministic and needs no random draw (ALGORITHMS.md 3.6)."""
+    is deterministic and needs no random draw (docs/algorithms.md#5-inference-time-objectives)."""
     if not len(rewards):
         return 0.0
     if objective in ("pass", "max"):
@@ -149,8 +143,9 @@ def loo_advantages(objective: str, rewards: Sequence[float], answers: Sequence |
     """A_i = f(y_1..y_k) - f(y_-i): sample i's marginal contribution (an unbiased gradient of E f over k samples).
 
     centred: A_i - mean_j A_j, zero-sum and lower variance, whose expectation is the gradient of the (k-1)-sample
-    objective (ALGORITHMS.md 3.2). Closed forms that follow: pass@k gives 1 to a sample only when it is the only
-    correct one; mean gives (r_i - mean_{j != i} r_j) / k, RLOO's advantage over k."""
+    objective (docs/algorithms.md#5-inference-time-objectives). Closed forms that follow: pass@k gives 1 to a
+    sample only when it is the only correct one; mean gives (r_i - mean_{j != i} r_j) / k, RLOO's advantage over
+    k."""
     answers = list(answers) if answers is not None else [None] * len(rewards)
     whole = aggregate(objective, rewards, answers)
     advantages = [whole - aggregate(objective, [r for j, r in enumerate(rewards) if j != i],
@@ -159,12 +154,6 @@ def loo_advantages(objective: str, rewards: Sequence[float], answers: Sequence |
         mean = sum(advantages) / len(advantages)
         advantages = [a - mean for a in advantages]
     return advantages
-
-
-def rloo_advantages(rewards: Sequence[float]) -> list[float]:
-    """r_i - mean_{j != i} r_j: the leave-one-out mean baseline (RLOO, Ahmadian et al. 2024) for k >= 2."""
-    total, k = sum(rewards), len(rewards)
-    return [r - (total - r) / (k - 1) for r in rewards]
 
 
 def policy_gradient_loss(sequence_logps: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:

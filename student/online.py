@@ -25,7 +25,8 @@ import torch
 from edgedistill import UserError
 from edgedistill.checkers import canonical, extract_answer, is_correct
 from edgedistill.config import Config
-from edgedistill.generate import Sampling, TransformersGenerator, encode_with_calculator_flags, render_prompt
+from edgedistill.generation import Sampling, encode_with_calculator_flags, render_prompt
+from edgedistill.generation.transformers import TransformersGenerator
 from edgedistill.records import Question, read_jsonl
 from edgedistill.student.batching import check_trainable, collate, pad_by_row, token_logps, tokenise
 from edgedistill.student.loop import finish_stage, load_student, train_loop

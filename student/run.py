@@ -13,9 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgedistill.config import Config
+from edgedistill.rundir import RunDir, StudentFiles, TeacherFiles
 from edgedistill.student.dev import dev_evaluator
 
-SFT_FILES = {"answer_first": "train.jsonl", "rationale_first": "rationale_first.jsonl"}
+
+def run(config: Config, rundir: RunDir) -> dict:
+    """The student stage's entry point: trains on <run>/teacher/ and writes <run>/student/ (StudentFiles)."""
+    return run_student(config, rundir.teacher.root, rundir.student.root)
 
 
 def run_student(config: Config, teacher: Path, out: Path) -> dict:
@@ -24,24 +28,24 @@ def run_student(config: Config, teacher: Path, out: Path) -> dict:
     from edgedistill.student.sft import run_sft
     stages = config.student.stages
     model, results = config.student.model, {}
-    sft_file = teacher / "sft" / SFT_FILES[config.student.format]
+    inputs, final = TeacherFiles(teacher), StudentFiles(out)
     for n, stage in enumerate(stages):
         stage_dir = out / stage
-        merged = out / "merged" if n == len(stages) - 1 else stage_dir / "merged"
+        merged = final.merged if n == len(stages) - 1 else StudentFiles(stage_dir).merged
         if (merged / "config.json").exists() and (stage_dir / "done.json").exists():
             results[stage] = {"skipped": "already trained", "merged": str(merged)}
         else:
             evaluate = dev_evaluator(config)
             if stage == "sft":
-                results[stage] = run_sft(config, sft_file, stage_dir, model, merged, evaluate)
-            elif stage == "dpo":
-                results[stage] = run_dpo(config, teacher / "preferences" / "train.jsonl", stage_dir, model, merged,
+                results[stage] = run_sft(config, inputs.sft(config.student.format), stage_dir, model, merged,
                                          evaluate)
+            elif stage == "dpo":
+                results[stage] = run_dpo(config, inputs.preferences, stage_dir, model, merged, evaluate)
             else:
-                results[stage] = run_online(config, teacher / "sft" / "train.jsonl", stage_dir, model, merged,
+                results[stage] = run_online(config, inputs.sft_answer_first, stage_dir, model, merged,
                                             evaluate)
             (stage_dir / "done.json").write_text("{}\n")
         model = str(merged)
     last = results[stages[-1]]
-    return {"stages": results, "merged": str(out / "merged"), "final_loss": last.get("final_loss"),
+    return {"stages": results, "merged": str(final.merged), "final_loss": last.get("final_loss"),
             "steps": last.get("steps"), "train_seconds": sum(r.get("train_seconds", 0) for r in results.values())}

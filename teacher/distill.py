@@ -43,6 +43,8 @@ from edgedistill.checkers import extract_answer, is_correct, majority
 from edgedistill.config import Config
 from edgedistill.formats import INSTRUCTION_RATIONALE_FIRST, answer_first_target, chat, rationale_first, \
     split_answer_reason
+from edgedistill.generation import load_generator
+from edgedistill.rundir import TeacherFiles
 from edgedistill.records import AppendLog, Question, Sample, by_question, load_questions, to_dict, \
     write_json_atomic, write_jsonl_atomic
 
@@ -50,24 +52,24 @@ FEW_SHOT = 2   # worked examples in a model teacher's prompt, taken from the fir
 CORRECTION = "That answer ({answer}) is wrong. Find the mistake, then solve the question again in the same format."
 
 
-def run_teacher(config: Config, out: Path) -> dict:
+def run_teacher(config: Config, out: Path, load=load_generator) -> dict:
+    """`load`: how a model spec becomes a generator (load_generator's signature; tests pass stand-ins)."""
     cfg = config.teacher
     questions = load_questions(config.data.train, need_answers=cfg.kind == "dataset", limit=config.data.train_limit)
-    log = AppendLog(out / "samples.jsonl", key="id")
-    scorer = make_scorer(config)
+    files = TeacherFiles(out)
+    log = AppendLog(files.samples, key="id")
+    scorer = make_scorer(config, load)
     judge = None
     if cfg.judge_model and any(q.answer_type == "text" for q in questions):   # free-text answers need a judge
         from edgedistill.checkers import Judge
-        from edgedistill.generate import load_generator
-        judge = Judge(load_generator(cfg.judge_model, config.allow_network, template=cfg.template))
+        judge = Judge(load(cfg.judge_model, config.allow_network, template=cfg.template))
     shots = [(q, answer_first_target(q)) for q in questions if q.rationale][:FEW_SHOT]
     if cfg.kind == "dataset":
         done = log.done()
         log.append(to_dict(dataset_sample(q, scorer)) for q in questions if f"{q.id}#0" not in done)
     else:
-        from edgedistill.generate import load_generator
-        teacher = load_generator(cfg.model, config.allow_network, sampling_backend(cfg.model, cfg.backend),
-                                 template=cfg.template)
+        teacher = load(cfg.model, config.allow_network, sampling_backend(cfg.model, cfg.backend),
+                       template=cfg.template)
         first = lambda q: [chat(q, shots)] * cfg.samples   # noqa: E731
         sample_round(config, "sample", teacher, cfg.model, questions, first, cfg.temperature, log, scorer, judge)
         if cfg.self_correct:
@@ -79,9 +81,8 @@ def run_teacher(config: Config, out: Path) -> dict:
             sample_round(config, "correct", teacher, cfg.model, [q for q in questions if q.id in failed], retry,
                          cfg.temperature, log, scorer, judge)
     if cfg.negatives_model:   # either kind: the student's own wrong answers make the best rejected sides
-        from edgedistill.generate import load_generator
-        weak = load_generator(cfg.negatives_model, config.allow_network,
-                              sampling_backend(cfg.negatives_model, cfg.backend), template=cfg.template)
+        weak = load(cfg.negatives_model, config.allow_network,
+                    sampling_backend(cfg.negatives_model, cfg.backend), template=cfg.template)
         negatives = lambda q: [chat(q, [] if cfg.negatives_zero_shot else shots)] * cfg.negatives_samples  # noqa: E731
         sample_round(config, "negative", weak, cfg.negatives_model, questions, negatives,
                      cfg.negatives_temperature, log, scorer, judge)
@@ -104,12 +105,11 @@ def sampling_backend(spec: str, backend: str = "auto") -> str:
     return "transformers" if small else "auto"
 
 
-def make_scorer(config: Config):
+def make_scorer(config: Config, load=load_generator):
     from edgedistill.teacher.steps import GroundingScorer, JudgeScorer, NoScorer
     if config.teacher.step_scorer == "judge":
-        from edgedistill.generate import load_generator
-        return JudgeScorer(load_generator(config.teacher.judge_model, config.allow_network,
-                                          template=config.teacher.template))
+        return JudgeScorer(load(config.teacher.judge_model, config.allow_network,
+                                template=config.teacher.template))
     return GroundingScorer() if config.teacher.step_scorer == "grounding" else NoScorer()
 
 
@@ -140,7 +140,7 @@ ROUNDS = {"sample": Round("", "teacher", 0), "correct": Round("c", "self-correct
 def sample_round(config: Config, name: str, generator, model: str, questions: list[Question], conversations_for,
                  temperature: float, log: AppendLog, scorer, judge=None) -> None:
     """Sample the conversations of each question, verify, score, append; chunks already written are skipped."""
-    from edgedistill.generate import Sampling
+    from edgedistill.generation import Sampling
     cfg = config.teacher
     written_rows = log.rows()
     done = {row["id"] for row in written_rows}
@@ -273,9 +273,10 @@ def write_views(config: Config, questions: list[Question], samples: list[dict], 
                "completion": [{"role": "assistant", "content": rationale_first(c["text"])}]}
               for row, c in zip(sft, kept)]
     pairs, pair_report = build_pairs(questions, samples, cfg.pair_margin, cfg.pair_length_ratio)
-    write_jsonl_atomic(out / "sft" / "train.jsonl", sft)
-    write_jsonl_atomic(out / "sft" / "rationale_first.jsonl", sft_rf)
-    write_jsonl_atomic(out / "preferences" / "train.jsonl", pairs)
+    files = TeacherFiles(out)
+    write_jsonl_atomic(files.sft_answer_first, sft)
+    write_jsonl_atomic(files.sft_rationale_first, sft_rf)
+    write_jsonl_atomic(files.preferences, pairs)
     write_selection_report(selection, out)
     firsts = first_round_references(samples)
     summary = {"questions": len(questions), "samples": len(samples),
@@ -290,7 +291,7 @@ def write_views(config: Config, questions: list[Question], samples: list[dict], 
     sources = {"questions": config.data.train, "kind": cfg.kind, "teacher": cfg.model or "reference rationales",
                "samples": cfg.samples if cfg.kind == "model" else 1, "temperature": cfg.temperature,
                "negatives": cfg.negatives_model, "step_scorer": cfg.step_scorer, "seed": config.seed}
-    write_dataset(out / "dataset", {"sft": sft, "sft_rationale_first": sft_rf, "preferences": pairs}, summary, sources)
+    write_dataset(files.dataset, {"sft": sft, "sft_rationale_first": sft_rf, "preferences": pairs}, summary, sources)
     write_json_atomic(out / "summary.json", summary)
     return {k: summary[k] for k in ("questions", "samples", "verified", "questions_with_verified", "kept")} | \
         {"pairs": pair_report["pairs"]}

@@ -23,6 +23,7 @@ import numpy as np
 
 from edgedistill.checkers import words
 from edgedistill.records import write_json_atomic
+from edgedistill.rundir import TeacherFiles
 
 BANDS = ("easy", "medium", "hard")
 
@@ -176,7 +177,7 @@ def _round_robin(clean: list[dict], budget: int | None, budget_tokens: int | Non
 
 def write_selection_report(report: dict, out: Path) -> None:
     """selection.json, and with a budget selection.png: clean and kept records per cluster and difficulty band."""
-    write_json_atomic(out / "selection.json", report)
+    write_json_atomic(TeacherFiles(out).selection, report)
     if "clusters" not in report:   # no budget: everything clean was kept, nothing to compare
         (out / "selection.png").unlink(missing_ok=True)
         return

@@ -96,7 +96,7 @@ class JudgeScorer:
         self.generator, self.batch_size = generator, batch_size
 
     def score(self, question: Question, texts: list[str]) -> list[dict]:
-        from edgedistill.generate import Sampling
+        from edgedistill.generation import Sampling
         steps_per_text = [split_steps(text) for text in texts]
         prompts = [[{"role": "user", "content": JUDGE_STEP_PROMPT.format(
                        question=question.question, before="\n".join(steps[:i]) or "(none)", step=step)}]

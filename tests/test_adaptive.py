@@ -1,5 +1,6 @@
-"""Adaptive thinking (ALGORITHMS.md 5.5, perception module): forcing g to 1 (0) decodes exactly as the model with
-P_pre (P_post) prepended, and with the model frozen only the soft prompt receives gradient."""
+"""Adaptive thinking (docs/algorithms.md#8-adaptive-thinking, perception module): forcing g to 1 (0) decodes
+exactly as the model with P_pre (P_post) prepended, and with the model frozen only the soft prompt receives
+gradient."""
 import torch
 
 from edgedistill.formats import rationale_first
@@ -22,7 +23,7 @@ def rows(n=8, fmt="post"):
 
 def reference_greedy(model, tokenizer, soft_prompt, messages, n):
     """Greedy decoding without a KV cache: the full embedded sequence, soft prompt first, re-run every token."""
-    from edgedistill.generate import render_prompt
+    from edgedistill.generation import render_prompt
     ids = tokenizer.encode(render_prompt(tokenizer, messages), add_special_tokens=False)
     table = model.get_input_embeddings()
     tokens = []

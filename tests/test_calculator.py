@@ -125,7 +125,7 @@ def test_domain_errors_leave_the_rationale_as_text():
 
 
 def test_decode_row_survives_a_math_domain_error():
-    from edgedistill.generate import Row, Sampling
+    from edgedistill.generation import Row, Sampling
     text = "Answer: <<sqrt(-1)="
     row = Row(Sampling(max_new_tokens=64, stop_after_answer=False), decode=lambda ids: "".join(map(chr, ids)),
               encode=lambda s: [ord(c) for c in s], eos={0})

@@ -10,12 +10,13 @@ from edgedistill import UserError
 from edgedistill.calibration import load_calibration
 from edgedistill.checkers import extract_answer, is_correct
 from edgedistill.cli import main
-from edgedistill.metrics import pass_at_k, sampled_scores
+from edgedistill.config import Config, DataConfig, EvalConfig
+from edgedistill.datasets import load_benchmark, split_slice
+from edgedistill.metrics import (calibration_metrics, cross_fitted_confidence, evaluate, pass_at_k,
+                                 sampled_scores)
 from edgedistill.records import Question
-from edgedistill.evals.compare import EvalSettings, compare
+from edgedistill.rundir import RunDir
 from edgedistill.evals.crosscheck import crosscheck, lm_eval_flexible, visible_answer
-from edgedistill.evals.datasets import load_benchmark, split_slice
-from edgedistill.evals.evaluate import calibration_metrics, cross_fitted_confidence, evaluate_benchmark
 
 DATA = Path(__file__).parent / "data" / "evals"
 
@@ -164,6 +165,12 @@ def arithmetic(n):
             for a in range(n)]
 
 
+def write_arithmetic(path, n):
+    path.write_text("".join(json.dumps({"question": x.question, "answer": x.answer, "topic": x.topic}) + "\n"
+                            for x in arithmetic(n)))
+    return path
+
+
 def test_sampled_scores_returns_agreement_with_the_greedy_answer():
     questions = arithmetic(6)
     scores = sampled_scores(ScriptedGenerator(), questions, k=4)
@@ -183,8 +190,15 @@ def test_calibration_metrics_are_cross_fitted():
     assert 0 < metrics["ece"] < 0.4                                         # the prior keeps calibrated off 0/1
 
 
-def test_evaluate_benchmark_rows_topics_calculator_and_end():
-    result = evaluate_benchmark(ScriptedGenerator(), arithmetic(8), k=4, end_subset=4, label=None)
+def test_sampled_scores_and_evaluate_take_keywords_only():
+    with pytest.raises(TypeError):
+        sampled_scores(ScriptedGenerator(), arithmetic(2), 4)
+    with pytest.raises(TypeError):
+        evaluate(ScriptedGenerator(), arithmetic(2), (), 4)
+
+
+def test_evaluate_rows_topics_calculator_and_end():
+    result = evaluate(ScriptedGenerator(), arithmetic(8), k=4, calculator_row=True, end_subset=4, label=None)
     assert result["pass@1"] == 0.5 and result["ci95"][0] < 0.5 < result["ci95"][1]
     assert result["pass@1_no_calculator"] == 0.0                            # without it every sum is off
     assert result["topics"] == {"t0": {"n": 4, "pass@1": 1.0}, "t1": {"n": 4, "pass@1": 0.0}}
@@ -193,12 +207,10 @@ def test_evaluate_benchmark_rows_topics_calculator_and_end():
 
 
 def test_comparison_report_with_plots_and_calibration(tmp_path, monkeypatch, capsys):
-    import edgedistill.generate
-    monkeypatch.setattr(edgedistill.generate, "load_generator",
-                        lambda spec, allow_network=False, threads=None: ScriptedGenerator())
-    data = tmp_path / "sums.jsonl"
-    data.write_text("".join(json.dumps({"question": x.question, "answer": x.answer, "topic": x.topic}) + "\n"
-                            for x in arithmetic(10)))
+    import edgedistill.generation
+    monkeypatch.setattr(edgedistill.generation, "load_generator",
+                        lambda spec, allow_network=False, backend="auto", threads=None: ScriptedGenerator())
+    data = write_arithmetic(tmp_path / "sums.jsonl", 10)
     model = tmp_path / "student-model"
     model.mkdir()
     out = tmp_path / "report"
@@ -216,7 +228,44 @@ def test_comparison_report_with_plots_and_calibration(tmp_path, monkeypatch, cap
     assert report["calibration"]["packaged-name"].startswith("skipped")
     assert "reusing" not in capsys.readouterr().out
     assert main(["eval", "--model", str(model), "--data", str(data), "--out", str(out), "--end-subset", "4"]) == 0
-    assert "reusing" in capsys.readouterr().out                                # same settings: not decoded again
+    assert "reusing" in capsys.readouterr().out      # same model files (its calibration aside), data and settings
+    (model / "model.safetensors").write_bytes(b"retrained")
+    assert main(["eval", "--model", str(model), "--data", str(data), "--out", str(out), "--end-subset", "4"]) == 0
+    assert "reusing" not in capsys.readouterr().out                            # another model: decoded again
+
+
+def test_the_eval_stage_scores_base_and_student_calibrates_what_is_served_and_reuses(tmp_path, monkeypatch, capsys):
+    """evals.run.run, the pipeline's eval stage, on a run folder whose student is merged and not exported."""
+    import edgedistill.generation
+    from edgedistill.evals.run import run
+    loaded = []
+    monkeypatch.setattr(edgedistill.generation, "load_generator",
+                        lambda spec, allow_network=False, backend="auto", threads=None:
+                        loaded.append((spec, backend)) or ScriptedGenerator())
+    data = write_arithmetic(tmp_path / "sums.jsonl", 10)
+    config = Config(data=DataConfig(train=str(data), eval=str(data), eval_limit=8), eval=EvalConfig(samples=4))
+    rundir = RunDir(tmp_path / "run")
+    rundir.student.merged.mkdir(parents=True)
+    assert run(config, rundir) == {"report": str(rundir.report_json)}
+    assert loaded == [("smollm2-135m-instruct", "transformers"), (str(rundir.student.merged), "transformers")]
+    report = json.loads(rundir.report_json.read_text())
+    assert report["base"]["shots"] == 2 and report["base"]["k"] == 1 and "pass@4" not in report["base"]
+    assert report["student"]["n"] == 8 and report["student"]["pass@1"] == 0.5 and "pass@4" in report["student"]
+    assert report["student"]["data"] == str(data) and report["student"]["backend"] == "scripted"
+    assert load_calibration(rundir.student.merged / "calibration.json").n == 8   # the served model's, for the app
+    assert json.loads((rundir.eval_dir / "base.json").read_text())["key"] == report["base"]["key"]
+    assert "The student is **" in rundir.report_md.read_text()
+    capsys.readouterr()
+    run(config, rundir)                                                        # nothing changed: nothing decoded
+    assert len(loaded) == 2 and capsys.readouterr().out.count("reusing") == 2
+
+
+def test_dev_evaluation_is_the_one_evaluation():
+    from edgedistill.student.dev import evaluate_dev
+    questions = arithmetic(6)
+    full = evaluate(ScriptedGenerator(), questions, k=4, label=None)
+    assert evaluate_dev(ScriptedGenerator(), questions, k=4) == {"pass@1": full["pass@1"], "maj@4": full["maj@4"]}
+    assert evaluate_dev(ScriptedGenerator(), questions, k=1) == {"pass@1": 0.5}
 
 
 def test_crosscheck_lists_disagreements():

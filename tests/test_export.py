@@ -1,11 +1,12 @@
 """Export: HF folder -> GGUF f16 -> Q4_K_M with llama.cpp's own converter and quantizer; the GGUF reloads and answers."""
 import json
+import sys
 
 import pytest
 
 from edgedistill import UserError
-from edgedistill.generate import Sampling
-from edgedistill.llamacpp import LlamaCppGenerator
+from edgedistill.generation import Sampling
+from edgedistill.generation.llamacpp import LlamaCppGenerator
 from edgedistill.export.gguf import export_gguf, quantize
 
 
@@ -36,13 +37,27 @@ def test_gguf_prompt_and_tokens_match_transformers(exported, smollm_tokenizer):
     assert generator.encode(prompt, special=True) == smollm_tokenizer.encode(prompt, add_special_tokens=False)
 
 
-def test_gguf_reloads_and_generates_with_calculator(exported):
+def test_gguf_reloads_and_generates_with_calculator(exported, monkeypatch):
     result, _ = exported
     generator = LlamaCppGenerator(result["gguf"])
     out = generator.generate([[{"role": "user", "content": "What is 6 times 7?"}]] * 2, Sampling(max_new_tokens=8))
     assert len(out) == 2 and out[0] == out[1]           # greedy is deterministic
-    forced = generator.complete(generator.render([{"role": "user", "content": "x"}]), Sampling(max_new_tokens=1))
-    assert isinstance(forced, str)
+    # a random model never opens a computation, so the model's choices are scripted: it writes "Answer: <<6*7=",
+    # then only end-of-sequence; the runtime must fill in "42>>" and run those tokens through the model too
+    script = generator.encode("Answer: <<6*7=")
+    choices = iter(script)
+    monkeypatch.setattr(sys.modules[LlamaCppGenerator.__module__], "choose_tokens",   # the backend's own loop
+                        lambda logits, sampling, rng: [next(choices, min(generator.eos))] * len(logits))
+    fed = []
+    decode = generator._decode
+    monkeypatch.setattr(generator, "_decode", lambda ctx, entries: (fed.extend(e[0] for e in entries),
+                                                                      decode(ctx, entries))[1])
+    prompt = generator.render([{"role": "user", "content": "What is 6 times 7?"}])
+    assert generator.complete(prompt, Sampling(max_new_tokens=16)) == "Answer: <<6*7=42>>"
+    filled = script + generator.encode("42>>")
+    assert fed[-len(filled):] == filled                 # the forced value is in the KV cache, not only the text
+    choices = iter(script)
+    assert generator.complete(prompt, Sampling(max_new_tokens=16, calculator=False)) == "Answer: <<6*7="
 
 
 def test_gguf_batched_decoding_matches_one_at_a_time():

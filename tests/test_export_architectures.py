@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from edgedistill.generate import Sampling
+from edgedistill.generation import Sampling
 
 HIDDEN = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, max_position_embeddings=1024,
               tie_word_embeddings=True, initializer_range=0.2)   # a wider init: fewer near ties between top tokens
@@ -245,7 +245,7 @@ def test_tiny_model_has_the_family_shape(arch):
 
 def test_gguf_renders_tokenizes_and_stops_like_transformers(arch):
     import llama_cpp
-    from edgedistill.llamacpp import LlamaCppGenerator
+    from edgedistill.generation.llamacpp import LlamaCppGenerator
     from edgedistill.models import resolve
     generator = LlamaCppGenerator(str(arch.gguf["f16"]))
     packaged = llama_cpp.Llama(model_path=str(resolve(arch.family.packaged).path), vocab_only=True, verbose=False)
@@ -286,7 +286,7 @@ def test_gguf_greedy_decoding_follows_transformers(arch):
 
 
 def test_onnx_renders_tokenizes_and_stops_like_transformers(arch):
-    from edgedistill.onnx_runtime import OnnxGenerator
+    from edgedistill.generation.onnx import OnnxGenerator
     generator = OnnxGenerator(str(arch.onnx), threads=1)
     assert generator.render(MESSAGES) == arch.prompt
     for text in [arch.prompt, ANSWER, *TEXTS]:
@@ -298,7 +298,7 @@ def test_onnx_renders_tokenizes_and_stops_like_transformers(arch):
 
 def test_onnx_next_token_distributions_and_greedy_match_transformers(arch):
     """Teacher-forced one token at a time through onnxruntime-genai's KV cache, then our greedy decoding loop."""
-    from edgedistill.onnx_runtime import OnnxGenerator
+    from edgedistill.generation.onnx import OnnxGenerator
     generator = OnnxGenerator(str(arch.onnx), threads=1)
     stepper = generator.generator_for(arch.ids[:1], max_new_tokens=len(arch.ids))
     logits = [np.array(stepper.get_logits())[0, -1]]

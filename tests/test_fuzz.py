@@ -17,9 +17,10 @@ import io
 import math
 import os
 import re
+import signal
 import string
 import typing
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from datetime import timedelta
 from pathlib import Path
 
@@ -41,6 +42,23 @@ settings.register_profile("long", max_examples=int(os.environ.get("EDGEDISTILL_F
                           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 PROFILE = os.environ.get("EDGEDISTILL_FUZZ", "fast")
 settings.load_profile(PROFILE)
+
+
+HANG_SECONDS = 60
+
+
+@contextmanager
+def alarm(seconds: int):
+    """Fail with TimeoutError if the block runs longer than `seconds`: a hang, not a slow first import."""
+    def hang(signum, frame):
+        raise TimeoutError(f"no answer within {seconds} s: a hang")
+    previous = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def snapshot(folder: Path, skip: Path | None = None) -> dict[str, str]:
@@ -293,7 +311,9 @@ def hostile_path(root: Path, kind: str) -> Path:
        model=st.sampled_from(PATH_KINDS), data=st.sampled_from(PATH_KINDS + ["shopfloor:dev"]),
        out=st.sampled_from(PATH_KINDS + ["fresh"]),
        config=st.sampled_from([k for k in PATH_KINDS if k != "empty"]))   # an empty config is all defaults: a real run
-@settings(max_examples=40 if PROFILE == "fast" else settings().max_examples)   # each example runs a command
+# Each example runs a command (a quarter of a second; the first import of a stage takes up to 20 s on a busy
+# machine, so a per-example alarm, not Hypothesis' deadline, is what catches a hang).
+@settings(max_examples=40 if PROFILE == "fast" else max(40, settings().max_examples // 8), deadline=None)
 def test_fuzz_cli_paths_end_in_one_error_line(tmp_path_factory, command, model, data, out, config):
     root = tmp_path_factory.mktemp("cli")
     paths = {name: (hostile_path(root, kind) if kind not in ("shopfloor:dev", "fresh") else
@@ -306,7 +326,7 @@ def test_fuzz_cli_paths_end_in_one_error_line(tmp_path_factory, command, model, 
     assert all(isinstance(p, (Path, str)) and (p == "shopfloor:dev" or Path(p).is_absolute()) for p in paths.values())
     before = snapshot(root)
     err = io.StringIO()
-    with redirect_stderr(err), redirect_stdout(io.StringIO()):
+    with redirect_stderr(err), redirect_stdout(io.StringIO()), alarm(HANG_SECONDS):
         try:
             code = main(argv)
         except SystemExit as exc:   # argparse

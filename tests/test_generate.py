@@ -1,7 +1,14 @@
-"""Generation with the calculator: forced fills, token split, stop at the end of the Answer line."""
+"""Generation with the calculator: forced fills, token split, stop at the end of the Answer line; the backend
+contract (protocols) and the package's import rules."""
+import subprocess
+import sys
+
 import torch
 
-from edgedistill.generate import Row, Sampling, TransformersGenerator, choose_tokens, encode_completion
+from edgedistill.generation import Backend, PromptCompleter, Row, Sampling, Scorer, SingleRowDecoder, \
+    encode_completion, render_prompt, shared_prefix
+from edgedistill.generation.decoding import choose_tokens, stream_completion, stream_row
+from edgedistill.generation.transformers import TransformersGenerator
 from edgedistill.models import load_model
 
 
@@ -93,7 +100,6 @@ def test_generator_runs_batched_and_is_deterministic(tiny_model_dir):
 
 
 def test_shared_prefix_cache_gives_the_same_greedy_output(tiny_model_dir):
-    from edgedistill.generate import render_prompt, shared_prefix
     model, tok = load_model(str(tiny_model_dir))
     gen = TransformersGenerator(model, tok)
     system = {"role": "system", "content": "You answer shop-floor questions. " * 6}
@@ -125,7 +131,6 @@ def test_repeated_prompts_are_prefilled_once_and_still_sampled_apart(tiny_model_
 
 
 def test_shared_prefix_leaves_each_prompt_a_token():
-    from edgedistill.generate import shared_prefix
     assert shared_prefix([[1, 2, 3], [1, 2, 3]]) == [1, 2]
     assert shared_prefix([[1, 2, 3], [1, 9]]) == [1]
     assert shared_prefix([[5], [6]]) == []
@@ -139,7 +144,6 @@ def test_own_decoding_loop_matches_transformers_generate(tiny_model_dir):
     conversations = [[{"role": "user", "content": q}] for q in ["Hi", "What is 12 times 7.5 in total parts?", "x"]]
     sampling = Sampling(max_new_tokens=12, stop_after_answer=False, calculator=False)
     ours = gen.generate(conversations, sampling, batch_size=3)
-    from edgedistill.generate import render_prompt
     for conversation, text in zip(conversations, ours):
         prompt = torch.tensor([tok.encode(render_prompt(tok, conversation), add_special_tokens=False)])
         reference = model.generate(prompt, max_new_tokens=12, do_sample=False, eos_token_id=sorted(gen.eos),
@@ -148,24 +152,26 @@ def test_own_decoding_loop_matches_transformers_generate(tiny_model_dir):
 
 
 def test_streamed_completion_equals_the_batched_one_on_transformers_and_llama_cpp(tiny_model_dir):
-    """The app streams with `stream_completion`; evaluation scores with `generate`: the same greedy text, token by
-    token, with the calculator's tokens marked (probability None) and the model's in (0, 1]."""
-    from edgedistill.generate import stream_completion
-    from edgedistill.llamacpp import LlamaCppGenerator
+    """The app streams with `stream_completion`; evaluation scores with `generate`: the same greedy text, one step
+    per token, each step's text extending the last, the model's tokens with a probability in (0, 1]."""
+    from edgedistill.generation.llamacpp import LlamaCppGenerator
     from edgedistill.models import resolve
     model, tok = load_model(str(tiny_model_dir))
     messages = [{"role": "user", "content": "A line makes 48 an hour. How many in 7.5 hours?"}]
     for generator in (TransformersGenerator(model, tok), LlamaCppGenerator(str(resolve("smollm2-135m-instruct").path))):
+        assert isinstance(generator, Backend) and isinstance(generator, SingleRowDecoder)
         sampling = Sampling(max_new_tokens=24, stop_after_answer=False)
         steps = list(stream_completion(generator, messages, sampling))
         assert steps and steps[-1].text.strip() == generator.generate([messages], sampling)[0]
-        assert all(s.probability is None or 0 < s.probability <= 1 for s in steps)
-        assert all(a.text == b.text[:len(a.text)] or "<<" in b.text for a, b in zip(steps, steps[1:]))
+        assert generator.generated_tokens == len(steps)     # one step per completion token
+        assert "<<" not in steps[-1].text          # no calculator here: every token is the model's
+        assert all(s.probability is not None and 0 < s.probability <= 1 for s in steps)
+        assert all(b.text.startswith(a.text) for a, b in zip(steps, steps[1:]))    # what the app shows only grows
 
 
 def test_stream_marks_calculator_tokens_as_not_the_models(smollm_tokenizer):
-    """A row that writes `<<6*7=` gets `42>>` forced: those steps carry no model probability."""
-    from edgedistill.generate import stream_row
+    """A row that writes `<<6*7=` gets `42>>` forced: those steps carry no model probability, and the stream's text
+    grows by one token per step across the fill too."""
     tok = smollm_tokenizer
     script = ids(tok, "Answer: <<6*7=")
     vocab = len(tok)
@@ -181,7 +187,47 @@ def test_stream_marks_calculator_tokens_as_not_the_models(smollm_tokenizer):
         return logits_for(len(fed))
     steps = list(stream_row(logits_for(0), feed, row_for(tok, Sampling(max_new_tokens=20, stop_after_answer=False)),
                             Sampling(max_new_tokens=20, stop_after_answer=False)))
-    assert steps[-1].text.endswith("<<6*7=42>>")
-    forced = [s for s in steps if s.probability is None]
-    assert forced and "".join(steps[-1].text).endswith("42>>")
-    assert all(s.probability is not None and s.probability > 0.99 for s in steps[:len(script)])
+    written = script + ids(tok, "42>>")
+    assert [s.text for s in steps] == [tok.decode(written[:n]) for n in range(1, len(written) + 1)]
+    assert steps[-1].text == "Answer: <<6*7=42>>"
+    assert [s.probability is None for s in steps] == [False] * len(script) + [True] * (len(written) - len(script))
+    assert all(s.probability > 0.99 for s in steps[:len(script)])
+    assert fed == written            # the forced tokens went through the model too: its KV cache holds them
+
+
+def test_every_backend_keeps_the_contract_its_callers_rely_on():
+    """The protocols are what callers may use: a batched `generate` and a `render` method everywhere, the single-row
+    decode only where our own loop runs, `complete` on the backends that take a rendered prompt; the export stage's
+    scorers are Scorers."""
+    from types import SimpleNamespace
+    from edgedistill.export.parity import GgufScorer, OnnxScorer, SourceModel
+    from edgedistill.generation.llamacpp import LlamaCppGenerator
+    from edgedistill.generation.onnx import OnnxGenerator
+    from edgedistill.generation.openai_api import OpenAIGenerator
+    from edgedistill.generation.vllm import VLLMGenerator
+    for backend in (TransformersGenerator, LlamaCppGenerator, OnnxGenerator, OpenAIGenerator, VLLMGenerator):
+        assert callable(getattr(backend, "render", None)) and callable(getattr(backend, "generate", None)), backend
+    assert all(issubclass(backend, PromptCompleter) for backend in (LlamaCppGenerator, OnnxGenerator, OpenAIGenerator))
+    assert all(issubclass(scorer, Scorer) for scorer in (GgufScorer, OnnxScorer, SourceModel))
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "6 times 7?"}]
+    server = OpenAIGenerator("http://127.0.0.1:9/v1", render=lambda m: "<" + m[-1]["content"] + ">", model="x")
+    engine = VLLMGenerator(llm=None, tokenizer=SimpleNamespace(chat_template=None))
+    for remote in (server, engine):   # these decode in their own loop: no single row to stream from
+        assert isinstance(remote, Backend) and not isinstance(remote, SingleRowDecoder)
+        assert remote.generated_tokens == 0
+    assert server.render(messages) == "<6 times 7?>"
+    assert engine.render(messages) == "Be brief.\n\n6 times 7?\n\n"          # no template: the plain prompt
+
+
+def test_the_package_and_its_data_types_import_without_torch():
+    """Sampling and the Row rules are plain data: a module that builds a Sampling need not import torch, and the
+    package imports no backend until load_generator is called."""
+    code = ("import sys\n"
+            "import edgedistill.generation, edgedistill.generation.base, edgedistill.generation.continuation\n"
+            "import edgedistill.generation.templates\n"
+            "heavy = {'torch', 'transformers', 'numpy', 'llama_cpp', 'onnxruntime_genai'} & set(sys.modules)\n"
+            "backends = [m for m in sys.modules if m.split('.')[-1] in ('transformers', 'llamacpp', 'onnx', "
+            "'openai_api', 'vllm') and m.startswith('edgedistill.generation.')]\n"
+            "print(sorted(heavy), backends)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "[] []", result.stdout + result.stderr

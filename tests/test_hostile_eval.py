@@ -8,10 +8,11 @@ import pytest
 
 from edgedistill import UserError
 from edgedistill.cli import main
+from edgedistill.config import EvalConfig
+from edgedistill.datasets import load_benchmark
+from edgedistill.metrics import evaluate
 from edgedistill.records import Question
-from edgedistill.evals.compare import EvalSettings, compare
-from edgedistill.evals.datasets import load_benchmark
-from edgedistill.evals.evaluate import evaluate, evaluate_benchmark
+from edgedistill.evals.compare import compare
 
 from tests.test_evals import DATA
 
@@ -51,7 +52,7 @@ def write_sums(path, long_lines=(3,), n=5):
 
 def test_an_over_long_question_is_skipped_named_by_file_and_line_and_counted(tmp_path, capsys):
     data = write_sums(tmp_path / "sums.jsonl")
-    result = evaluate_benchmark(ContextLimitedGenerator(), load_benchmark(str(data)), k=2, end_subset=0, label=None)
+    result = evaluate(ContextLimitedGenerator(), load_benchmark(str(data)), k=2, calculator_row=True, label=None)
     assert result["n"] == 4 and result["pass@1"] == 1.0 and len(result["rows"]) == 4
     assert result["skipped"] == 1
     assert result["skipped_questions"] == [{"id": "sum-2", "where": f"{data}:3", "prompt_tokens": 231}]
@@ -61,23 +62,24 @@ def test_an_over_long_question_is_skipped_named_by_file_and_line_and_counted(tmp
 
 
 def test_the_quick_eval_command_skips_the_question_and_finishes(tmp_path, monkeypatch, capsys):
-    import edgedistill.generate
-    monkeypatch.setattr(edgedistill.generate, "load_generator", lambda *a, **k: ContextLimitedGenerator())
+    import edgedistill.generation
+    monkeypatch.setattr(edgedistill.generation, "load_generator", lambda *a, **k: ContextLimitedGenerator())
     data = write_sums(tmp_path / "sums.jsonl", long_lines=(1, 4))
     assert main(["eval", "--model", "stand-in", "--data", str(data)]) == 0
     captured = capsys.readouterr()
     assert "n=3" in captured.out
     assert f"{data}:1 (id sum-0)" in captured.err and f"{data}:4 (id sum-3)" in captured.err
-    result = evaluate(ContextLimitedGenerator(), load_benchmark(str(data)), label="eval")
+    result = evaluate(ContextLimitedGenerator(), load_benchmark(str(data)), k=1, label="eval")
     assert result["n"] == 3 and result["skipped"] == 2
     assert [s["where"] for s in result["skipped_questions"]] == [f"{data}:1", f"{data}:4"]
 
 
 def test_the_comparison_report_lists_the_skipped_question(tmp_path, monkeypatch, capsys):
-    import edgedistill.generate
-    monkeypatch.setattr(edgedistill.generate, "load_generator", lambda *a, **k: ContextLimitedGenerator())
+    import edgedistill.generation
+    monkeypatch.setattr(edgedistill.generation, "load_generator", lambda *a, **k: ContextLimitedGenerator())
     data = write_sums(tmp_path / "sums.jsonl")
-    report = compare(["stand-in"], [str(data)], tmp_path / "report", EvalSettings(k=2, end_subset=2))
+    report = compare(["stand-in"], [str(data)], tmp_path / "report",
+                     EvalConfig(samples=2, calculator_row=True, end_subset=2, calibrate=False))
     assert report["results"][0]["skipped"] == 1 and report["results"][0]["n"] == 4
     assert report["results"][0]["skipped_questions"][0]["where"] == f"{data}:3"
     text = (tmp_path / "report" / "report.md").read_text()
@@ -92,7 +94,7 @@ def test_to_the_end_leaves_out_a_question_that_fits_only_the_answer(tmp_path):
                  Question(id="short", question="What is 2+5?", answer="7")]
     generator = ContextLimitedGenerator()
     generator.context_per_row = 300
-    result = evaluate_benchmark(generator, questions, k=1, end_subset=2, end_tokens=256, label=None)
+    result = evaluate(generator, questions, k=1, calculator_row=True, end_subset=2, end_tokens=256, label=None)
     assert result["n"] == 2 and result["skipped"] == 0
     assert result["to_the_end"]["n"] == 1 and result["to_the_end"]["skipped"] == 1
     assert result["to_the_end"]["pass@1_at_delimiter"] == 1.0
@@ -103,7 +105,7 @@ def test_every_question_too_long_is_one_clear_error(tmp_path):
     with pytest.raises(UserError, match=r"all 3 questions are too long for the model's 128-token context with 48 "
                                         rf"new tokens \(the shortest prompt, {re.escape(str(data))}:1, has 231 "
                                         r"tokens\): use fewer shots"):
-        evaluate_benchmark(ContextLimitedGenerator(), load_benchmark(str(data)), k=1, end_subset=0, label=None)
+        evaluate(ContextLimitedGenerator(), load_benchmark(str(data)), k=1, calculator_row=True, label=None)
 
 
 def test_each_loader_keeps_where_its_questions_came_from(tmp_path):
@@ -122,13 +124,13 @@ def test_each_loader_keeps_where_its_questions_came_from(tmp_path):
 
 def test_a_transformers_model_skips_a_prompt_past_its_position_limit(tmp_path, tiny_model_dir, capsys):
     """The tiny Llama has 1024 positions; a 1100-token question is skipped, the short one is decoded."""
-    from edgedistill.generate import TransformersGenerator
+    from edgedistill.generation.transformers import TransformersGenerator
     from edgedistill.models import load_model
     model, tokenizer = load_model(str(tiny_model_dir))
     data = tmp_path / "two.jsonl"
     data.write_text(json.dumps({"id": "huge", "question": "pump " * 1100 + "What is 1+1?", "answer": "2"}) + "\n"
                     + json.dumps({"id": "small", "question": "What is 1+1?", "answer": "2"}) + "\n")
-    result = evaluate(TransformersGenerator(model, tokenizer), load_benchmark(str(data)), max_new_tokens=4,
+    result = evaluate(TransformersGenerator(model, tokenizer), load_benchmark(str(data)), k=1, max_new_tokens=4,
                       label="eval")
     assert result["n"] == 1 and [row["id"] for row in result["rows"]] == ["small"]
     skipped = result["skipped_questions"][0]

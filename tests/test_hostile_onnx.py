@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from edgedistill import UserError
-from edgedistill.generate import load_generator
+from edgedistill.generation import load_generator
 
 # the shape onnxruntime-genai's model builder writes for a CPU export of a small Llama
 BUILDER_CONFIG = {
@@ -153,7 +153,7 @@ def test_malformed_config_is_a_user_error(tmp_path, genai_untouchable, content, 
 
 def test_the_builders_own_config_passes(tmp_path):
     """What the export stage writes (CPU, and with the flags the builder may add) is data and reads back whole."""
-    from edgedistill.onnx_runtime import read_genai_config
+    from edgedistill.generation.onnx import read_genai_config
     config = with_setting("model", "decoder", {**BUILDER_CONFIG["model"]["decoder"], "session_options": {
         "log_id": "onnxruntime-genai", "provider_options": [{"cuda": {}}], "intra_op_num_threads": 2,
         "graph_optimization_level": "ORT_ENABLE_ALL", "session.use_device_allocator_for_initializers": "1"}})

@@ -1,4 +1,4 @@
-"""The objectives pinned: hand-computed values and every invariant of ALGORITHMS.md sections 0-3 and 5 that is a
+"""The objectives pinned: hand-computed values and every invariant of docs/algorithms.md sections 1-5 that is a
 property of a loss or an advantage (the model-level ones, early stopping and DPO on a model, are in test_train.py)."""
 import math
 from itertools import product
@@ -8,7 +8,7 @@ import torch
 
 from edgedistill.metrics import pass_at_k
 from edgedistill.student.objectives import aggregate, answer_first_loss, dpo_loss, grao_advantages, grao_loss, \
-    hardness_weights, loo_advantages, mean_logp, policy_gradient_loss, rloo_advantages, sequence_logp, sft_loss
+    hardness_weights, loo_advantages, mean_logp, policy_gradient_loss, sequence_logp
 
 # Two examples, four completion positions; the second has three tokens (the last position is padding).
 LOGPS = torch.tensor([[-0.5, -1.0, -2.0, -0.1], [-0.2, -3.0, -0.7, -9.0]], dtype=torch.float64)
@@ -17,31 +17,27 @@ ANSWER = torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.float64)    # an
 RATIONALE = MASK - ANSWER
 
 
-# -- section 0 and SFT ------------------------------------------------------------------------------------------
+# -- §1 and §2: log-likelihoods and SFT -------------------------------------------------------------------------
 
 def test_sequence_and_mean_log_likelihood_by_hand():
     assert sequence_logp(LOGPS, MASK).tolist() == pytest.approx([-3.6, -3.9])
     assert mean_logp(LOGPS, MASK).tolist() == pytest.approx([-0.9, -1.3])
 
 
-def test_length_normalisation_ignores_a_repeated_response():   # GRAO 2.6.6
+def test_length_normalisation_ignores_a_repeated_response():   # §1
     doubled = torch.cat([LOGPS[:1, :4], LOGPS[:1, :4]], dim=1)
     assert mean_logp(doubled, torch.ones_like(doubled)).item() == pytest.approx(mean_logp(LOGPS[:1], MASK[:1]).item())
 
 
-def test_sft_loss_is_the_token_mean_nll_with_example_weights():
-    assert sft_loss(LOGPS, MASK).item() == pytest.approx(7.5 / 7)
-    weights = torch.tensor([2.0, 0.5], dtype=torch.float64)
-    assert sft_loss(LOGPS, MASK, weights).item() == pytest.approx((2 * 3.6 + 0.5 * 3.9) / 7)
-
-
-def test_answer_first_loss_decomposes_into_answer_and_rationale_terms():   # adaptive thinking 5.5
+def test_answer_first_loss_decomposes_into_answer_and_rationale_terms():   # §2
     answer_nll, rationale_nll = 1.5 + 0.2, 2.1 + 3.7                         # by hand from LOGPS
+    # lambda_r = 1: the ordinary token-mean SFT loss of the whole completion (7 tokens, NLL 3.6 + 3.9)
     assert answer_first_loss(LOGPS, ANSWER, RATIONALE).item() == pytest.approx((answer_nll + rationale_nll) / 7)
-    assert answer_first_loss(LOGPS, ANSWER, RATIONALE).item() == pytest.approx(sft_loss(LOGPS, MASK).item())
-    # lambda_r = 0: answer-only fine-tuning, exactly
-    assert answer_first_loss(LOGPS, ANSWER, RATIONALE, rationale_weight=0.0).item() == pytest.approx(
-        sft_loss(LOGPS, ANSWER).item())
+    weights = torch.tensor([2.0, 0.5], dtype=torch.float64)                  # per-example weights scale each token
+    assert answer_first_loss(LOGPS, ANSWER, RATIONALE, weight=weights).item() == pytest.approx(
+        (2 * 3.6 + 0.5 * 3.9) / 7)
+    # lambda_r = 0: answer-only fine-tuning, exactly (3 answer tokens)
+    assert answer_first_loss(LOGPS, ANSWER, RATIONALE, rationale_weight=0.0).item() == pytest.approx(answer_nll / 3)
     assert answer_first_loss(LOGPS, ANSWER, RATIONALE, rationale_weight=0.5).item() == pytest.approx(
         (answer_nll + 0.5 * rationale_nll) / (3 + 0.5 * 4))
 
@@ -57,7 +53,7 @@ def test_hardness_weights_mean_one_favour_the_hard_rationale_and_carry_no_gradie
     assert weighted == pytest.approx((weights[0] * 3.6 + weights[1] * 3.9).item() / 7)
 
 
-# -- DPO (InfiAlign 1.6) ----------------------------------------------------------------------------------------
+# -- DPO (§3) ---------------------------------------------------------------------------------------------------
 
 def test_dpo_is_log_two_when_the_policy_is_the_reference():
     chosen, rejected = torch.tensor([-12.0, -40.0]), torch.tensor([-15.0, -33.0])
@@ -72,10 +68,10 @@ def test_dpo_by_hand_and_its_gradient_raises_chosen_and_lowers_rejected():
     assert chosen.grad.item() < 0 < rejected.grad.item()    # descending the loss raises log pi(y_w), lowers y_l
 
 
-# -- GRAO (2.6) -------------------------------------------------------------------------------------------------
+# -- GRAO (§4) --------------------------------------------------------------------------------------------------
 
 def grao_objective(l, l_y, A, A_y, beta, lam):
-    """J by the linearity identity of ALGORITHMS.md 2.1."""
+    """J by the linearity identity of docs/algorithms.md#4-grao."""
     return (1 + lam) * (A * l).mean() + (beta * A_y - lam * A.mean()) * l_y
 
 
@@ -132,7 +128,7 @@ def test_grao_gradient_signs():
     assert l_y.grad.item() == pytest.approx(beta * 0.9 - lam * A.mean().item())
 
 
-# -- inference-time objectives (3.7) ----------------------------------------------------------------------------
+# -- inference-time objectives (§5) -----------------------------------------------------------------------------
 
 OUTCOME_REWARD = {"pass": [1.0, 0.0, 0.0], "max": [0.2, 1.0, 0.6], "mean": [0.2, 1.0, 0.6], "maj": [1.0, 0.0, 0.0]}
 OUTCOME_ANSWER = ["4", "5", None]   # a 3-outcome policy: right answer, wrong answer, no answer (votes for nothing)
@@ -188,8 +184,9 @@ def test_bernoulli_pass_at_k_derivative_by_monte_carlo():
 
 def test_mean_objective_advantage_is_rloo_over_k():
     rewards = [0.2, 1.0, 0.6, 0.0]
-    assert loo_advantages("mean", rewards) == pytest.approx([r / 4 for r in rloo_advantages(rewards)])
-    assert rloo_advantages(rewards)[1] == pytest.approx(1.0 - 0.8 / 3)
+    rloo = [r - (sum(rewards) - r) / 3 for r in rewards]      # r_i - mean_{j != i} r_j (RLOO, Ahmadian et al. 2024)
+    assert rloo[1] == pytest.approx(1.0 - 0.8 / 3)
+    assert loo_advantages("mean", rewards) == pytest.approx([r / 4 for r in rloo])
 
 
 @pytest.mark.parametrize("rewards", [[0, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1], [0, 1, 0, 1, 1]])

@@ -15,9 +15,10 @@ import yaml
 from edgedistill import UserError
 from edgedistill.calculator import check_annotations
 from edgedistill.formats import answer_first_target, chat
-from edgedistill.generate import Sampling, load_generator
+from edgedistill.generation import Sampling, load_generator
+from edgedistill.generation.continuation import first_wrong_fill
+from edgedistill.generation.openai_api import OpenAIGenerator
 from edgedistill.models import resolve
-from edgedistill.openai_api import OpenAIGenerator, first_wrong_fill
 from edgedistill.records import load_questions
 
 
@@ -104,6 +105,43 @@ def test_server_that_answers_garbage_is_a_clear_error():
         generator = OpenAIGenerator(f"http://127.0.0.1:{httpd.server_port}/v1", render=lambda m: "q", model="x")
         with pytest.raises(UserError, match="not an OpenAI completion"):
             generator.generate([[{"role": "user", "content": "hi"}]], Sampling(max_new_tokens=4))
+    finally:
+        httpd.shutdown()
+
+
+def test_each_sample_sends_its_own_seed_and_is_continued_after_the_calculators_value():
+    """A scripted server that always gets 2*3 wrong: every sample is cut after `=`, gets `6>>` and is continued with
+    its own seed (seed + index) and what is left of its token budget; `complete` takes the seed from Sampling."""
+    requests = []
+
+    class Scripted(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            requests.append(payload)
+            text = "Answer: <<2*3=7>>\nReason: seven." if payload["prompt"].endswith("?") else "\nReason: six."
+            body = json.dumps({"choices": [{"text": text}], "usage": {"completion_tokens": 5}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        generator = OpenAIGenerator(f"http://127.0.0.1:{httpd.server_port}/v1", render=lambda m: m[-1]["content"],
+                                    model="x")
+        sampling = Sampling(max_new_tokens=40, stop_after_answer=False, seed=7)
+        texts = generator.generate([[{"role": "user", "content": q}] for q in ("a?", "b?")], sampling)
+        assert texts == ["Answer: <<2*3=6>>\nReason: six."] * 2
+        sent = sorted((r["prompt"], r["seed"], r["max_tokens"]) for r in requests)
+        assert sent == [("a?", 7, 40), ("a?Answer: <<2*3=6>>", 7, 35), ("b?", 8, 40), ("b?Answer: <<2*3=6>>", 8, 35)]
+        assert generator.generated_tokens == 20
+        requests.clear()
+        assert generator.complete("c?", Sampling(max_new_tokens=40, seed=3)) == "Answer: <<2*3=6>>"
+        assert [r["seed"] for r in requests] == [3]     # the fill completed the Answer line: nothing to continue
     finally:
         httpd.shutdown()
 

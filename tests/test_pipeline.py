@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import yaml
@@ -13,6 +14,13 @@ QUESTIONS = [
      "answer": str(a * b), "answer_expr": f"{a}*{b}", "rationale": f"{a} parts an hour for {b} hours: <<{a}*{b}={a * b}>> parts."}
     for i, (a, b) in enumerate([(60, 7), (45, 8), (30, 6), (12, 9), (25, 4), (80, 3), (15, 5), (40, 2)])
 ]
+
+
+def wilson(correct, n, z=1.96):
+    """The 95% Wilson score interval, written out here to check the report's against."""
+    p, scale = correct / n, 1 + z * z / n
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return [(centre - half) / scale, (centre + half) / scale]
 
 
 def write_jsonl(path, rows):
@@ -51,8 +59,13 @@ def test_run_writes_report_and_second_run_skips(tmp_path, tiny_model_dir, capsys
     assert main(["run", "--config", str(config), "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     assert set(report) >= {"base", "student", "seconds", "artifacts"}
-    assert report["student"]["n"] == len(QUESTIONS) and 0 <= report["student"]["pass@1"] <= 1
-    assert report["base"]["ci95"][0] <= report["base"]["pass@1"] <= report["base"]["ci95"][1]
+    for name in ("base", "student", "gguf", "onnx"):       # each figure is what its own rows add up to
+        rows = json.loads((out / "eval" / f"{name}.json").read_text())["rows"]
+        assert [row["id"] for row in rows] == [q["id"] for q in QUESTIONS], name
+        correct = sum(bool(row["correct"]) for row in rows)
+        assert (report[name]["n"], report[name]["correct"]) == (len(QUESTIONS), correct), name
+        assert report[name]["pass@1"] == pytest.approx(correct / len(QUESTIONS), abs=1e-4), name
+        assert report[name]["ci95"] == pytest.approx(wilson(correct, len(QUESTIONS)), abs=1e-4), name
     assert set(report["seconds"]) == {"teach", "train", "export", "eval"}
     assert report["gguf"]["n"] == len(QUESTIONS) and report["artifacts"]["gguf"].endswith("student-Q4_K_M.gguf")
     assert (out / report["artifacts"]["student"]).resolve() == (out / "student" / "merged").resolve() or \

@@ -1,14 +1,16 @@
 """The shipped shop-floor seed problems: format, arithmetic, held-out separation, reproducibility."""
 import json
 import string
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from edgedistill.calculator import ANNOTATION, check_annotations, evaluate, format_number
-from edgedistill.seeds import generate
+from edgedistill.records import SEEDS_DIR as SEEDS
 
-SEEDS = Path(generate.__file__).resolve().parent
+TOOLS = Path(__file__).resolve().parent.parent / "tools"   # the generator is a build-time tool, not package code
 SPLITS = ("train", "dev", "heldout")
 KEYS = ["id", "question", "answer", "answer_type", "answer_expr", "rationale", "topic", "source"]
 REQUIRED_TOPICS = {"throughput", "oee", "takt_time", "cycle_time", "scrap_yield", "unit_conversion", "packing",
@@ -63,11 +65,19 @@ def test_no_heldout_eight_word_run_in_train_or_dev(data):
 
 
 def test_regenerating_reproduces_the_shipped_files(tmp_path):
-    paths = generate.main(out_dir=tmp_path)
-    assert set(paths) == set(SPLITS)
+    out = tmp_path / "out"     # run as documented, from another directory
+    done = subprocess.run([sys.executable, str(TOOLS / "shopfloor_seeds.py"), str(out)], cwd=tmp_path,
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == [f"{split}: {out / f'shopfloor_{split}.jsonl'}" for split in SPLITS]
     for split in SPLITS:
         shipped = (SEEDS / f"shopfloor_{split}.jsonl").read_bytes()
-        assert (tmp_path / f"shopfloor_{split}.jsonl").read_bytes() == shipped, split
+        assert (out / f"shopfloor_{split}.jsonl").read_bytes() == shipped, split
+
+
+def test_the_generator_writes_where_the_runtime_reads(monkeypatch):
+    monkeypatch.syspath_prepend(str(TOOLS))
+    import shopfloor_seeds
+    assert shopfloor_seeds.SEEDS_DIR == SEEDS.resolve()
 
 
 def test_every_topic_in_every_split(data):

@@ -3,11 +3,12 @@ teacher can read, answers through its API (gradio_client), binds 127.0.0.1, refu
 import socket
 
 import pytest
+import torch
 
 from edgedistill import UserError
 from edgedistill.calibration import fit_calibration
 from edgedistill.config import ServeConfig
-from edgedistill.generate import Token
+from edgedistill.generation import Token
 from edgedistill.records import load_questions
 from edgedistill.serve.app import QA, FeedbackLog, band, build_app, computations, confidence_markdown, parse_auth, readable, \
     serve, split_stream
@@ -51,8 +52,48 @@ def test_stream_shows_the_answer_first_then_the_reasoning(qa):
     assert readable(answer) == "360" and readable(reasoning) == "48 an hour for 7.5 hours: 360 housings."
     assert readable("Answer: <<48*7") == "Answer: "                   # a half-written computation is hidden
     assert computations(steps[-1]) == "Computation: `48*7.5 = 360`"
-    only = [text for text, _ in qa(["360"]).stream("How many?", answer_only=True)]
-    assert split_stream(only[-1])[1] == ""                              # answer only: no reasoning decoded
+
+
+class CharModel:
+    """A character-level model with the single-row decode the app streams from: it always writes GREEDY in full
+    and stops only when a decoding rule (the calculator, the end of the Answer line) makes it."""
+    backend, eos = "scripted", {0}
+
+    def __init__(self):
+        self.fed = []                                               # every token the app ran through the model
+
+    def prompt_ids(self, messages):
+        return [1]
+
+    def encode(self, text):
+        return [ord(c) for c in text]
+
+    def decode(self, ids):
+        return "".join(map(chr, ids))
+
+    def single_row(self, ids, max_new_tokens=0):
+        self.fed = []
+
+        def logits():
+            written = len(self.fed)
+            return torch.nn.functional.one_hot(torch.tensor([ord(GREEDY[written]) if written < len(GREEDY) else 0]),
+                                               256).float()
+
+        def feed(token):
+            self.fed.append(token)
+            return logits()
+        return logits(), feed
+
+
+def test_answer_only_stops_decoding_at_the_answer_line():
+    """Through the real decoding loop, not a stand-in: the same model writes the reasoning unless answer-only."""
+    model = CharModel()
+    qa = QA(model, ServeConfig(samples=0))
+    full = [text for text, _ in qa.stream("How many?", answer_only=False)]
+    assert full[-1] == GREEDY and split_stream(full[-1])[1] == "48 an hour for 7.5 hours: <<48*7.5=360>> housings."
+    only = [text for text, _ in qa.stream("How many?", answer_only=True)]
+    assert only[-1] == "Answer: <<48*7.5=360>>\n" and split_stream(only[-1])[1] == ""     # no reasoning shown
+    assert model.decode(model.fed) == "Answer: <<48*7.5=360>>"      # nor decoded: nothing run after the newline
 
 
 def test_confidence_is_agreement_mapped_through_the_calibration(qa):
@@ -144,27 +185,27 @@ def refuse_to_load(*args, **kwargs):
     raise AssertionError("the model was loaded before the pre-flight checks")
 
 
-def test_serve_refuses_a_port_in_use_before_loading_the_model(monkeypatch, tmp_path, capsys):
+def test_serve_refuses_a_port_in_use_before_loading_the_model(tmp_path, capsys):
     from edgedistill.cli import main
-    monkeypatch.setattr("edgedistill.generate.load_generator", refuse_to_load)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(UserError, match=f"cannot listen on 127.0.0.1:{port}.*--port"):
-            serve("student.gguf", ServeConfig(port=port, feedback=str(tmp_path / "feedback.jsonl")))
-        assert main(["serve", "--model", "student.gguf", "--port", str(port)]) == 2     # the CLI: no traceback
+            serve("student.gguf", ServeConfig(port=port, feedback=str(tmp_path / "feedback.jsonl")),
+                  load=refuse_to_load)
+        # the CLI: no traceback; a load before the check would fail on the missing file, not the port
+        assert main(["serve", "--model", "student.gguf", "--port", str(port)]) == 2
     assert "edgedistill: error: cannot listen" in capsys.readouterr().err
 
 
-def test_serve_refuses_an_unwritable_feedback_folder_before_loading_the_model(monkeypatch, tmp_path):
-    monkeypatch.setattr("edgedistill.generate.load_generator", refuse_to_load)
+def test_serve_refuses_an_unwritable_feedback_folder_before_loading_the_model(tmp_path):
     (tmp_path / "a-file").write_text("not a folder")
     settings = ServeConfig(port=free_port(), feedback=str(tmp_path / "a-file" / "feedback.jsonl"))
     with pytest.raises(UserError, match="cannot write the feedback file .*--feedback"):
-        serve("student.gguf", settings)
+        serve("student.gguf", settings, load=refuse_to_load)
     with pytest.raises(UserError, match="cannot write the feedback file"):      # a folder where the file should be
-        serve("student.gguf", ServeConfig(port=free_port(), feedback=str(tmp_path)))
+        serve("student.gguf", ServeConfig(port=free_port(), feedback=str(tmp_path)), load=refuse_to_load)
 
 
 def test_auth_and_lan_binding():

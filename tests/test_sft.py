@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from edgedistill.config import Config, DataConfig, StudentConfig
-from edgedistill.generate import encode_completion, render_prompt
+from edgedistill.generation import encode_completion, render_prompt
 from edgedistill.student import batching, loop, sft
 
 

@@ -130,7 +130,7 @@ class ScriptedTeacher:
         return out
 
 
-def test_model_teacher_majority_self_correction_negatives_and_outputs(tmp_path, monkeypatch, tiny_model_dir):
+def test_model_teacher_majority_self_correction_negatives_and_outputs(tmp_path, tiny_model_dir):
     seeds = tmp_path / "plant.csv"
     seeds.write_text("question,answer\nQ1 press: 6 times 7?,42\nQ2 press: 5 times 5?,25\nQ3 no reference: 2 times 3?,\n")
 
@@ -146,14 +146,14 @@ def test_model_teacher_majority_self_correction_negatives_and_outputs(tmp_path, 
         return "Answer: <<6*8=48>>\nReason: Six times eight is <<6*8=48>>."
 
     teachers = {"big": ScriptedTeacher(teacher_script), "weak": ScriptedTeacher(weak_script)}
-    monkeypatch.setattr("edgedistill.generate.load_generator", lambda spec, *a, **k: teachers[spec])
+    load = lambda spec, *a, **k: teachers[spec]   # noqa: E731  (stands in for load_generator)
     config = Config()
     config.data.train, config.data.eval, config.data.train_limit = str(seeds), "shopfloor:dev", None
     config.teacher.kind, config.teacher.model, config.teacher.negatives_model = "model", "big", "weak"
     config.teacher.samples, config.teacher.batch_size = 4, 2
     config.teacher.backend = "transformers"       # named, so the scripted teachers' names are not resolved
     out = tmp_path / "teacher"
-    summary = distill.run_teacher(config, out)
+    summary = distill.run_teacher(config, out, load=load)
     samples = {s["id"]: s for s in map(json.loads, (out / "samples.jsonl").read_text().splitlines())}
     assert samples["plant-4#0"]["verdict"]["reference_source"] == "majority"
     assert samples["plant-4#0"]["verdict"]["agreement"] == 0.75 and not samples["plant-4#3"]["verdict"]["correct"]
@@ -187,7 +187,7 @@ def test_model_teacher_majority_self_correction_negatives_and_outputs(tmp_path, 
     # A rerun regenerates nothing: every round finds its ids written
     before = (out / "samples.jsonl").read_text()
     teachers["big"].prompts.clear()
-    distill.run_teacher(config, out)
+    distill.run_teacher(config, out, load=load)
     assert (out / "samples.jsonl").read_text() == before and teachers["big"].prompts == []
 
 

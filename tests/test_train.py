@@ -1,5 +1,6 @@
 """The student recipes on a tiny random Llama: DPO from a stored reference, GRAO and pass@k on-policy, stage
-chaining, bf16 against fp32, and answer-first early stopping (ALGORITHMS.md 5.5) on a model that learned a target."""
+chaining, bf16 against fp32, and answer-first early stopping (docs/algorithms.md#2-answer-first-sft-post-thinking)
+on a model that learned a target."""
 import json
 import math
 
@@ -10,7 +11,8 @@ from safetensors.torch import load_file
 from edgedistill.checkers import extract_answer
 from edgedistill.config import Config, DataConfig, StudentConfig
 from edgedistill.formats import chat
-from edgedistill.generate import Sampling, TransformersGenerator
+from edgedistill.generation import Sampling
+from edgedistill.generation.transformers import TransformersGenerator
 from edgedistill.models import load_model
 from edgedistill.student import batching, dpo, loop, online, run as student_run
 

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import pytest
 
 from edgedistill import UserError
-from edgedistill.generate import Sampling, load_generator
-from edgedistill.vllm_engine import VLLMGenerator
+from edgedistill.generation import Sampling, Token, load_generator
+from edgedistill.generation.decoding import stream_completion
+from edgedistill.generation.vllm import VLLMGenerator
 
 
 @dataclass
@@ -86,6 +87,13 @@ def test_stop_after_answer_truncates_and_greedy_uses_top_p_one(fake_vllm):
     texts = VLLMGenerator(engine, Tokenizer()).generate([conversation("a")], Sampling(top_p=0.9))
     assert texts == ["Answer: 4"]
     assert engine.calls[0][1][0].top_p == 1.0 and engine.calls[0][1][0].temperature == 0.0
+
+
+def test_the_app_gets_a_vllm_completion_in_one_piece(fake_vllm):
+    """vLLM has no single-row decode of ours: stream_completion yields its whole (continued) text as one step."""
+    engine = ScriptedEngine({"a": "Answer: <<2*3=7>>\nReason: seven."})
+    steps = list(stream_completion(VLLMGenerator(engine, Tokenizer()), conversation("a"), Sampling()))
+    assert steps == [Token("Answer: <<2*3=6>>", None)] and len(engine.calls) == 1
 
 
 def test_without_vllm_installed_the_error_says_what_to_do(monkeypatch):

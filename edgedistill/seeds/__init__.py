@@ -1,1 +1,1 @@
-"""Seed data: deterministic shop-floor arithmetic word problems (see `edgedistill.seeds.generate`)."""
+"""Seed data: deterministic shop-floor arithmetic word problems (made by tools/shopfloor_seeds.py)."""

@@ -18,7 +18,10 @@ import torch
 from tqdm import tqdm
 
 from edgedistill import UserError
-from edgedistill.generate import Row, Sampling, render_prompt, stream_row
+from edgedistill.generation.base import Row
+from edgedistill.generation.decoding import stream_row
+from edgedistill.generation.sampling import Sampling
+from edgedistill.generation.templates import render_prompt
 
 
 CONFIG_FILE = "genai_config.json"
@@ -204,7 +207,14 @@ class OnnxGenerator:
             return logits()
         return logits(), feed
 
+    def complete(self, prompt: str, sampling: Sampling) -> str:
+        """One completion of an already rendered prompt (the PromptCompleter llama.cpp and a server also are)."""
+        ids = self.complete_ids(self.encode(prompt), sampling, torch.Generator().manual_seed(sampling.seed))
+        return self.decode(ids).strip()
+
     def complete_ids(self, prompt_ids: list[int], sampling: Sampling, seed_generator=None) -> list[int]:
+        """The completion's token ids, calculator fills included. `generate` passes one `seed_generator` to all
+        its rows in turn, so a row's draws depend on the seed and its place in the call."""
         first_logits, feed = self.single_row(prompt_ids, sampling.max_new_tokens)
         row = Row(sampling, self.decode, self.encode, self.eos)
         for _ in stream_row(first_logits, feed, row, sampling, seed_generator):

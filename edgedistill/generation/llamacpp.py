@@ -9,7 +9,8 @@ Batching is continuous, on llama.cpp's own multi-sequence KV cache (as its `llam
 slot whose row has finished takes the next prompt at once, in the same call, instead of waiting for the slowest
 row of a fixed batch. The token prefix all prompts share (system turn, worked examples) is decoded once into a
 sequence of its own and copied into each slot (`llama_memory_seq_cp`: the cells are shared, not recomputed).
-The prompt is rendered with the chat template stored in the GGUF, exactly as transformers renders it.
+The prompt is rendered with the chat template stored in the GGUF, exactly as transformers renders it
+(templates.llama_chat_renderer).
 """
 from __future__ import annotations
 
@@ -22,31 +23,13 @@ import torch
 from tqdm import tqdm
 
 from edgedistill import UserError
-from edgedistill.generate import MIN_SHARED_PREFIX, Row, Sampling, choose_tokens, shared_prefix
+from edgedistill.generation.base import MIN_SHARED_PREFIX, Row, shared_prefix
+from edgedistill.generation.decoding import choose_tokens
+from edgedistill.generation.sampling import Sampling
+from edgedistill.generation.templates import llama_chat_renderer
 
 MAX_SLOTS = 16       # llama.cpp is compute-bound on a CPU from about 8 rows on; more only costs KV memory
 BATCH_TOKENS = 512   # rows per llama_decode call; a longer prompt goes through in chunks of this size
-
-
-def _chat_renderer(llm):
-    """messages -> prompt, with the chat template stored in the GGUF (plain text when it has none)."""
-    template = llm.metadata.get("tokenizer.chat_template")
-    if not template:
-        return lambda messages: "\n\n".join(m["content"] for m in messages) + "\n\n"
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-    tokens = llm._model.token_get_text
-    formatter = Jinja2ChatFormatter(template, eos_token=tokens(llm.token_eos()), bos_token=tokens(llm.token_bos()))
-    return lambda messages: formatter(messages=messages).prompt
-
-
-def gguf_chat_renderer(gguf_path: str):
-    """The chat template of a GGUF without loading its weights (vocabulary only)."""
-    import llama_cpp
-    try:
-        llm = llama_cpp.Llama(model_path=gguf_path, vocab_only=True, verbose=False)
-    except (ValueError, RuntimeError) as exc:
-        raise UserError(f"{gguf_path}: llama.cpp cannot read this GGUF ({exc})") from None
-    return _chat_renderer(llm)
 
 
 @dataclass
@@ -79,8 +62,11 @@ class LlamaCppGenerator:
         eot = metadata.get("tokenizer.ggml.eot_token_id")
         if eot is not None:
             self.eos.add(int(eot))
-        self.render = _chat_renderer(self.llm)
+        self._render = llama_chat_renderer(self.llm)   # the GGUF's own chat template
         self._ctx, self._context_slots, self._batch = None, 0, None
+
+    def render(self, messages: list[dict]) -> str:
+        return self._render(messages)
 
     def encode(self, text: str, special: bool = False) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)

@@ -1,4 +1,4 @@
-"""Benchmark loaders: each public format -> list[Question] with the answer type that decides how it is checked.
+"""Question loaders: each format -> list[Question] with the answer type that decides how it is checked.
 
     gsm8k   JSONL {"question", "answer": "...#### 42"}                   number
     svamp   a JSON array of {"Body", "Question", "Answer", "Type"}      number, topic = Type
@@ -8,10 +8,11 @@
     jsonl   our schema: {"question", "answer", "answer_type", "options", "topic"} (records.load_questions)
     csv     the same columns in a spreadsheet
 
-`load_benchmark(path)` picks the format from the file's name and shape; `fmt=` forces one. Every malformed item
-is a UserError naming the file and the line (or the array item) so the user can fix it. The questions come back as
-a `Benchmark`, a list that also keeps where each question came from, so the eval can name a question it leaves out
-(a prompt too long for the model's context) by the line a user can open.
+In the kernel, so every stage reads the same formats: the teacher its seed questions, the eval stage its
+benchmarks. `load_benchmark(path)` picks the format from the file's name and shape; `fmt=` forces one. Every
+malformed item is a UserError naming the file and the line (or the array item) so the user can fix it. The questions
+come back as a `Benchmark`, a list that also keeps where each question came from, so the eval can name a question it
+leaves out (a prompt too long for the model's context) by the line a user can open.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import re
 from pathlib import Path
 
 from edgedistill import UserError
-from edgedistill.records import Question, data_path, load_questions, read_jsonl, read_rows
+from edgedistill.records import Question, data_path, is_file, load_questions, read_jsonl, read_rows
 
 FORMATS = ("gsm8k", "svamp", "fsiq", "fmc", "jsonl", "csv")
 
@@ -92,20 +93,22 @@ def split_slice(spec: str) -> tuple[str, slice | None]:
     return match.group(1), slice(start, stop, step)
 
 
-def load_benchmark(spec: str, fmt: str | None = None, limit: int | None = None, skip: int = 0) -> list[Question]:
+def load_benchmark(spec: str, *, fmt: str | None = None, limit: int | None = None, skip: int = 0,
+                   need_answers: bool = True) -> list[Question]:
     """Questions of a benchmark file (or a packaged `shopfloor:` split), optionally `FILE[start:stop:step]`: the
     slice, then the `skip` first left out, then at most `limit`. Fixed, so two runs and two models see the same
-    questions."""
+    questions. `need_answers=False` lets a JSONL or CSV row go without an answer (questions a teacher model
+    answers); the public formats always carry theirs."""
     file, part = split_slice(spec)
     path = data_path(file)
-    if not path.is_file():
+    if not is_file(path):
         raise UserError(f"{path}: no such file")
     fmt = fmt or detect_format(path)
     if fmt not in FORMATS:
         raise UserError(f"unknown benchmark format {fmt!r}: use one of {', '.join(FORMATS)}")
     stop = skip + limit if limit else None
     if fmt in ("gsm8k", "jsonl", "csv"):
-        questions = located(path, load_questions(path, limit=None if part else stop))
+        questions = located(path, load_questions(path, need_answers=need_answers, limit=None if part else stop))
     else:
         questions = {"svamp": load_svamp, "fsiq": load_fsiq, "fmc": load_fmc}[fmt](path)
     questions = (questions[part] if part else questions)[skip:stop]

@@ -4,7 +4,7 @@
       model: Qwen/Qwen2.5-7B-Instruct      # a local Hugging Face folder, or a hub id with allow_network: true
       backend: vllm
 
-vLLM decodes on the GPU in its own loop, so the calculator works as it does for a server (openai_api.py, "verify
+vLLM decodes on the GPU in its own loop, so the calculator works as it does for a server (continuation.py, "verify
 and continue"): every round sends all open rows to one batched `LLM.generate`; a row whose arithmetic the
 calculator corrects is cut after the `=`, gets the calculator's `value>>` and goes on in the next round. Each row
 samples with its own seed (seed + index), so a rerun writes the same samples. Prompts are rendered with the
@@ -17,8 +17,9 @@ the teacher model: the OpenAI-compatible backend does the rest.
 from __future__ import annotations
 
 from edgedistill import UserError
-from edgedistill.generate import Sampling, render_prompt
-from edgedistill.openai_api import MAX_CONTINUATIONS, extend_with_calculator, finish
+from edgedistill.generation.continuation import MAX_CONTINUATIONS, extend_with_calculator, finish
+from edgedistill.generation.sampling import Sampling
+from edgedistill.generation.templates import render_prompt
 
 
 class VLLMGenerator:
@@ -28,11 +29,14 @@ class VLLMGenerator:
         self.llm, self.tokenizer = llm, tokenizer
         self.generated_tokens = 0   # for the teacher's tokens/s
 
+    def render(self, messages: list[dict]) -> str:
+        return render_prompt(self.tokenizer, messages)
+
     def generate(self, conversations: list[list[dict]], sampling: Sampling, batch_size: int = 0,
                  progress: str | None = None) -> list[str]:
         """`batch_size` is ignored: vLLM schedules its own batches (continuous batching, paged KV cache)."""
         from vllm import SamplingParams
-        prompts = [render_prompt(self.tokenizer, m) for m in conversations]
+        prompts = [self.render(m) for m in conversations]
         texts, used = [""] * len(prompts), [0] * len(prompts)
         open_rows = list(range(len(prompts)))
         for _ in range(MAX_CONTINUATIONS):

@@ -5,14 +5,12 @@
       template: smollm2-135m-instruct      # optional: whose chat template renders the prompts (see below)
 
 A server cannot run our calculator in the middle of its decoding, so the calculator works between requests
-("verify and continue"): the server writes a completion; we walk its `<<expr=value>>` annotations in order, and at
-the first whose value is not the calculator's (or that the token budget cut open) we keep the text up to `=`,
-append the calculator's `value>>` and ask the server to continue from there. The result is the text the model
-would have written with the calculator filling in values as it decoded; a model that gets its arithmetic right
-costs one request per sample. Continuing needs the raw prompt, so requests go to `/v1/completions` with the chat
-template applied here: taken from `template` (any model spec the resolver takes; a GGUF is read vocabulary-only),
-or else from the model id the server reports, when that id resolves locally (llama.cpp's server reports the GGUF
-path it serves; vLLM a hub id, found in the local Hugging Face cache).
+("verify and continue", continuation.py): a completion whose arithmetic the calculator corrects is cut after the
+`=`, gets the calculator's `value>>` and is sent back to be continued. Continuing needs the raw prompt, so requests
+go to `/v1/completions` with the chat template applied here (templates.chat_renderer): taken from `template` (any
+model spec the resolver takes; a GGUF is read vocabulary-only), or else from the model id the server reports, when
+that id resolves locally (llama.cpp's server reports the GGUF path it serves; vLLM a hub id, found in the local
+Hugging Face cache).
 
 Requests run concurrently (`concurrency` at a time), each with a timeout; connection errors, timeouts, 429 and 5xx
 are retried with exponential backoff; a server that stays down, or answers with something that is not a
@@ -29,79 +27,43 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from dataclasses import replace
 
 from tqdm import tqdm
 
 from edgedistill import UserError
-from edgedistill.calculator import ANNOTATION, fill_for
-from edgedistill.generate import ANSWER_LINE_DONE, Sampling
+from edgedistill.generation.continuation import MAX_CONTINUATIONS, extend_with_calculator, finish
+from edgedistill.generation.sampling import Sampling
+from edgedistill.generation.templates import ChatRenderer, chat_renderer
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
-MAX_CONTINUATIONS = 16   # calculator corrections per sample; more means the model has lost the thread
-
-
-def first_wrong_fill(text: str) -> tuple[int, str] | None:
-    """(cut, fill) for the first annotation the calculator disagrees with: keep text[:cut] (up to and including its
-    `=`) and append `fill` (`value>>`). An annotation left open at the end counts too; an invalid expression is left
-    as the model wrote it, as the in-process decoders do."""
-    position = 0
-    while True:
-        start = text.find("<<", position)
-        if start < 0:
-            return None
-        equals = text.find("=", start)
-        if equals < 0:
-            return None
-        cut = equals + 1
-        fill = fill_for(text[:cut])
-        closed = ANNOTATION.match(text, start)
-        if fill is not None and (closed is None or text[cut:closed.end()] != fill):
-            return cut, fill
-        position = closed.end() if closed else cut
-
-
-def extend_with_calculator(text: str, piece: str, sampling: Sampling) -> tuple[str, bool]:
-    """One verify-and-continue step: (the text so far, finished?) after the engine wrote `piece` after `text`.
-    Not finished when the calculator corrected a value: the text ends with its `value>>`, to be continued."""
-    candidate = text + piece
-    wrong = first_wrong_fill(candidate) if sampling.calculator else None
-    if wrong is None or wrong[0] <= len(text):
-        return candidate, True
-    text = candidate[:wrong[0]] + wrong[1]                 # continue after the calculator's value
-    done = sampling.stop_after_answer and ANSWER_LINE_DONE.search(text + "\n") is not None
-    return text, done                                      # a fill that completed the Answer line is enough
-
-
-def finish(text: str, sampling: Sampling) -> str:
-    return (truncate_after_answer(text) if sampling.stop_after_answer else text).strip()
-
-
-def truncate_after_answer(text: str) -> str:
-    match = ANSWER_LINE_DONE.search(text)
-    return text[:match.end()] if match else text
 
 
 class OpenAIGenerator:
     backend = "openai"
 
-    def __init__(self, base_url: str, render: Callable[[list[dict]], str], model: str | None = None,
+    def __init__(self, base_url: str, render: ChatRenderer, model: str | None = None,
                  api_key: str | None = None, concurrency: int = 8, timeout: float = 120.0, retries: int = 4,
                  backoff: float = 0.5):
         self.base_url = base_url.rstrip("/")
-        self.render, self.concurrency, self.timeout, self.retries, self.backoff = (
+        self._render, self.concurrency, self.timeout, self.retries, self.backoff = (
             render, concurrency, timeout, retries, backoff)
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY")
         self.model = model or server_model_id(self.base_url, timeout, self.api_key)
         self.generated_tokens = 0   # completion tokens so far (the server's count), for progress reports
         self._count_lock = threading.Lock()
 
+    def render(self, messages: list[dict]) -> str:
+        return self._render(messages)
+
     def generate(self, conversations: list[list[dict]], sampling: Sampling, batch_size: int = 16,
                  progress: str | None = None) -> list[str]:
         prompts = [self.render(m) for m in conversations]
         bar = tqdm(total=len(prompts), desc=progress, disable=progress is None, unit="q")
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            futures = [pool.submit(self.complete, p, sampling, sampling.seed + i) for i, p in enumerate(prompts)]
+            # each sample its own seed, so a rerun asks for the same samples
+            futures = [pool.submit(self.complete, p, replace(sampling, seed=sampling.seed + i))
+                       for i, p in enumerate(prompts)]
             outputs = []
             for future in futures:
                 outputs.append(future.result())   # raises the first failure (a UserError) after the pool drains
@@ -109,13 +71,14 @@ class OpenAIGenerator:
         bar.close()
         return outputs
 
-    def complete(self, prompt: str, sampling: Sampling, seed: int = 0) -> str:
+    def complete(self, prompt: str, sampling: Sampling) -> str:
+        """One completion of an already rendered prompt, seeded by `sampling.seed`, verified and continued."""
         text, used = "", 0
         for _ in range(MAX_CONTINUATIONS):
             budget = sampling.max_new_tokens - used
             if budget <= 0:
                 break
-            piece, tokens = self._request(prompt + text, budget, sampling, seed)
+            piece, tokens = self._request(prompt + text, budget, sampling)
             used += tokens
             with self._count_lock:
                 self.generated_tokens += tokens
@@ -124,8 +87,8 @@ class OpenAIGenerator:
                 break
         return finish(text, sampling)
 
-    def _request(self, prompt: str, max_tokens: int, sampling: Sampling, seed: int) -> tuple[str, int]:
-        payload = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens, "seed": seed,
+    def _request(self, prompt: str, max_tokens: int, sampling: Sampling) -> tuple[str, int]:
+        payload = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens, "seed": sampling.seed,
                    "temperature": sampling.temperature, "top_p": sampling.top_p if sampling.temperature > 0 else 1.0}
         raw = self._post("/completions", payload)
         try:
@@ -177,19 +140,6 @@ def server_model_id(base_url: str, timeout: float = 10.0, api_key: str | None = 
         return json.loads(raw)["data"][0]["id"]
     except (ValueError, KeyError, IndexError, TypeError):
         raise UserError(f"{base_url}/models answered something that is not a model list: {raw[:200]!r}") from None
-
-
-def chat_renderer(spec: str, allow_network: bool = False) -> Callable[[list[dict]], str]:
-    """messages -> prompt text with the chat template of the model `spec` names (no weights loaded)."""
-    from edgedistill.models import resolve
-    resolved = resolve(spec, allow_network)
-    if resolved.kind == "gguf":
-        from edgedistill.llamacpp import gguf_chat_renderer
-        return gguf_chat_renderer(str(resolved.path))
-    from transformers import AutoTokenizer
-    from edgedistill.generate import render_prompt
-    tokenizer = AutoTokenizer.from_pretrained(resolved.hf_folder(), trust_remote_code=False, local_files_only=True)
-    return lambda messages: render_prompt(tokenizer, messages)
 
 
 def load_openai_generator(base_url: str, template: str | None = None, allow_network: bool = False,

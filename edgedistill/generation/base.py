@@ -1,0 +1,89 @@
+"""The per-row rules every in-process decoding loop shares, and the token split training uses. No torch here.
+
+- calculator: when a row's text ends in an open `<<expr=`, the calculator's value and `>>` are queued as that row's
+  next tokens and fed one per step instead of the model's choice; the KV cache is kept, so a fill costs one forward
+  per forced token and no restart.
+- stop after the answer: a row stops at the end of its `Answer:` line when only the answer is wanted (evaluation,
+  confidence samples), so scoring 200 questions costs about 20 tokens each.
+Training targets are tokenised with `encode_completion`, which splits at every calculator fill, so the model is
+trained on exactly the token sequence it produces at inference.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from edgedistill.calculator import ANNOTATION, fill_for
+from edgedistill.generation.sampling import ANSWER_LINE_DONE, Sampling
+
+
+@dataclass
+class Row:
+    """One completion being decoded. `step(chosen)` takes the model's choice, or instead the calculator's forced
+    token, and returns the token to feed next, or None once the row is finished."""
+    sampling: Sampling
+    decode: Callable[[list[int]], str]
+    encode: Callable[[str], list[int]]
+    eos: set
+    tokens: list[int] = field(default_factory=list)
+    queue: list[int] = field(default_factory=list)    # calculator tokens still to force
+    text: str = ""
+
+    def step(self, chosen: int) -> int | None:
+        token = self.queue.pop(0) if self.queue else chosen
+        if token in self.eos:
+            return None
+        self.tokens.append(token)
+        self.text = self.decode(self.tokens)
+        if self.sampling.calculator and not self.queue:
+            fill = fill_for(self.text)
+            if fill:
+                self.queue = self.encode(fill)
+        if len(self.tokens) >= self.sampling.max_new_tokens:
+            return None
+        if self.sampling.stop_after_answer and not self.queue and ANSWER_LINE_DONE.search(self.text):
+            return None
+        return token
+
+
+MIN_SHARED_PREFIX = 16   # tokens; below this a shared prefill saves less than the cache copies cost
+
+
+def shared_prefix(prompts: list[list[int]]) -> list[int]:
+    """The longest token prefix common to all prompts, leaving every prompt at least one token of its own."""
+    if not prompts:
+        return []
+    limit = min(len(p) for p in prompts) - 1
+    length = 0
+    first = prompts[0]
+    while length < limit and all(p[length] == first[length] for p in prompts):
+        length += 1
+    return first[:length]
+
+
+def encode_completion(tokenizer, completion: str, calculator: bool = True) -> list[int]:
+    """Token ids of a completion as the calculator runtime produces them: split after each `<<expr=` and after the
+    filled `value>>`, each piece tokenised on its own (the model writes up to `=`, the runtime writes the rest)."""
+    return encode_with_calculator_flags(tokenizer, completion, calculator)[0]
+
+
+def encode_with_calculator_flags(tokenizer, completion: str, calculator: bool = True) -> tuple[list[int], list[bool]]:
+    """(token ids, written by the calculator?) per token: on-policy RL leaves the calculator's tokens out of the
+    policy gradient, since the model did not choose them."""
+    if not calculator:
+        ids = tokenizer.encode(completion, add_special_tokens=False)
+        return ids, [False] * len(ids)
+    pieces, cut = [], 0
+    for match in ANNOTATION.finditer(completion):
+        value_start = match.start(2)
+        pieces += [(completion[cut:value_start], False), (completion[value_start:match.end()], True)]
+        cut = match.end()
+    pieces.append((completion[cut:], False))
+    ids: list[int] = []
+    forced: list[bool] = []
+    for piece, by_calculator in pieces:
+        if piece:
+            piece_ids = tokenizer.encode(piece, add_special_tokens=False)
+            ids += piece_ids
+            forced += [by_calculator] * len(piece_ids)
+    return ids, forced

@@ -1,0 +1,70 @@
+"""The run's eval stage (`edgedistill run`, after the export): every model of the run on the eval data, then the run
+report.
+
+    base      the untrained student model, few-shot (2 worked examples of data.train), greedy only: it is not served
+    student   the merged student (transformers)
+    gguf      the main GGUF of the export (llama.cpp)
+    onnx      the ONNX export (onnxruntime-genai)
+
+pass@1 for each; for what the app serves by default (the main GGUF, else the ONNX folder, else the merged student)
+also k = eval.samples sampled answers: pass@k, maj@k and the calibration of the app's confidence, written beside it
+(where `edgedistill serve` reads it). Each result goes to eval/<name>.json through the stage's one result cache
+(evals/evaluate.py), so a rerun with the same model files, questions and settings reuses it instead of decoding
+again. report.json and report.md go to the run folder (evals/report.py).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from edgedistill.config import Config
+from edgedistill.datasets import load_benchmark
+from edgedistill.formats import answer_first_target
+from edgedistill.rundir import RunDir
+from edgedistill.evals.compare import write_calibrations
+from edgedistill.evals.evaluate import Model, evaluate_cached
+from edgedistill.evals.report import write_report
+
+
+def run(config: Config, rundir: RunDir) -> dict:
+    """The eval stage: evaluate, calibrate, write the report; returns the stage's outputs ({"report": path})."""
+    cfg = config.eval
+    # a Benchmark: a question too long for the model is skipped and named by file:line, not by id alone
+    questions = load_benchmark(config.data.eval, limit=config.data.eval_limit)
+
+    def score(name: str, spec, backend: str, label: str, shots=(), k: int = cfg.samples) -> dict:
+        model = Model(spec, backend=backend, allow_network=config.allow_network, threads=cfg.threads)
+        return evaluate_cached(model, questions, cache=rundir.eval_dir / f"{name}.json", settings=cfg, k=k,
+                               shots=shots, seed=config.seed, label=label, fields={"data": config.data.eval})
+
+    results = {}
+    if cfg.base:
+        shots = [(q, answer_first_target(q)) for q in load_benchmark(config.data.train, limit=2)]
+        results["base"] = score("base", config.student.model, "transformers", "eval base", shots, k=1)
+    merged = rundir.student.merged
+    artifacts = {"student": merged}
+    export = rundir.stage("export").get("outputs", {})
+    gguf, onnx = export.get("gguf"), (export.get("onnx") or {}).get("path")
+    # k samples (pass@k, maj@k, the app's calibration) for what the app serves by default: the main GGUF, else the
+    # ONNX folder, else the merged student; the others greedy only. Sampling the ONNX too (one row at a time) took
+    # 7 more minutes in the quickstart; `edgedistill eval --model <onnx> --calibrate` does it when wanted.
+    served = {"gguf"} if gguf else {"onnx"} if onnx else {"student"}
+    for name, spec, backend, label in (("student", str(merged), "transformers", "eval student"),
+                                       ("gguf", gguf, "llama.cpp", f"eval gguf {config.export.quant}"),
+                                       ("onnx", onnx, "onnx", "eval onnx")):
+        if spec:
+            results[name] = score(name, spec, backend, label, k=cfg.samples if name in served else 1)
+            artifacts[name] = Path(spec)
+    seconds = {stage: rundir.stage(stage).get("seconds") for stage in ("teach", "train", "export")}
+    seconds["eval"] = round(sum(r["seconds"] for r in results.values()), 1)
+    extra = {"eval_data": config.data.eval, "teacher": config.teacher.kind}
+    if cfg.calibrate and cfg.samples > 1:
+        written = write_calibrations([dict(r, model=name) for name, r in results.items() if name in served], cfg)
+        extra["calibration"] = ", ".join(os.path.relpath(path) for path in written.values()
+                                         if not path.startswith("skipped"))
+    if gguf:
+        extra["serve"] = f"edgedistill serve --model {os.path.relpath(gguf)}"
+    write_report(rundir.root, results, seconds, artifacts, extra)
+    for name, r in results.items():
+        print(f"[eval] {name}: pass@1 {r['pass@1']:.1%} (95% CI {r['ci95'][0]:.1%}-{r['ci95'][1]:.1%}, n={r['n']})")
+    return {"report": str(rundir.report_json)}
