@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-import json
 import os
 import shutil
 import time
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgedistill import UserError
-from edgedistill.records import write_json_atomic
+from edgedistill.records import read_json_object, write_json_atomic
 from edgedistill.rundir import file_sha256
 
 
@@ -225,7 +224,7 @@ def content_sha256(path: Path) -> str:
     """
     key = str(path.resolve())
     memo_file = cache_dir() / DIGESTS_FILE
-    memo = _read_json_object(memo_file)
+    memo = read_json_object(memo_file)
     before = _stat_signature(path)
     entry = memo.get(key)
     if isinstance(entry, dict) and entry.get("stat") == before and isinstance(entry.get("sha256"), str):
@@ -245,15 +244,6 @@ _CTIME = 4   # index of ctime in _stat_signature
 def _stat_signature(path: Path) -> list[int]:
     stat = os.stat(path)
     return [stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
-
-
-def _read_json_object(path: Path) -> dict:
-    """A cache's JSON object, or {} when it is missing or damaged (a cache is rebuilt, never trusted blindly)."""
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def dequantised_folder(gguf: Path) -> Path:

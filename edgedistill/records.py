@@ -204,6 +204,15 @@ def to_dict(record) -> dict:
     return {k: v for k, v in dataclasses.asdict(record).items() if v is not None}
 
 
+def read_json_object(path: str | Path) -> dict:
+    """A cache's JSON object, or {} when it is missing or damaged: a cache is rebuilt, never trusted blindly."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write to a temporary file beside `path`, fsync, then rename: readers never see half a file."""
     path = Path(path)

@@ -13,14 +13,13 @@ it, so an interrupted comparison or run resumes where it stopped.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 
 from edgedistill.config import EvalConfig
 from edgedistill.datasets import where_of
 from edgedistill.metrics import evaluate
-from edgedistill.records import Question, write_json_atomic
+from edgedistill.records import Question, read_json_object, write_json_atomic
 from edgedistill.rundir import fingerprint
 from edgedistill.evals.crosscheck import crosscheck as cross_check
 
@@ -94,7 +93,7 @@ def evaluate_cached(model: Model, questions: list[Question], *, cache: Path, set
     `announce`: print the pass@1 of a result just computed (a reused one is always named)."""
     options = evaluation_options(settings, k=k)
     key = result_key(model, questions, options=options, shots=shots, seed=seed)
-    stored = _read(cache)
+    stored = read_json_object(cache)
     if stored.get("key") == key:
         print(f"[eval] {label}: reusing {cache}", flush=True)
         return stored
@@ -109,12 +108,3 @@ def evaluate_cached(model: Model, questions: list[Question], *, cache: Path, set
         left_out = f", {result['skipped']} questions skipped (too long)" if result.get("skipped") else ""
         print(f"[eval] {label}: pass@1 {result['pass@1']:.1%} ({result['seconds']} s){left_out}", flush=True)
     return result
-
-
-def _read(path: Path) -> dict:
-    """A stored result, or {} when there is none or it is damaged (then it is computed again)."""
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
