@@ -34,9 +34,41 @@ class Calibration:
     model: str = ""                         # which model produced the answers
     signal: str = "agreement of k sampled answers with the greedy answer"
     extra: dict = field(default_factory=dict)   # ECE/Brier before and after, when the evaluation measured them
+    # "likely right" from this probability on: the lowest at which the fitting data's answers were at least
+    # LIKELY_RIGHT_PRECISION right (None: no level was)
+    likely_right_at: float | None = None
 
     def probability(self, agreeing: int) -> float:
         return self.accuracy[max(0, min(self.k, agreeing))]
+
+    def likely_right(self, agreeing: int) -> bool:
+        return self.likely_right_at is not None and self.probability(agreeing) >= self.likely_right_at
+
+
+LIKELY_RIGHT_PRECISION = 0.9
+
+
+def likely_right_threshold(calibration: Calibration, agreements: list[int], corrects: list[bool],
+                           precision: float = LIKELY_RIGHT_PRECISION) -> dict:
+    """The lowest calibrated probability p such that the answers at p or above were at least `precision` right on
+    these (fitting) questions: the most answers the app may call "likely right". {"at": p or None, "coverage",
+    "precision"} of that choice."""
+    best = {"at": None, "coverage": 0.0, "precision": None}
+    for p in sorted(set(calibration.accuracy), reverse=True):
+        chosen = [c for a, c in zip(agreements, corrects) if calibration.probability(a) >= p]
+        if chosen and sum(chosen) / len(chosen) >= precision:
+            best = {"at": p, "coverage": round(len(chosen) / len(corrects), 4),
+                    "precision": round(sum(chosen) / len(chosen), 4)}
+    return best
+
+
+def selective(calibration: Calibration, agreements: list[int], corrects: list[bool]) -> dict:
+    """How the calibration's "likely right" does on other questions: the share of them it marks (coverage) and how
+    many of those are right (precision; None when it marks none)."""
+    marked = [c for a, c in zip(agreements, corrects) if calibration.likely_right(a)]
+    return {"likely_right_coverage": round(len(marked) / len(corrects), 4) if corrects else 0.0,
+            "likely_right_precision": round(sum(marked) / len(marked), 4) if marked else None,
+            "likely_right_n": len(marked)}
 
 
 def fit_calibration(agreements: list[int], corrects: list[bool], k: int, temperature: float, data: str = "",

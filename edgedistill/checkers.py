@@ -13,6 +13,7 @@ grading against a reference and voting among samples when there is no reference 
 from __future__ import annotations
 
 import re
+import string
 from collections import Counter
 
 from edgedistill.calculator import ANNOTATION, CalculatorError, evaluate, format_number, numbers_match
@@ -51,6 +52,18 @@ def extract_answer(text: str, answer_type: str = "number") -> str | None:
             return numbers[0].replace(",", "")
     numbers = _NUMBER.findall(ANNOTATION.sub(lambda m: f" {m.group(2)} ", text))
     return numbers[-1].replace(",", "") if numbers else None
+
+
+def run_tokens(text: str) -> list[str]:
+    """Lower-cased whitespace tokens with punctuation stripped from their edges (empty ones dropped): the seed
+    generator's tokens for its shared-word-run check, which new questions must pass too."""
+    return [t for t in (w.strip(string.punctuation) for w in text.lower().split()) if t]
+
+
+def word_runs(text: str, n: int) -> set[tuple[str, ...]]:
+    """Every run of n consecutive tokens (run_tokens) of a text."""
+    toks = run_tokens(text)
+    return {tuple(toks[i:i + n]) for i in range(len(toks) - n + 1)}
 
 
 def words(text: str) -> list[str]:

@@ -255,6 +255,20 @@ def skipped_note(result: dict) -> str:
     return f" ({result['skipped']} skipped: too long for the model)" if result.get("skipped") else ""
 
 
+def selective_answering(model: str, result: dict) -> dict:
+    """likely_right_coverage and likely_right_precision of a result, by the calibration file beside the model (its
+    threshold was chosen on other questions); {} without a file, or a note when the result's k is not the file's."""
+    from edgedistill.calibration import calibration_path_for, load_calibration, selective
+    path = calibration_path_for(model)
+    if not path.is_file():
+        return {}
+    calibration = load_calibration(path)
+    if result["k"] != calibration.k:
+        return {"likely_right_note": f"{path} was fitted with k={calibration.k}; evaluate with --k {calibration.k}"}
+    rows = result["rows"]
+    return selective(calibration, [r["agreement"] for r in rows], [r["correct"] for r in rows])
+
+
 def cmd_eval(args) -> int:
     from edgedistill.formats import answer_first_target
     from edgedistill.generation import load_generator
@@ -296,11 +310,16 @@ def cmd_eval(args) -> int:
     examples = [(q, answer_first_target(q)) for q in load_questions("shopfloor:train", limit=shots[0])] \
         if shots[0] else []
     generator = load_generator(args.model[0], args.allow_network)
-    result = evaluate(generator, questions, shots=examples, k=1, batch_size=args.batch_size,
-                      max_new_tokens=args.max_new_tokens, label="eval")
+    result = evaluate(generator, questions, shots=examples, k=args.k, temperature=args.temperature,
+                      batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, label="eval")
     lo, hi = result["ci95"]
     print(f"{args.model[0]} on {args.data[0]}: pass@1 {result['pass@1']:.1%} (95% CI {lo:.1%}-{hi:.1%}), "
           f"n={result['n']}{skipped_note(result)}, {result['seconds_per_question']} s/question")
+    result.update(selective_answering(args.model[0], result))
+    if "likely_right_coverage" in result:
+        precision = result["likely_right_precision"]
+        print(f"likely right (its calibration file): {result['likely_right_coverage']:.1%} of the questions, "
+              f"{'none' if precision is None else f'{precision:.1%}'} of them right")
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
     return 0

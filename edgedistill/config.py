@@ -124,18 +124,41 @@ TOKENS = dict(low=1, high=1 << 20)
 
 
 @dataclass
+class TrainSource(Section):
+    """One source of training questions in a `data.train` list: `{source: shopfloor:evolved, weight: 1.0}`."""
+    SECTION: ClassVar[str] = "data.train[]"
+    source: str = option(text=True, help="a shipped split (shopfloor:train, shopfloor:evolved) or a JSONL/CSV path")
+    weight: float = option(1.0, low=0.0, high=100.0, help="loss weight of this source's training records")
+    limit: int | None = option(None, **COUNT, help="first N questions of this source (null: data.train_limit, "
+                                                   "else all)")
+
+
+@dataclass
 class DataConfig(Section):
     """The questions: a shipped split (`shopfloor:train`, `shopfloor:dev`, `shopfloor:heldout`) or a JSONL file of
     {"question": ..., "answer": ...} lines."""
     SECTION: ClassVar[str] = "data"
-    train: str = option("shopfloor:train", text=True,
-                        help="seed questions the teacher answers (a shipped split or a JSONL path)")
+    train: str | list[TrainSource] = option(
+        "shopfloor:train", help="seed questions the teacher answers: a shipped split or a JSONL/CSV path, or a list "
+                                "of {source, weight, limit} (or plain paths) trained on together")
     eval: str = option("shopfloor:heldout", text=True,
                        help="held-out questions for the report (never used for training)")
     dev: str = option("shopfloor:dev", text=True,
                       help="dev questions the student is evaluated on while it trains")
     train_limit: int | None = option(None, **COUNT, help="first N train questions only (null: all)")
     eval_limit: int | None = option(None, **COUNT, help="first N eval questions only (null: all)")
+
+    def check(self) -> None:
+        if isinstance(self.train, str) and not self.train.strip():
+            self.refuse("train", "a non-empty text or a list of sources")
+        if isinstance(self.train, list) and not self.train:
+            self.refuse("train", "a non-empty list of sources")
+
+    def sources(self) -> list[TrainSource]:
+        """`train` as a list of sources; a single path is one source of weight 1 and `train_limit` questions."""
+        if isinstance(self.train, str):
+            return [TrainSource(self.train, 1.0, self.train_limit)]
+        return [TrainSource(s.source, s.weight, s.limit or self.train_limit) for s in self.train]
 
 
 @dataclass
@@ -158,6 +181,41 @@ class SelectConfig(Section):
                         help="words in a shared n-gram that marks a training item as contaminated")
     max_repetition: float = option(0.3, **FRACTION,
                                    help="drop a rationale whose repeated word 4-grams exceed this share")
+
+
+@dataclass
+class EvolveConfig(Section):
+    """Self-generation (SPHERE's first step, InfiAlign's data synthesis): the teacher writes new questions from the
+    seeds, solves each `solves` times with the calculator, and keeps those it answers the same way by majority."""
+    SECTION: ClassVar[str] = "teacher.evolve"
+    model: str | None = option(None, text=True, help="the model that writes and solves new questions (null: "
+                                                     "teacher.model); any model the resolver takes, or a server URL")
+    rewordings: float = option(0.0, low=0.0, high=16.0, help="rewordings per seed: other voices and formats, same "
+                                                             "numbers and unit (0: off; 0.5: every other seed)")
+    variations: float = option(0.0, low=0.0, high=16.0, help="variations per seed: same structure, new numbers or "
+                                                             "objects, with the expression that answers it (0: off)")
+    compositions: float = option(0.0, low=0.0, high=16.0, help="compositions per seed: this seed and another "
+                                                               "joined into a two-step question (0: off)")
+    seeds: int | None = option(None, **COUNT, help="evolve the first N seeds only (null: all)")
+    instances: int = option(8, low=0, high=1000, help="new number sets the calculator fills into each kept question "
+                                                      "whose numbers are slots (0: off)")
+    solves: int = option(3, **COUNT, help="teacher solves per new question (reasoning first, calculator on)")
+    min_agreement: float = option(0.6, **FRACTION, help="share of the solves that must reach the majority answer")
+    temperature: float = option(0.8, **TEMPERATURE, help="sampling temperature when writing questions")
+    solve_temperature: float = option(0.7, **TEMPERATURE, help="sampling temperature of the solves")
+    max_new_tokens: int = option(100, **TOKENS, help="new tokens for a written question")
+    solve_max_new_tokens: int = option(200, **TOKENS, help="new tokens for a solve")
+    batch_size: int = option(16, **COUNT, help="seeds per chunk (a chunk is written whole, so a kill loses at "
+                                               "most one)")
+    near_copy: float = option(0.8, **FRACTION, help="a rewording whose words match its seed's this much "
+                                                    "(difflib ratio) is a near-copy and dropped")
+    duplicate_similarity: float = option(0.95, **FRACTION, help="kept questions whose embeddings are closer "
+                                                                "(cosine) are near-duplicates: the later is dropped")
+    ngram: int = option(8, low=1, high=1000, help="a new question sharing a word run this long with a dev or "
+                                                  "held-out question is dropped")
+
+    def enabled(self) -> bool:
+        return bool(self.rewordings or self.variations or self.compositions)
 
 
 @dataclass
@@ -196,10 +254,14 @@ class TeacherConfig(Section):
     pair_length_ratio: float = option(1.5, low=1.0, help="longer side / shorter side of a pair at most this (so "
                                                          "longer is not learnt as better)")
     select: SelectConfig = option(factory=SelectConfig, help="selection of the SFT records (teacher.select)")
+    evolve: EvolveConfig = option(factory=EvolveConfig, help="new questions the teacher writes (teacher.evolve)")
 
     def check(self) -> None:
         if self.kind == "model" and not self.model:
             raise ConfigValueError("teacher.kind", "teacher.kind is 'model' but 'teacher.model' is not set")
+        if self.evolve.enabled() and not (self.evolve.model or self.model):
+            raise ConfigValueError("teacher.evolve", "teacher.evolve writes new questions but neither "
+                                                     "'teacher.evolve.model' nor 'teacher.model' is set")
         if self.step_scorer == "judge" and not self.judge_model:
             raise ConfigValueError("teacher.step_scorer",
                                    "step_scorer is 'judge' but 'teacher.judge_model' is not set")
@@ -327,7 +389,10 @@ class EvalConfig(Section):
                                          "(0: off)")
     temperature: float = option(0.7, **TEMPERATURE, help="sampling temperature of those answers (the app samples "
                                                          "the same way)")
-    calibrate: bool = option(True, help="write the confidence calibration beside the model the app serves")
+    calibrate: bool = option(True, help="write the confidence calibration beside the model the app serves, "
+                                        "fitted on data.dev (never on the eval data)")
+    calibration_questions: int | None = option(None, **COUNT, help="first N dev questions the calibration is "
+                                                                     "fitted on (null: all)")
     calculator_row: bool = option(False, help="also greedy with the calculator off: what the calculator is worth")
     end_subset: int = option(0, low=0, help="the first N questions also decoded past the Answer line: the "
                                             "rationale's tokens and seconds (0: none)")
@@ -437,6 +502,11 @@ def _build(cls, raw: dict, prefix: str, where):
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (known: {', '.join(fields)})"
             raise UserError(f"{where(dotted)}: unknown key '{dotted}'{hint}")
         kind = hints[key]
+        listed_section = section_list(kind)
+        if listed_section and isinstance(value, list):   # [{source: ..., weight: ...}, "a/path.jsonl", ...]
+            values[key] = [_build(listed_section, item if isinstance(item, dict) else {_first_field(listed_section): item},
+                                  f"{dotted}[{i}].", where) for i, item in enumerate(value)]
+            continue
         if dataclasses.is_dataclass(kind):
             if not isinstance(value, dict):
                 raise UserError(f"{where(dotted)}: '{dotted}' must be a mapping")
@@ -447,6 +517,18 @@ def _build(cls, raw: dict, prefix: str, where):
         return cls(**values)
     except ConfigValueError as exc:
         raise UserError(f"{where(exc.key)}: {exc}") from None
+
+
+def section_list(kind):
+    """The section class of a `list[SomeSection]` among a field's types, else None."""
+    for t in typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, types.UnionType) else (kind,):
+        if typing.get_origin(t) is list and dataclasses.is_dataclass(typing.get_args(t)[0]):
+            return typing.get_args(t)[0]
+    return None
+
+
+def _first_field(cls) -> str:
+    return dataclasses.fields(cls)[0].name
 
 
 def _coerce(value, kind, dotted: str, where):
@@ -477,8 +559,8 @@ def _coerce(value, kind, dotted: str, where):
 
 def _check_files(config: Config, where) -> None:
     """The data files a config names exist (ranges and choices were checked when the sections were built)."""
-    for key in ("train", "eval", "dev"):
-        value = getattr(config.data, key)
+    named = [("train", s.source) for s in config.data.sources()] + [(k, getattr(config.data, k)) for k in ("eval", "dev")]
+    for key, value in named:
         if not value.startswith(PACKAGED_PREFIX) and not is_file(value):
             raise UserError(f"{where('data.' + key)}: 'data.{key}' file not found: {value}")
     for i, value in enumerate(config.teacher.select.decontaminate):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 
 from edgedistill.calculator import evaluate, format_number
+from edgedistill.expressions import inline_annotations
 from edgedistill.records import Question
 
 # Short on purpose: every training example and every prompt carries it (a CPU pays per token).
@@ -55,6 +56,32 @@ def answer_first_target(question: Question, rationale: str | None = None) -> str
     else:
         answer = question.answer
     reason = clean_rationale(rationale if rationale is not None else (question.rationale or ""))
+    return f"Answer: {answer}\nReason: {reason}" if reason else f"Answer: {answer}"
+
+
+def reasoning_of(text: str) -> str:
+    """The reasoning of a reasoning-first completion as one paragraph: without its `Reason:` label and without
+    its Answer line (and whatever follows it)."""
+    answer_at, reason_at = text.find("Answer:"), text.find("Reason:")
+    if 0 <= answer_at < reason_at:     # written answer-first after all: the reasoning is what follows Reason:
+        body = split_answer_reason(text)[1]
+    else:
+        cut = text.rfind("Answer:")
+        body = re.sub(r"^\s*Reason:\s*", "", (text[:cut] if cut >= 0 else text).strip())
+    return " ".join(line.strip() for line in body.splitlines() if line.strip())
+
+
+def answer_first_from_reasoning(text: str, question: Question, reference: str) -> str | None:
+    """A verified reasoning-first completion rewritten answer-first for the student. For a number, the Answer line
+    is one expression over the question's numbers, made by inlining the reasoning's annotations
+    (expressions.inline_annotations); None when that fails (the sample is dropped and counted)."""
+    reason = reasoning_of(text)
+    if question.answer_type != "number":
+        return f"Answer: {reference}\nReason: {reason}" if reason else f"Answer: {reference}"
+    expression = inline_annotations(reason, reference, user_message(question))
+    if expression is None:
+        return None
+    answer = f"<<{expression}={format_number(evaluate(expression))}>>"
     return f"Answer: {answer}\nReason: {reason}" if reason else f"Answer: {answer}"
 
 

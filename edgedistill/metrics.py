@@ -31,7 +31,7 @@ from edgedistill import UserError
 from edgedistill.calibration import brier_score, expected_calibration_error, fit_calibration, reliability_bins
 from edgedistill.checkers import extract_answer, is_correct
 from edgedistill.datasets import Benchmark, where_of
-from edgedistill.formats import INSTRUCTION, chat
+from edgedistill.formats import INSTRUCTION, answer_line, chat
 from edgedistill.records import Question
 
 
@@ -93,7 +93,7 @@ def sampled_scores(generator, questions, *, k: int = 4, instruction: str | None 
     scores = {"greedy": [is_correct(a, q) for a, q in zip(greedy_answers, questions)],
               "pass@k": 0.0, "maj@k": 0, "greedy_texts": greedy, "greedy_answers": greedy_answers,
               "greedy_seconds": round(time.time() - started, 2), "sample_correct": [], "majority_correct": [],
-              "agreement": [], "sampled_seconds": 0.0}
+              "agreement": [], "sampled_lines": [], "sampled_seconds": 0.0}
     if k > 1:
         started = time.time()
         sampled = generator.generate([c for c in conversations for _ in range(k)],
@@ -108,6 +108,9 @@ def sampled_scores(generator, questions, *, k: int = 4, instruction: str | None 
             scores["sample_correct"].append(right)
             scores["majority_correct"].append(vote is not None and is_correct(vote, q))
             scores["agreement"].append(agreement(greedy_answers[i], answers, q))
+            # the samples' Answer lines, kept so other confidence signals (the computation's agreement, not only
+            # the value's) can be studied from a stored result without decoding again
+            scores["sampled_lines"].append([answer_line(t) for t in sampled[i * k:(i + 1) * k]])
             scores["pass@k"] += pass_at_k(k, right, k)
             scores["maj@k"] += scores["majority_correct"][-1]
     scores["tokens"] = count_tokens(generator, greedy)
@@ -296,6 +299,7 @@ def evaluate(generator, questions: list[Question], *, shots: list[tuple[Question
     result["rows"] = [{"id": q.id, "topic": q.topic, "answer_type": q.answer_type, "reference": q.answer,
                        "predicted": scores["greedy_answers"][i], "correct": scores["greedy"][i],
                        "agreement": scores["agreement"][i] if scores["agreement"] else None,
+                       "sampled": scores["sampled_lines"][i] if scores["sampled_lines"] else None,
                        "text": scores["greedy_texts"][i]} for i, q in enumerate(questions)]
     result["seconds"] = round(time.time() - started, 1)
     result["seconds_per_question"] = round(result["seconds"] / n, 3)

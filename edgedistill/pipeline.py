@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from edgedistill.config import Config
-from edgedistill.records import data_path, load_questions
+from edgedistill.records import data_path, load_questions, load_sources
 from edgedistill.rundir import RunDir, file_sha256, fingerprint
 
 STAGES = ("teach", "train", "export", "eval")
@@ -21,7 +21,7 @@ def preflight(config: Config, out: str | Path) -> RunDir:
     """What can be checked before any model loads: the run folder is writable and every data file the config
     names reads as questions (a malformed line fails here, in seconds, not after an hour of teaching)."""
     run = RunDir(out)
-    load_questions(config.data.train, need_answers=config.teacher.kind == "dataset", limit=config.data.train_limit)
+    load_sources(config.data.sources(), need_answers=config.teacher.kind == "dataset")
     load_questions(config.data.eval, limit=config.data.eval_limit)
     load_questions(config.data.dev, limit=config.student.dev_limit)
     for path in config.teacher.select.decontaminate:
@@ -58,8 +58,9 @@ def run_pipeline(config: Config, out: str | Path, only: str | None = None) -> di
 def stage_key(stage: str, config: Config, run: RunDir, keys: dict) -> str:
     """What a stage's output depends on: its config section and the hash of its input files."""
     if stage == "teach":   # evaluation files count: selection keeps their items out of the training data
-        files = [config.data.train, config.data.eval, *config.teacher.select.decontaminate]
-        return fingerprint(config.seed, config.section("teacher"), config.data.train_limit, config.allow_network,
+        sources = [(s.source, s.weight, s.limit, file_sha256(data_path(s.source))) for s in config.data.sources()]
+        files = [config.data.eval, *config.teacher.select.decontaminate]
+        return fingerprint(config.seed, config.section("teacher"), config.allow_network, sources,
                            [(f, file_sha256(data_path(f))) for f in files])
     if stage == "train":
         teacher = run.teacher

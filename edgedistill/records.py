@@ -34,6 +34,7 @@ class Question:
     answer_expr: str | None = None      # one expression computing the answer, when the data has one
     topic: str | None = None
     source: str | None = None
+    weight: float = 1.0                 # loss weight of its training records: its data.train source's, not the file's
 
 
 @dataclass
@@ -129,7 +130,7 @@ def question_from_dict(obj: dict, where: str, default_id: str) -> Question:
     """A Question from a seed line: our schema, or GSM8K style ({"question", "answer": "...#### 42"})."""
     if not isinstance(obj.get("question"), str) or not obj["question"].strip():
         raise UserError(f"{where}: missing field 'question' (a non-empty string)")
-    known = {f.name for f in dataclasses.fields(Question)}
+    known = {f.name for f in dataclasses.fields(Question)} - {"weight"}
     values = {key: obj[key] for key in known if key in obj and obj[key] is not None}
     if "options" in values and not (isinstance(values["options"], list)
                                     and all(isinstance(o, str) for o in values["options"])):
@@ -163,12 +164,13 @@ PACKAGED_PREFIX = "shopfloor:"
 
 
 def data_path(spec: str) -> Path:
-    """`shopfloor:train|dev|heldout` (the seed set shipped in the package) or a JSONL or CSV path."""
+    """`shopfloor:<split>` (a file shipped in the package: train, dev, heldout, evolved) or a JSONL or CSV path."""
     if spec.startswith(PACKAGED_PREFIX):
         split = spec[len(PACKAGED_PREFIX):]
         path = SEEDS_DIR / f"shopfloor_{split}.jsonl"
         if not is_file(path):
-            raise UserError(f"unknown packaged split {spec!r}: use shopfloor:train, shopfloor:dev or shopfloor:heldout")
+            known = ", ".join(f"shopfloor:{p.stem[len('shopfloor_'):]}" for p in sorted(SEEDS_DIR.glob("shopfloor_*.jsonl")))
+            raise UserError(f"unknown packaged split {spec!r}: use one of {known}")
         return path
     return Path(spec)
 
@@ -189,6 +191,22 @@ def load_questions(path: str | Path, need_answers: bool = True, limit: int | Non
             break
     if not questions:
         raise UserError(f"{path}: no questions in this file (it is empty)")
+    return questions
+
+
+def load_sources(sources, need_answers: bool = True) -> list[Question]:
+    """The questions of every `data.train` source in order (each with its `source`, `weight` and `limit`), each
+    question carrying its source's weight; an id found in two sources is an error, since ids key the teacher's
+    resumable logs."""
+    questions, found_in = [], {}
+    for source in sources:
+        for q in load_questions(source.source, need_answers=need_answers, limit=source.limit):
+            if q.id in found_in:
+                raise UserError(f"question id {q.id!r} is in both {found_in[q.id]} and {source.source}: ids must be "
+                                f"unique across the data.train sources")
+            found_in[q.id] = source.source
+            q.weight = source.weight
+            questions.append(q)
     return questions
 
 

@@ -69,10 +69,25 @@ class TeacherFiles:
         self.preferences = self.root / "preferences" / "train.jsonl"      # DPO pairs
         self.selection = self.root / "selection.json"                     # what selection kept and dropped, and why
         self.dataset = self.root / "dataset"                              # the same views as a datasets folder
+        self.evolve = EvolveFiles(self.root / "evolve")                   # the self-generation round
 
     def sft(self, student_format: str) -> Path:
         """The SFT file a student of this format (student.format) trains on."""
         return {"answer_first": self.sft_answer_first, "rationale_first": self.sft_rationale_first}[student_format]
+
+
+class EvolveFiles:
+    """What the self-generation round writes (`<teacher>/evolve`): two append-only logs, then the views."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.proposals = self.root / "proposals.jsonl"     # every question the teacher wrote, with its checks
+        self.solves = self.root / "solves.jsonl"           # the teacher's solves of those questions
+        self.kept = self.root / "kept.jsonl"               # kept questions in the seed schema, with provenance
+        self.rejected = self.root / "rejected.jsonl"       # every rejected question with the reason
+        self.progress = self.root / "progress.json"        # teacher tokens and seconds so far, over every resume
+        self.summary = self.root / "summary.json"          # counts by kind, kept rate, tokens/s
+        self.card = self.root / "README.md"                # the card shipped with the split
 
 
 class StudentFiles:

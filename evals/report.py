@@ -37,6 +37,17 @@ def write_report(run_root: Path, results: dict, seconds: dict, artifacts: dict, 
         lines += ["", f"pass@{k}, maj@{k}: {k} samples per question; ECE raw / calibrated: the app's confidence (the "
                       f"share of samples agreeing with the greedy answer) before and after calibration, cross-fitted "
                       f"on two halves of the questions. The base model is scored greedy only."]
+    for name, r in results.items():
+        if "likely_right_coverage" in r:
+            precision = r["likely_right_precision"]
+            lines += ["", f"**Selective answering ({name})**: the app marks {r['likely_right_coverage']:.1%} of these "
+                          f"questions \"likely right\" ({r['likely_right_n']} of {r['n']}), and "
+                          + (f"{precision:.1%} of those are right." if precision is not None else "none of them.")
+                          + f" The threshold (calibrated P >= {r['likely_right_at']}) was chosen on the dev split, "
+                            "where the marked answers were at least 90% right; these questions played no part in it."
+                          if r["likely_right_at"] is not None else
+                          f"**Selective answering ({name})**: no confidence level was 90% right on the dev split, so "
+                          "the app calls no answer \"likely right\"."]
     lines += ["", "| stage | seconds |", "|---|---|"] + [f"| {k} | {v} |" for k, v in seconds.items()]
     lines += ["", "Artifacts:"] + [f"- {name}: `{path}`" for name, path in report["artifacts"].items()]
     for key, value in extra.items():

@@ -7,8 +7,10 @@ report.
     onnx      the ONNX export (onnxruntime-genai)
 
 pass@1 for each; for what the app serves by default (the main GGUF, else the ONNX folder, else the merged student)
-also k = eval.samples sampled answers: pass@k, maj@k and the calibration of the app's confidence, written beside it
-(where `edgedistill serve` reads it). Each result goes to eval/<name>.json through the stage's one result cache
+also k = eval.samples sampled answers: pass@k, maj@k, and the calibration of the app's confidence, fitted on the dev
+split (data.dev, never the eval data) and written beside the model (where `edgedistill serve` reads it) with the
+"likely right" threshold at which dev answers were at least 90% right; the eval data then says how that threshold
+does on questions it was not fitted on (likely_right_coverage, likely_right_precision). Each result goes to eval/<name>.json through the stage's one result cache
 (evals/evaluate.py), so a rerun with the same model files, questions and settings reuses it instead of decoding
 again. report.json and report.md go to the run folder (evals/report.py).
 """
@@ -17,13 +19,35 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from edgedistill.calibration import Calibration, calibration_path_for, fit_calibration, likely_right_threshold, \
+    save_calibration, selective
 from edgedistill.config import Config
+from edgedistill.metrics import calibration_metrics
 from edgedistill.datasets import load_benchmark
 from edgedistill.formats import answer_first_target
 from edgedistill.rundir import RunDir
-from edgedistill.evals.compare import write_calibrations
 from edgedistill.evals.evaluate import Model, evaluate_cached
 from edgedistill.evals.report import write_report
+
+
+def calibrate_on(dev: dict, spec, data: str, cfg) -> Calibration:
+    """The app's calibration fitted on the dev result `dev`, with the "likely right" threshold dev supports, saved
+    beside the model (where `edgedistill serve` reads it)."""
+    agreements, corrects = [r["agreement"] for r in dev["rows"]], [r["correct"] for r in dev["rows"]]
+    calibration = fit_calibration(agreements, corrects, cfg.samples, cfg.temperature, data, str(spec))
+    threshold = likely_right_threshold(calibration, agreements, corrects)
+    calibration.likely_right_at = threshold["at"]
+    measured = calibration_metrics(agreements, corrects, cfg.samples, cfg.temperature)
+    calibration.extra = {"ece_raw": measured["ece_raw"], "brier_raw": measured["brier_raw"],
+                         "ece_cross_fitted": measured["ece"], "brier_cross_fitted": measured["brier"],
+                         "likely_right_coverage": threshold["coverage"],
+                         "likely_right_precision": threshold["precision"]}
+    path = calibration_path_for(spec)
+    save_calibration(calibration, path)
+    print(f"[eval] calibration of {Path(str(spec)).name} fitted on {data} (n={len(corrects)}): {path}; likely right "
+          f"from {threshold['at']} (dev coverage {threshold['coverage']:.0%}, precision {threshold['precision']})",
+          flush=True)
+    return calibration
 
 
 def run(config: Config, rundir: RunDir) -> dict:
@@ -32,14 +56,15 @@ def run(config: Config, rundir: RunDir) -> dict:
     # a Benchmark: a question too long for the model is skipped and named by file:line, not by id alone
     questions = load_benchmark(config.data.eval, limit=config.data.eval_limit)
 
-    def score(name: str, spec, backend: str, label: str, shots=(), k: int = cfg.samples) -> dict:
+    def score(name: str, spec, backend: str, label: str, shots=(), k: int = cfg.samples, on=None,
+              data: str = config.data.eval) -> dict:
         model = Model(spec, backend=backend, allow_network=config.allow_network, threads=cfg.threads)
-        return evaluate_cached(model, questions, cache=rundir.eval_dir / f"{name}.json", settings=cfg, k=k,
-                               shots=shots, seed=config.seed, label=label, fields={"data": config.data.eval})
+        return evaluate_cached(model, questions if on is None else on, cache=rundir.eval_dir / f"{name}.json",
+                               settings=cfg, k=k, shots=shots, seed=config.seed, label=label, fields={"data": data})
 
     results = {}
     if cfg.base:
-        shots = [(q, answer_first_target(q)) for q in load_benchmark(config.data.train, limit=2)]
+        shots = [(q, answer_first_target(q)) for q in load_benchmark(config.data.sources()[0].source, limit=2)]
         results["base"] = score("base", config.student.model, "transformers", "eval base", shots, k=1)
     merged = rundir.student.merged
     artifacts = {"student": merged}
@@ -49,19 +74,28 @@ def run(config: Config, rundir: RunDir) -> dict:
     # ONNX folder, else the merged student; the others greedy only. Sampling the ONNX too (one row at a time) took
     # 7 more minutes in the quickstart; `edgedistill eval --model <onnx> --calibrate` does it when wanted.
     served = {"gguf"} if gguf else {"onnx"} if onnx else {"student"}
+    calibrated: dict[str, Path] = {}
     for name, spec, backend, label in (("student", str(merged), "transformers", "eval student"),
                                        ("gguf", gguf, "llama.cpp", f"eval gguf {config.export.quant}"),
                                        ("onnx", onnx, "onnx", "eval onnx")):
         if spec:
             results[name] = score(name, spec, backend, label, k=cfg.samples if name in served else 1)
             artifacts[name] = Path(spec)
+            if name in served and cfg.calibrate and cfg.samples > 1:
+                # the app's confidence is calibrated on dev, then judged on the eval data it was not fitted on
+                dev = score(f"{name}-dev", spec, backend, f"{label} dev", on=load_benchmark(config.data.dev, limit=cfg.calibration_questions),
+                            data=config.data.dev)
+                calibration = calibrate_on(dev, spec, config.data.dev, cfg)
+                results[name].update(selective(calibration, [r["agreement"] for r in results[name]["rows"]],
+                                               [r["correct"] for r in results[name]["rows"]]))
+                results[name]["likely_right_at"] = calibration.likely_right_at
+                calibrated[name] = calibration_path_for(spec)
     seconds = {stage: rundir.stage(stage).get("seconds") for stage in ("teach", "train", "export")}
     seconds["eval"] = round(sum(r["seconds"] for r in results.values()), 1)
     extra = {"eval_data": config.data.eval, "teacher": config.teacher.kind}
-    if cfg.calibrate and cfg.samples > 1:
-        written = write_calibrations([dict(r, model=name) for name, r in results.items() if name in served], cfg)
-        extra["calibration"] = ", ".join(os.path.relpath(path) for path in written.values()
-                                         if not path.startswith("skipped"))
+    if calibrated:
+        extra["calibration"] = ", ".join(f"{os.path.relpath(path)} (fitted on {config.data.dev})"
+                                         for path in calibrated.values())
     if gguf:
         extra["serve"] = f"edgedistill serve --model {os.path.relpath(gguf)}"
     write_report(rundir.root, results, seconds, artifacts, extra)

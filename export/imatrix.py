@@ -10,7 +10,6 @@ llama.cpp finds each matrix by its GGUF tensor name, which gguf-py's name map gi
 from __future__ import annotations
 
 import ctypes
-from pathlib import Path
 
 import numpy as np
 import torch

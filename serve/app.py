@@ -96,8 +96,10 @@ class Confidence:
     others: list[str] = field(default_factory=list)
 
 
-def band(probability: float, supervisor_below: float) -> str:
-    if probability >= max(0.8, supervisor_below):
+def band(probability: float, supervisor_below: float, likely_right_at: float | None = None) -> str:
+    """"likely right" only from the calibrated probability at which the calibration's dev answers were at least 90%
+    right (`likely_right_at`); without a calibration that says so (none, or an older file), never."""
+    if likely_right_at is not None and probability >= likely_right_at:
         return "likely right"
     if probability >= supervisor_below:
         return "probably right: double-check if it matters"
@@ -107,7 +109,8 @@ def band(probability: float, supervisor_below: float) -> str:
 def confidence_markdown(c: Confidence, supervisor_below: float) -> str:
     if not c.samples:
         return "Confidence not measured (samples = 0)."
-    lines = [f"### Confidence {c.probability:.0%} · {band(c.probability, supervisor_below)}",
+    likely_right_at = c.calibration.likely_right_at if c.calibration else None
+    lines = [f"### Confidence {c.probability:.0%} · {band(c.probability, supervisor_below, likely_right_at)}",
              f"{c.agreeing} of {c.samples} sampled answers agree with this one."]
     if c.calibration:
         cal = c.calibration

@@ -41,11 +41,11 @@ from tqdm import tqdm
 from edgedistill.calculator import check_annotations
 from edgedistill.checkers import extract_answer, is_correct, majority
 from edgedistill.config import Config
-from edgedistill.formats import INSTRUCTION_RATIONALE_FIRST, answer_first_target, chat, rationale_first, \
-    split_answer_reason
+from edgedistill.formats import INSTRUCTION_RATIONALE_FIRST, answer_first_from_reasoning, answer_first_target, chat, \
+    rationale_first, reasoning_of, split_answer_reason
 from edgedistill.generation import load_generator
 from edgedistill.rundir import TeacherFiles
-from edgedistill.records import AppendLog, Question, Sample, by_question, load_questions, to_dict, \
+from edgedistill.records import AppendLog, Question, Sample, by_question, load_questions, load_sources, to_dict, \
     write_json_atomic, write_jsonl_atomic
 
 FEW_SHOT = 2   # worked examples in a model teacher's prompt, taken from the first train questions with rationales
@@ -55,7 +55,7 @@ CORRECTION = "That answer ({answer}) is wrong. Find the mistake, then solve the 
 def run_teacher(config: Config, out: Path, load=load_generator) -> dict:
     """`load`: how a model spec becomes a generator (load_generator's signature; tests pass stand-ins)."""
     cfg = config.teacher
-    questions = load_questions(config.data.train, need_answers=cfg.kind == "dataset", limit=config.data.train_limit)
+    questions = load_sources(config.data.sources(), need_answers=cfg.kind == "dataset")
     files = TeacherFiles(out)
     log = AppendLog(files.samples, key="id")
     scorer = make_scorer(config, load)
@@ -64,17 +64,22 @@ def run_teacher(config: Config, out: Path, load=load_generator) -> dict:
         from edgedistill.checkers import Judge
         judge = Judge(load(cfg.judge_model, config.allow_network, template=cfg.template))
     shots = [(q, answer_first_target(q)) for q in questions if q.rationale][:FEW_SHOT]
-    if cfg.kind == "dataset":
-        done = log.done()
-        log.append(to_dict(dataset_sample(q, scorer)) for q in questions if f"{q.id}#0" not in done)
-    else:
+    # A model teacher reasons first, then answers; write_views rewrites its verified samples answer-first.
+    reasoning_shots = [(q, rationale_first(target)) for q, target in shots]
+    teacher_chat = lambda q: chat(q, reasoning_shots, instruction=INSTRUCTION_RATIONALE_FIRST)   # noqa: E731
+    # New questions first; they come with the teacher's verified rationale, so they are written like a dataset's.
+    evolved = evolve_round(config, questions, files, load) if cfg.evolve.enabled() else []
+    done = log.done()
+    log.append(to_dict(dataset_sample(q, scorer)) for q in (questions if cfg.kind == "dataset" else []) + evolved
+               if f"{q.id}#0" not in done)
+    if cfg.kind == "model":
         teacher = load(cfg.model, config.allow_network, sampling_backend(cfg.model, cfg.backend),
                        template=cfg.template)
-        first = lambda q: [chat(q, shots)] * cfg.samples   # noqa: E731
+        first = lambda q: [teacher_chat(q)] * cfg.samples   # noqa: E731
         sample_round(config, "sample", teacher, cfg.model, questions, first, cfg.temperature, log, scorer, judge)
         if cfg.self_correct:
             failed = failed_questions(questions, log.rows(), cfg.samples)
-            retry = lambda q: [chat(q, shots) + [{"role": "assistant", "content": s["text"]},   # noqa: E731
+            retry = lambda q: [teacher_chat(q) + [{"role": "assistant", "content": s["text"]},   # noqa: E731
                                                  {"role": "user", "content": CORRECTION.format(
                                                      answer=s["verdict"].get("predicted") or "none given")}]
                                for s in failed[q.id]]
@@ -86,7 +91,19 @@ def run_teacher(config: Config, out: Path, load=load_generator) -> dict:
         negatives = lambda q: [chat(q, [] if cfg.negatives_zero_shot else shots)] * cfg.negatives_samples  # noqa: E731
         sample_round(config, "negative", weak, cfg.negatives_model, questions, negatives,
                      cfg.negatives_temperature, log, scorer, judge)
-    return write_views(config, questions, log.rows(), out)
+    return write_views(config, questions + evolved, log.rows(), out)
+
+
+def evolve_round(config: Config, seeds: list[Question], files: TeacherFiles, load) -> list[Question]:
+    """The self-generation round (teacher/evolve.py), then its views: the kept questions, in the seed schema."""
+    from edgedistill.teacher.evolve import run_evolve
+    from edgedistill.teacher.evolve_views import write_evolve_views
+    model = config.teacher.evolve.model or config.teacher.model
+    teacher = load(model, config.allow_network, sampling_backend(model, config.teacher.backend),
+                   template=config.teacher.template)
+    answered = [q for q in seeds if q.answer is not None and q.answer_type == "number"]
+    run_evolve(config, answered, files.evolve, teacher, model)
+    return write_evolve_views(config, answered, files.evolve)
 
 
 SMALL_GGUF_BYTES = 512 * 2**20
@@ -131,10 +148,12 @@ class Round(NamedTuple):
     id_prefix: str       # sample ids: "<question>#<prefix><k>"
     origin: str          # what the sample's record says it is
     seed_offset: int     # each round draws from its own seeds
+    format: str          # how the round's prompt asks for the text: the teacher reasons first, a student answers first
 
 
-ROUNDS = {"sample": Round("", "teacher", 0), "correct": Round("c", "self-correction", 100_000),
-          "negative": Round("n", "negative", 200_000)}
+ROUNDS = {"sample": Round("", "teacher", 0, "rationale-first"),
+          "correct": Round("c", "self-correction", 100_000, "rationale-first"),
+          "negative": Round("n", "negative", 200_000, "answer-first")}
 
 
 def sample_round(config: Config, name: str, generator, model: str, questions: list[Question], conversations_for,
@@ -180,7 +199,7 @@ def sample_round(config: Config, name: str, generator, model: str, questions: li
                            "problems": problems}
                 provenance = {**meta, "prompt_sha256": _prompt_hash(conversation)}
                 sample = _sample(q, model, provenance, f"{ROUNDS[name].id_prefix}{k}", text, verdict,
-                                 ROUNDS[name].origin)
+                                 ROUNDS[name].origin, ROUNDS[name].format)
                 sample.scores = score
                 rows.append(to_dict(sample))
         log.append(rows)
@@ -230,11 +249,39 @@ def _prompt_hash(messages: list[dict]) -> str:
     return hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _sample(q: Question, model: str, meta: dict, k: str, text: str, verdict: dict, origin: str) -> Sample:
+def _sample(q: Question, model: str, meta: dict, k: str, text: str, verdict: dict, origin: str,
+            text_format: str = "answer-first") -> Sample:
     answer, rationale = split_answer_reason(text)
+    if text_format == "rationale-first":
+        rationale = reasoning_of(text)
     return Sample(id=f"{q.id}#{k}", question_id=q.id, teacher={"model": model, **meta, "sample": k}, text=text,
                   answer=answer, rationale=rationale, verdict=verdict, calculator_ok=not verdict.get("problems"),
-                  origin=origin)
+                  origin=origin, format=text_format)
+
+
+def for_the_student(questions: list[Question], samples: list[dict]) -> tuple[list[dict], int]:
+    """The samples as the student sees them: a reasoning-first sample rewritten answer-first, its Answer line one
+    expression over the question's numbers (formats.answer_first_from_reasoning; the log keeps what the teacher
+    wrote). A verified sample that cannot be rewritten is dropped and counted; an unverified one is rewritten to its
+    own answer (as a bare Answer line when its annotations do not lead there), to serve as a rejected side."""
+    by_id = {q.id: q for q in questions}
+    out, dropped = [], 0
+    for s in samples:
+        q = by_id.get(s["question_id"])
+        if s.get("format", "answer-first") != "rationale-first" or q is None:
+            out.append(s)
+            continue
+        correct = bool(s["verdict"].get("correct"))
+        target = s["verdict"].get("reference") if correct else s["verdict"].get("predicted")
+        text = answer_first_from_reasoning(s["text"], q, str(target)) if target is not None else None
+        if text is None and not correct and target is not None:   # a rejected side needs no expression
+            reason = reasoning_of(s["text"])
+            text = f"Answer: {target}\nReason: {reason}" if reason else f"Answer: {target}"
+        if text is None:
+            dropped += correct
+            continue
+        out.append({**s, "text": text, "format": "answer-first"})
+    return out, dropped
 
 
 def write_views(config: Config, questions: list[Question], samples: list[dict], out: Path) -> dict:
@@ -243,6 +290,7 @@ def write_views(config: Config, questions: list[Question], samples: list[dict], 
     from edgedistill.teacher.publish import write_dataset
     from edgedistill.teacher.select import select, write_selection_report
     cfg = config.teacher
+    samples, not_rewritten = for_the_student(questions, samples)
     groups = by_question(samples)
     candidates = []
     for order, q in enumerate(questions):
@@ -268,7 +316,8 @@ def write_views(config: Config, questions: list[Question], samples: list[dict], 
     kept, selection = select(candidates, cfg.select, eval_texts, config.seed, embedder)
     sft = [{"id": c["id"], "prompt": chat(c["q"]), "completion": [{"role": "assistant", "content": c["text"]}],
             "pass_rate": c["pass_rate"], "difficulty": c["difficulty"], "answer": c["answer"],
-            "answer_type": c["q"].answer_type, "options": c["q"].options} for c in kept]
+            "answer_type": c["q"].answer_type, "options": c["q"].options,
+            **({"weight": c["q"].weight} if c["q"].weight != 1.0 else {})} for c in kept]
     sft_rf = [{**row, "prompt": chat(c["q"], instruction=INSTRUCTION_RATIONALE_FIRST),
                "completion": [{"role": "assistant", "content": rationale_first(c["text"])}]}
               for row, c in zip(sft, kept)]
@@ -287,8 +336,9 @@ def write_views(config: Config, questions: list[Question], samples: list[dict], 
                "self_corrected": len({s["question_id"] for s in samples
                                       if s.get("origin") == "self-correction" and s["verdict"].get("correct")}),
                "negatives": sum(s.get("origin") == "negative" for s in samples),
+               "verified_not_rewritten_answer_first": not_rewritten,
                "pairs": pair_report, "selection": {k: selection[k] for k in ("candidates", "kept", "dropped")}}
-    sources = {"questions": config.data.train, "kind": cfg.kind, "teacher": cfg.model or "reference rationales",
+    sources = {"questions": [f"{s.source} (weight {s.weight:g})" for s in config.data.sources()], "kind": cfg.kind, "teacher": cfg.model or "reference rationales",
                "samples": cfg.samples if cfg.kind == "model" else 1, "temperature": cfg.temperature,
                "negatives": cfg.negatives_model, "step_scorer": cfg.step_scorer, "seed": config.seed}
     write_dataset(files.dataset, {"sft": sft, "sft_rationale_first": sft_rf, "preferences": pairs}, summary, sources)

@@ -13,7 +13,6 @@ import ast
 import sys
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("teacher", "student", "export", "serve", "evals")

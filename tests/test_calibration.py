@@ -50,3 +50,27 @@ def test_file_beside_the_model_round_trips_and_damage_is_a_clear_error(tmp_path)
         load_calibration(tmp_path / "bad.json")
     with pytest.raises(UserError, match="no such calibration file"):
         load_calibration(tmp_path / "missing.json")
+
+
+def test_likely_right_threshold_is_the_lowest_probability_whose_answers_were_90_percent_right():
+    from edgedistill.calibration import likely_right_threshold, selective
+    # levels 0..4 agreeing; at 4: 19 of 20 right, at 3: 8 of 10, at 2 and below: 2 of 10
+    agreements = [4] * 20 + [3] * 10 + [2] * 10
+    corrects = [True] * 19 + [False] + [True] * 8 + [False] * 2 + [True] * 2 + [False] * 8
+    calibration = fit_calibration(agreements, corrects, k=4, temperature=0.7)
+    threshold = likely_right_threshold(calibration, agreements, corrects)
+    # level 4 alone: 19/20 = 95% >= 90%; levels 3-4 together: 27/30 = 90% >= 90%; levels 2-4: 29/40 < 90%
+    assert threshold == {"at": calibration.probability(3), "coverage": 0.75, "precision": 0.9}
+    calibration.likely_right_at = threshold["at"]
+    assert calibration.likely_right(3) and calibration.likely_right(4) and not calibration.likely_right(2)
+    # judged on other questions: 2 marked (levels 3, 4), 1 of them right
+    assert selective(calibration, [4, 3, 2, 0], [True, False, True, True]) == \
+        {"likely_right_coverage": 0.5, "likely_right_precision": 0.5, "likely_right_n": 2}
+
+
+def test_no_likely_right_when_no_level_is_90_percent_right():
+    from edgedistill.calibration import likely_right_threshold, selective
+    agreements, corrects = [4, 4, 3, 0], [True, False, True, False]
+    calibration = fit_calibration(agreements, corrects, k=4, temperature=0.7)
+    assert likely_right_threshold(calibration, agreements, corrects)["at"] is None
+    assert selective(calibration, [4], [True])["likely_right_coverage"] == 0.0   # likely_right_at None: none marked

@@ -14,7 +14,7 @@ MICRO = {"data": {"train": "shopfloor:train", "eval": "shopfloor:dev", "train_li
          # ONNX int8 (every int4 setting fails the gate at 135M); a gate of 0.8 because 2 training steps on 16
          # examples make a plumbing test, not a quality one (the quickstart student's Q4_K_M agrees 91.8%)
          "export": {"onnx": "int8", "min_agreement": 0.8, "parity_eval": 4},
-         "eval": {"batch_size": 8, "base": True}}
+         "eval": {"batch_size": 8, "base": True, "calibration_questions": 8}}
 
 
 def run_cli(*args):
@@ -38,6 +38,8 @@ def test_micro_run_on_packaged_model(tmp_path):
     # the app's confidence: the served GGUF is sampled and calibrated, the ONNX scored greedy only
     calibration = json.loads((out / "export" / "student-Q4_K_M.gguf.calibration.json").read_text())
     assert calibration["n"] == 8 and len(calibration["accuracy"]) == calibration["k"] + 1 == 5
+    assert calibration["data"] == "shopfloor:dev" and "likely_right_at" in calibration   # fitted on dev
+    assert {"likely_right_coverage", "likely_right_precision", "likely_right_at"} <= set(report["gguf"])
     assert "pass@4" in report["gguf"] and not (out / "export" / "onnx" / "calibration.json").exists()
     parity = (out / "export" / "parity.md").read_text()
     assert "| GGUF Q4_K_M |" in parity and "| ONNX int8 |" in parity

@@ -243,21 +243,30 @@ def test_the_eval_stage_scores_base_and_student_calibrates_what_is_served_and_re
                         lambda spec, allow_network=False, backend="auto", threads=None:
                         loaded.append((spec, backend)) or ScriptedGenerator())
     data = write_arithmetic(tmp_path / "sums.jsonl", 10)
-    config = Config(data=DataConfig(train=str(data), eval=str(data), eval_limit=8), eval=EvalConfig(samples=4))
+    dev = tmp_path / "dev.jsonl"          # other questions: the calibration is fitted here, never on the eval data
+    dev.write_text("".join(json.dumps({"question": f"What is {a}+{a + 3}?", "answer": str(2 * a + 3)}) + "\n"
+                           for a in range(20, 32)))
+    config = Config(data=DataConfig(train=str(data), eval=str(data), dev=str(dev), eval_limit=8),
+                    eval=EvalConfig(samples=4))
     rundir = RunDir(tmp_path / "run")
     rundir.student.merged.mkdir(parents=True)
     assert run(config, rundir) == {"report": str(rundir.report_json)}
-    assert loaded == [("smollm2-135m-instruct", "transformers"), (str(rundir.student.merged), "transformers")]
+    assert loaded == [("smollm2-135m-instruct", "transformers"), (str(rundir.student.merged), "transformers"),
+                      (str(rundir.student.merged), "transformers")]
     report = json.loads(rundir.report_json.read_text())
     assert report["base"]["shots"] == 2 and report["base"]["k"] == 1 and "pass@4" not in report["base"]
     assert report["student"]["n"] == 8 and report["student"]["pass@1"] == 0.5 and "pass@4" in report["student"]
     assert report["student"]["data"] == str(data) and report["student"]["backend"] == "scripted"
-    assert load_calibration(rundir.student.merged / "calibration.json").n == 8   # the served model's, for the app
+    calibration = load_calibration(rundir.student.merged / "calibration.json")   # the served model's, for the app
+    assert calibration.n == 12 and calibration.data == str(dev)
+    # dev: a in 20..31, greedy right for even a, a % 5 samples agree: 4 of 4 agreeing happens at a = 24 and 29 (one
+    # right, one wrong), 3 of 4 at 23 and 28 (one each): no level is 90% right, so nothing is "likely right"
+    assert calibration.likely_right_at is None and report["student"]["likely_right_coverage"] == 0.0
     assert json.loads((rundir.eval_dir / "base.json").read_text())["key"] == report["base"]["key"]
     assert "The student is **" in rundir.report_md.read_text()
     capsys.readouterr()
     run(config, rundir)                                                        # nothing changed: nothing decoded
-    assert len(loaded) == 2 and capsys.readouterr().out.count("reusing") == 2
+    assert len(loaded) == 3 and capsys.readouterr().out.count("reusing") == 3
 
 
 def test_dev_evaluation_is_the_one_evaluation():

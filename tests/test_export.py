@@ -1,5 +1,4 @@
 """Export: HF folder -> GGUF f16 -> Q4_K_M with llama.cpp's own converter and quantizer; the GGUF reloads and answers."""
-import json
 import sys
 
 import pytest

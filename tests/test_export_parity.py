@@ -13,7 +13,6 @@ import torch
 from edgedistill import UserError
 from edgedistill.config import ExportConfig
 from edgedistill.records import load_questions
-from edgedistill.export import parity
 from edgedistill.export.run import run_export
 
 

@@ -34,7 +34,7 @@ def tiny_config(tmp_path, model_dir, **overrides):
               "teacher": {"select": {"decontaminate_eval": False}},   # these tests evaluate on training questions
               "student": {"model": str(model_dir), "epochs": 2, "batch_size": 4, "checkpoint_every": 2,
                           "learning_rate": 1e-3},
-              "eval": {"batch_size": 4, "max_new_tokens": 12, "base": True}}
+              "eval": {"batch_size": 4, "max_new_tokens": 12, "base": True, "calibration_questions": 4}}
     for key, value in overrides.items():
         section, name = key.split("__")
         config[section][name] = value

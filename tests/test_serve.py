@@ -113,7 +113,9 @@ def test_confidence_is_agreement_mapped_through_the_calibration(qa):
 
 
 def test_bands():
-    assert band(0.9, 0.6) == "likely right"
+    assert band(0.9, 0.6, likely_right_at=0.85) == "likely right"
+    assert band(0.84, 0.6, likely_right_at=0.85).startswith("probably right")   # dev said 90% only from 0.85 on
+    assert band(0.99, 0.6).startswith("probably right")          # no calibration that says so: never likely right
     assert band(0.65, 0.6).startswith("probably right")
     assert band(0.59, 0.6) == "unsure: check with a supervisor"
 

@@ -1,6 +1,5 @@
 """SFT recipe: completion log-probabilities, prompt masking, batching, checkpoint resume with the same loss curve."""
 import json
-import math
 
 import pytest
 import torch

@@ -10,7 +10,6 @@ from safetensors.torch import load_file
 
 from edgedistill.checkers import extract_answer
 from edgedistill.config import Config, DataConfig, StudentConfig
-from edgedistill.formats import chat
 from edgedistill.generation import Sampling
 from edgedistill.generation.transformers import TransformersGenerator
 from edgedistill.models import load_model

@@ -17,7 +17,7 @@ import types
 import typing
 from pathlib import Path
 
-from edgedistill.config import Config, choices_of, describe
+from edgedistill.config import Config, choices_of, describe, section_list
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = ROOT / "docs" / "config.md"
@@ -54,6 +54,9 @@ def sections(cls: type = Config, dotted: str = "") -> list[tuple[str, type]]:
     for f in dataclasses.fields(cls):
         if dataclasses.is_dataclass(hints[f.name]):
             found += sections(hints[f.name], f"{dotted}.{f.name}" if dotted else f.name)
+        listed = section_list(hints[f.name])
+        if listed:   # data.train's items: a section of their own
+            found += sections(listed, f"{dotted}.{f.name}[]")
     return found
 
 
@@ -62,18 +65,20 @@ def optional(kind) -> bool:
 
 
 def type_name(kind) -> str:
-    if optional(kind):
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
         return " or ".join("null" if t is type(None) else type_name(t) for t in typing.get_args(kind))
     if typing.get_origin(kind) is list:
         return f"list of {type_name(typing.get_args(kind)[0])}s"
     if choices_of(kind):
         return "string"
     if dataclasses.is_dataclass(kind):
-        return "section"
+        return f"section ([`{kind.SECTION}`](#{anchor(kind.SECTION)}))" if kind.SECTION.endswith("[]") else "section"
     return {str: "string", int: "integer", float: "number", bool: "boolean"}[kind]
 
 
 def default_text(f: dataclasses.Field) -> str:
+    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+        return "required"
     value = f.default_factory() if f.default is dataclasses.MISSING else f.default
     if dataclasses.is_dataclass(value):
         return ""
@@ -97,7 +102,7 @@ def allowed_text(rules: dict, kind) -> str:
 
 
 def anchor(dotted: str) -> str:
-    return dotted.replace(".", "")   # GitHub's heading anchors drop the dots and backticks
+    return dotted.replace(".", "").replace("[]", "")   # GitHub's heading anchors drop dots, brackets, backticks
 
 
 def cell(text: str) -> str:

@@ -29,10 +29,10 @@ import argparse
 import json
 import random
 import re
-import string
 from pathlib import Path
 
 from edgedistill.calculator import ANNOTATION, check_annotations
+from edgedistill.checkers import word_runs
 
 from shopfloor_problems import NAMES, PROBLEMS, Problem, calc
 
@@ -47,14 +47,9 @@ CONSTANTS = {"3", "5", "9", "10", "32", "60", "100", "1000", "3600", "10000", "2
 KEYS = ("id", "question", "answer", "answer_type", "answer_expr", "rationale", "topic", "source")
 
 
-def tokens(text: str) -> list[str]:
-    """Lower-cased whitespace tokens with punctuation stripped from their edges (empty ones dropped)."""
-    return [t for t in (w.strip(string.punctuation) for w in text.lower().split()) if t]
-
-
 def ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
-    toks = tokens(text)
-    return {tuple(toks[i:i + n]) for i in range(len(toks) - n + 1)}
+    """Every n-token run (edgedistill.checkers.word_runs: the teacher's new questions pass the same check)."""
+    return word_runs(text, n)
 
 
 def _template_error(question: str, expr: str, rationale: str, answer: str) -> str | None:
