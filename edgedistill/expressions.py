@@ -42,12 +42,17 @@ def key(value: float) -> str:
 
 def question_numbers(text: str) -> set[str]:
     """Every number a question shows, in digits (`1,200` -> 1200) or in words (`twelve`, `forty-five`, `half`)."""
-    found = {key(float(m.group(0).replace(",", ""))) for m in NUMBER.finditer(text)}
+    found = set(shown_numbers(text))
     for match in _WORD_NUMBER.finditer(text):
         tens, unit, alone = match.groups()
         value = _TENS[tens.lower()] + (_UNITS[unit.lower()] if unit else 0) if tens else _UNITS[alone.lower()]
         found.add(key(value))
     return found
+
+
+def shown_numbers(text: str) -> list[str]:
+    """The numbers a text writes in digits, in order, as `key`s (`1,200` -> 1200); repeats kept."""
+    return [key(float(m.group(0).replace(",", ""))) for m in NUMBER.finditer(text)]
 
 
 def literals(expression: str) -> list[str]:
@@ -129,8 +134,7 @@ class Template:
     def of(cls, question: str, expression: str, answer: str) -> "Template | None":
         """None when a number of the expression (other than a unit constant) is missing from the question or shown
         more than once (a new draw could not say which is which)."""
-        spans = [m for m in NUMBER.finditer(question)]
-        values = [key(float(m.group(0).replace(",", ""))) for m in spans]
+        spans, values = list(NUMBER.finditer(question)), shown_numbers(question)
         used = [n for n in dict.fromkeys(literals(expression)) if n not in UNIT_FACTORS]   # 60 min, 100 % stay
         slots = []
         for number in used:

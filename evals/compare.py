@@ -17,7 +17,8 @@ import re
 from dataclasses import asdict
 from pathlib import Path
 
-from edgedistill.calibration import calibration_path_for, fit_calibration, save_calibration
+from edgedistill.calibration import Calibration, calibration_path_for, fit_calibration, \
+    likely_right_threshold, save_calibration
 from edgedistill.config import EvalConfig
 from edgedistill.metrics import calibration_metrics
 from edgedistill.records import write_json_atomic, write_text_atomic
@@ -84,6 +85,22 @@ def compare(models: list[str], datasets: list[str], out: str | Path, settings: E
     return report
 
 
+def fitted_calibration(agreements: list[int], corrects: list[bool], settings: EvalConfig, data: str,
+                       spec) -> Calibration:
+    """The app's calibration fitted on these answers, with the "likely right" threshold they support
+    (calibration.likely_right_threshold) and the fit's ECE/Brier, raw and cross-fitted, in `extra`."""
+    k = settings.samples
+    calibration = fit_calibration(agreements, corrects, k, settings.temperature, data, str(spec))
+    threshold = likely_right_threshold(calibration, agreements, corrects)
+    calibration.likely_right_at = threshold["at"]
+    measured = calibration_metrics(agreements, corrects, k, settings.temperature)
+    calibration.extra = {"ece_raw": measured["ece_raw"], "brier_raw": measured["brier_raw"],
+                         "ece_cross_fitted": measured["ece"], "brier_cross_fitted": measured["brier"],
+                         "likely_right_coverage": threshold["coverage"],
+                         "likely_right_precision": threshold["precision"]}
+    return calibration
+
+
 def write_calibrations(results: list[dict], settings: EvalConfig) -> dict:
     """Per model, the agreement -> accuracy calibration over all its benchmarks, beside the model (where the app
     reads it). A packaged name or hub id has no place of its own: it is skipped, and the report says so."""
@@ -95,10 +112,7 @@ def write_calibrations(results: list[dict], settings: EvalConfig) -> dict:
             continue
         agreements, corrects = [row["agreement"] for row in rows], [row["correct"] for row in rows]
         data = ", ".join(r["data"] for r in results if r["model_spec"] == spec)
-        calibration = fit_calibration(agreements, corrects, k, settings.temperature, data, spec)
-        measured = calibration_metrics(agreements, corrects, k, settings.temperature)
-        calibration.extra = {"ece_raw": measured["ece_raw"], "brier_raw": measured["brier_raw"],
-                             "ece_cross_fitted": measured["ece"], "brier_cross_fitted": measured["brier"]}
+        calibration = fitted_calibration(agreements, corrects, settings, data, spec)
         if not Path(spec).exists():
             written[spec] = "skipped: not a file or folder (a packaged name or hub id)"
             continue

@@ -19,13 +19,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edgedistill.calibration import Calibration, calibration_path_for, fit_calibration, likely_right_threshold, \
-    save_calibration, selective
+from edgedistill.calibration import Calibration, calibration_path_for, save_calibration, selective
 from edgedistill.config import Config
-from edgedistill.metrics import calibration_metrics
 from edgedistill.datasets import load_benchmark
 from edgedistill.formats import answer_first_target
 from edgedistill.rundir import RunDir
+from edgedistill.evals.compare import fitted_calibration
 from edgedistill.evals.evaluate import Model, evaluate_cached
 from edgedistill.evals.report import write_report
 
@@ -34,18 +33,12 @@ def calibrate_on(dev: dict, spec, data: str, cfg) -> Calibration:
     """The app's calibration fitted on the dev result `dev`, with the "likely right" threshold dev supports, saved
     beside the model (where `edgedistill serve` reads it)."""
     agreements, corrects = [r["agreement"] for r in dev["rows"]], [r["correct"] for r in dev["rows"]]
-    calibration = fit_calibration(agreements, corrects, cfg.samples, cfg.temperature, data, str(spec))
-    threshold = likely_right_threshold(calibration, agreements, corrects)
-    calibration.likely_right_at = threshold["at"]
-    measured = calibration_metrics(agreements, corrects, cfg.samples, cfg.temperature)
-    calibration.extra = {"ece_raw": measured["ece_raw"], "brier_raw": measured["brier_raw"],
-                         "ece_cross_fitted": measured["ece"], "brier_cross_fitted": measured["brier"],
-                         "likely_right_coverage": threshold["coverage"],
-                         "likely_right_precision": threshold["precision"]}
+    calibration = fitted_calibration(agreements, corrects, cfg, data, spec)
     path = calibration_path_for(spec)
     save_calibration(calibration, path)
     print(f"[eval] calibration of {Path(str(spec)).name} fitted on {data} (n={len(corrects)}): {path}; likely right "
-          f"from {threshold['at']} (dev coverage {threshold['coverage']:.0%}, precision {threshold['precision']})",
+          f"from {calibration.likely_right_at} (dev coverage {calibration.extra['likely_right_coverage']:.0%}, "
+          f"precision {calibration.extra['likely_right_precision']})",
           flush=True)
     return calibration
 

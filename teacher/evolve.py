@@ -29,7 +29,7 @@ from tqdm import tqdm
 from edgedistill.calculator import CalculatorError, evaluate, format_number
 from edgedistill.checkers import extract_answer, words
 from edgedistill.config import Config
-from edgedistill.expressions import NUMBER, UNIT_FACTORS, key, literals, question_numbers
+from edgedistill.expressions import UNIT_FACTORS, key, literals, question_numbers, shown_numbers
 from edgedistill.generation import Sampling
 from edgedistill.records import AppendLog, Question, read_json_object, write_json_atomic
 from edgedistill.rundir import EvolveFiles
@@ -74,8 +74,7 @@ def needed_numbers(seed: Question) -> list[str]:
     """The numbers of the seed's question that its answer's expression uses, in the order the question gives them
     (unit factors such as 100 and 60 aside: a rewording may say "6%" for "6 in 100", "an hour" for "60 minutes")."""
     used = set(literals(seed.answer_expr)) - UNIT_FACTORS if seed.answer_expr else set()   # "6 in 100" may be "6%"
-    shown = [key(float(m.group(0).replace(",", ""))) for m in NUMBER.finditer(seed.question)]
-    return [n for n in dict.fromkeys(shown) if n in used]
+    return [n for n in dict.fromkeys(shown_numbers(seed.question)) if n in used]
 
 
 def gives_away(question: str, answer: str | None, seed_question: str) -> bool:
