@@ -85,7 +85,7 @@ def gives_away(question: str, answer: str | None, seed_question: str) -> bool:
     return value in question_numbers(question) and value not in question_numbers(seed_question)
 
 
-ASKING = re.compile(r"\?|\b(how|what|which|when|calculate|find|work out|give|tell|estimate|determine|compute)\b",
+ASKING = re.compile(r"\?|\b(how|what|which|when|calculate|find|work out|give|tell|estimate|determine|compute|convert|express)\b",
                     re.I)
 
 

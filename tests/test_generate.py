@@ -231,3 +231,20 @@ def test_the_package_and_its_data_types_import_without_torch():
             "print(sorted(heavy), backends)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "[] []", result.stdout + result.stderr
+
+
+def test_llama_cpp_batches_prompts_that_fill_a_decode_exactly():
+    """Rows whose suffixes fill one llama_decode to the last token, then a long prompt: every row that reads logits
+    must be in the same decode call (a reader left in an earlier chunk got no logits: the 1.5B teacher crashed with
+    'NULL pointer access' on compositions). Each row's first greedy token equals the one it gets alone (later tokens
+    may differ in the last bits between batch layouts)."""
+    from edgedistill.generation.llamacpp import BATCH_TOKENS, LlamaCppGenerator
+    from edgedistill.models import resolve
+    generator = LlamaCppGenerator(str(resolve("smollm2-135m-instruct").path))
+    prefix = [1, 2] + list(range(1000, 1018))
+    lengths = [250, 250, BATCH_TOKENS - 500, 300, 40]    # 250 + 250 + 12 fill one decode; 300 is a long prompt
+    prompts = [prefix + [5000 + i] + list(range(2000 + i, 2000 + i + n - 1)) for i, n in enumerate(lengths)]
+    sampling = Sampling(max_new_tokens=1, stop_after_answer=False)
+    together = generator._generate_tokens(prompts, sampling, batch_size=len(prompts), progress=None)
+    alone = [generator._generate_tokens([p], sampling, batch_size=1, progress=None)[0] for p in prompts]
+    assert together == alone

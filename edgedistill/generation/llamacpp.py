@@ -32,6 +32,12 @@ MAX_SLOTS = 16       # llama.cpp is compute-bound on a CPU from about 8 rows on;
 BATCH_TOKENS = 512   # rows per llama_decode call; a longer prompt goes through in chunks of this size
 
 
+def rows_this_call(suffix_tokens: int) -> int:
+    """How many rows a new prompt adds to the shared decode: a long prompt's head goes through on its own first,
+    so it adds only its last token."""
+    return 1 if suffix_tokens > BATCH_TOKENS // 2 else suffix_tokens
+
+
 @dataclass
 class _Slot:
     index: int      # which conversation this slot is answering
@@ -168,8 +174,8 @@ class LlamaCppGenerator:
                 if seq in slots or not waiting:
                     continue
                 suffix = prompts[waiting[-1]][len(prefix):]
-                if len(entries) + len(suffix) > BATCH_TOKENS and len(suffix) <= BATCH_TOKENS // 2:
-                    break                               # room next round
+                if len(entries) + rows_this_call(len(suffix)) > BATCH_TOKENS:
+                    break                               # room next round: every reader must be in one decode
                 conversation = waiting.pop()
                 lib.llama_memory_seq_rm(memory, seq, -1, -1)
                 if prefix:
@@ -177,7 +183,7 @@ class LlamaCppGenerator:
                 slots[seq] = _Slot(conversation, len(prefix) + len(suffix),
                                    Row(sampling, self.decode, self.encode, self.eos))
                 prompt_rows = [(tok, len(prefix) + i, seq, i == len(suffix) - 1) for i, tok in enumerate(suffix)]
-                if len(suffix) > BATCH_TOKENS // 2:      # a long prompt: its head goes through now, on its own
+                if rows_this_call(len(suffix)) < len(suffix):   # a long prompt: its head goes through now, alone
                     self._decode(ctx, prompt_rows[:-1])
                     prompt_rows = prompt_rows[-1:]
                 entries += prompt_rows
@@ -216,7 +222,10 @@ class LlamaCppGenerator:
         """The last decode's logits at these batch rows, copied (the next decode overwrites them)."""
         rows = []
         for index in indices:
-            pointer = ctypes.cast(self._lib.llama_get_logits_ith(ctx, index), ctypes.POINTER(ctypes.c_float))
+            address = self._lib.llama_get_logits_ith(ctx, index)
+            if not address:   # llama.cpp has no logits for this row: a bug in how the batch was laid out
+                raise RuntimeError(f"llama.cpp returned no logits for batch row {index}")
+            pointer = ctypes.cast(address, ctypes.POINTER(ctypes.c_float))
             rows.append(np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)))
         return torch.from_numpy(np.stack(rows))
 
