@@ -197,8 +197,9 @@ class EvolveConfig(Section):
     compositions: float = option(0.0, low=0.0, high=16.0, help="compositions per seed: this seed and another "
                                                                "joined into a two-step question (0: off)")
     seeds: int | None = option(None, **COUNT, help="evolve the first N seeds only (null: all)")
-    instances: int = option(8, low=0, high=1000, help="new number sets the calculator fills into each kept question "
-                                                      "whose numbers are slots (0: off)")
+    instances: int = option(0, low=0, high=1000, help="new number sets the calculator fills into each kept question "
+                                                      "whose numbers are slots (0: off; at a fixed selection budget "
+                                                      "they displaced distinct wordings and cost dev accuracy)")
     solves: int = option(3, **COUNT, help="teacher solves per new question (reasoning first, calculator on)")
     min_agreement: float = option(0.6, **FRACTION, help="share of the solves that must reach the majority answer")
     temperature: float = option(0.8, **TEMPERATURE, help="sampling temperature when writing questions")

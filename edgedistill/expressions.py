@@ -65,10 +65,14 @@ def over_question_numbers(expression: str, question: str) -> bool:
     return all(n in allowed for n in literals(expression))
 
 
+ASKS_ROUNDING = re.compile(r"decimal|nearest|round|whole|significant", re.I)
+
+
 def inline_annotations(reasoning: str, answer: str, question: str) -> str | None:
     """One expression over the question's numbers that computes `answer`, from a solution's annotations; None when
     the annotations do not lead to it that way. The last annotation whose value is the answer is the one inlined;
-    a last value that only rounds to the answer is wrapped in the seed set's rounding pattern."""
+    a last value that only rounds to the answer is wrapped in the seed set's rounding pattern when the question asks
+    for rounding, and left bare when it does not (the answer's digits are then only how the value was printed)."""
     shown = question_numbers(question)
     made: dict[str, str] = {}           # an earlier result's value -> the inlined expression that made it
     steps: list[tuple[str, float]] = []
@@ -85,7 +89,9 @@ def inline_annotations(reasoning: str, answer: str, question: str) -> str | None
     for inlined, value in reversed(steps):
         if math.isclose(value, float(answer), rel_tol=1e-9, abs_tol=1e-9):
             return _checked(inlined, answer, question)
-    if steps:   # "72.768, so 72.8 to one decimal place": the rounding the answer shows, in the seeds' pattern
+    if steps and not ASKS_ROUNDING.search(question):   # 0.7407 is only how 0.74074... was printed: nothing to
+        return _checked(steps[-1][0], answer, question)  # round, so no round() for the student to copy
+    if steps:   # "72.768, so 72.8 to one decimal place": the rounding the question asks for, in the seeds' pattern
         inlined, value = steps[-1]
         decimals = len(answer.split(".")[1]) if "." in answer else 0
         if round(value, decimals) == round(float(answer), decimals):

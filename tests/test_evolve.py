@@ -46,6 +46,14 @@ def test_inlining_wraps_a_rounded_answer_in_the_seed_rounding_pattern():
     assert expression == "round(96*79*96/10000*10)/10" and numbers_match("72.8", evaluate(expression))
 
 
+def test_inlining_leaves_an_answer_bare_when_the_question_asks_for_no_rounding():
+    """0.7407 is how 40/5400*100 was printed, not a rounding the question asked for: no round() for the student
+    to copy (the 1.5B teacher's first run put one in 14% of its kept records)."""
+    question = "A batch of 5400 nuts had 40 scrapped. What is the scrap rate in percent?"
+    reasoning = "Scrap rate = <<40/5400*100=0.7407>>%"
+    assert inline_annotations(reasoning, "0.7407", question) == "40/5400*100"
+
+
 def test_question_numbers_read_digits_separators_and_words():
     assert question_numbers("twelve crates of 1,200 bolts, forty-five a box, half a shift, 7.50 h") == \
         {"12", "1200", "45", "0.5", "7.5"}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edgedistill.calculator import ANNOTATION, check_annotations, evaluate, format_number
+from edgedistill.calculator import ANNOTATION, check_annotations, evaluate, format_number, numbers_match
 from edgedistill.records import SEEDS_DIR as SEEDS
 
 TOOLS = Path(__file__).resolve().parent.parent / "tools"   # the generator is a build-time tool, not package code
@@ -84,3 +84,22 @@ def test_every_topic_in_every_split(data):
     topics = {split: {rec["topic"] for rec in data[split]} for split in SPLITS}
     assert REQUIRED_TOPICS <= topics["train"]
     assert topics["train"] == topics["dev"] == topics["heldout"]
+
+
+def test_the_evolved_split_is_verified_clean_and_traceable(data):
+    """`shopfloor:evolved` (the 1.5B teacher's kept questions, tools/ship_evolved.py): every answer is its
+    expression's value, every rationale's annotations compute, every record names its train seed, kind, teacher,
+    prompt hash and agreement, and no question shares an 8-word run with dev or held-out."""
+    evolved = [json.loads(line) for line in (SEEDS / "shopfloor_evolved.jsonl").read_text().splitlines()]
+    train_ids = {rec["id"] for rec in data["train"]}
+    held = set().union(*(_eight_grams(rec["question"]) for split in ("dev", "heldout") for rec in data[split]))
+    assert len(evolved) >= 200 and len({rec["id"] for rec in evolved}) == len(evolved)
+    for rec in evolved:
+        assert numbers_match(rec["answer"], evaluate(rec["answer_expr"])), rec["id"]
+        assert check_annotations(rec["rationale"]) == [], rec["id"]
+        origin = rec["provenance"]
+        assert origin["seed_id"] in train_ids and origin["kind"] in {"reword", "vary", "compose"}, rec["id"]
+        assert origin["agreement"] >= 0.6 and origin["prompt_sha256"] and origin["teacher"], rec["id"]
+        assert not _eight_grams(rec["question"]) & held, rec["id"]
+    card = (SEEDS / "shopfloor_evolved.md").read_text()
+    assert "Licence: Apache-2.0" in card and "## Kept (examples)" in card and "## Rejected (examples)" in card

