@@ -14,7 +14,6 @@ from edgedistill.records import data_path, load_questions, load_sources
 from edgedistill.rundir import RunDir, file_sha256, fingerprint
 
 STAGES = ("teach", "train", "export", "eval")
-STAGE_DIRS = {"teach": "teacher", "train": "student", "export": "export", "eval": "eval"}
 
 
 def preflight(config: Config, out: str | Path) -> RunDir:
@@ -43,7 +42,7 @@ def run_pipeline(config: Config, out: str | Path, only: str | None = None) -> di
         if run.stage(stage).get("fingerprint") not in (None, keys[stage]):
             # config or inputs changed: partial work (samples, checkpoints) belongs to the old run, not this one
             print(f"[{stage}] config or inputs changed: starting this stage afresh", flush=True)
-            shutil.rmtree(run.path(STAGE_DIRS[stage]), ignore_errors=True)
+            shutil.rmtree(run.stage_folder(stage), ignore_errors=True)
         print(f"[{stage}] running", flush=True)
         started = run.start(stage, keys[stage])
         try:

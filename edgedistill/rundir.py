@@ -112,6 +112,11 @@ class RunDir:
     def path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
 
+    def stage_folder(self, stage: str) -> Path:
+        """The folder a pipeline stage (teach, train, export, eval) writes, and a changed config clears."""
+        return {"teach": self.teacher.root, "train": self.student.root, "export": self.export_dir,
+                "eval": self.eval_dir}[stage]
+
     def manifest(self) -> dict:
         if not self.manifest_path.exists():
             return {"stages": {}}
