@@ -192,7 +192,9 @@ def summarize(proposals, clean, multiplied, rejected, pending, progress) -> dict
 
 def card(summary: dict, clean: list[dict], multiplied: list[dict], rejected: list[dict], config: Config) -> str:
     cfg = config.teacher.evolve
-    kept_examples = (clean[::max(1, len(clean) // 16)][:16] + multiplied[::max(1, len(multiplied) // 4)][:4])[:20]
+    shown_instances = min(4, len(multiplied))   # 20 kept examples, up to 4 of them calculator instances
+    kept_examples = clean[::max(1, len(clean) // (20 - shown_instances))][:20 - shown_instances] + \
+        multiplied[::max(1, len(multiplied) // 4)][:shown_instances]
     rejected_examples = rejected[::max(1, len(rejected) // 10)][:10]
     lines = ["# Evolved questions: written by the teacher, verified by its solves and the calculator", "",
              f"- teacher: `{cfg.model or config.teacher.model}`; seeds: `{', '.join(s.source for s in config.data.sources())}`; seed {config.seed}",
