@@ -2,7 +2,8 @@
 
     .venv/bin/python tools/ship_evolved.py runs/evolve [--speed "tok_s_1=11.2 tok_s_4=21.1 tok_s_16=37.3"]
 
-Copies the run's views (rebuilt from its logs by `edgedistill teach`) into the package:
+Rebuilds the run's views from its two logs (no teacher call; `edgedistill teach` would also resume the teacher),
+then copies them into the package:
 
     runs/evolve/teacher/evolve/kept.jsonl  ->  edgedistill/seeds/shopfloor_evolved.jsonl
     runs/evolve/teacher/evolve/README.md   ->  edgedistill/seeds/shopfloor_evolved.md   (with the licence on top)
@@ -17,8 +18,10 @@ import sys
 from pathlib import Path
 
 from edgedistill import UserError
-from edgedistill.records import load_questions, read_json_object, write_text_atomic
+from edgedistill.config import load_config
+from edgedistill.records import load_questions, load_sources, read_json_object, write_text_atomic
 from edgedistill.rundir import RunDir
+from edgedistill.teacher.evolve_views import write_evolve_views
 
 SEEDS = Path(__file__).resolve().parents[1] / "edgedistill" / "seeds"
 COMMAND = "edgedistill teach --config configs/evolve_shopfloor.yaml --out runs/evolve"
@@ -46,12 +49,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="the run folder of configs/evolve_shopfloor.yaml (e.g. runs/evolve)")
     parser.add_argument("--speed", help="benchmarks/teacher_rows.py's last line, for the card")
+    parser.add_argument("--config", default="configs/evolve_shopfloor.yaml", help="the run's config (its thresholds)")
     parser.add_argument("--into", type=Path, default=SEEDS, help="the folder to write into (default: the package's)")
     args = parser.parse_args()
     files = RunDir(args.run).teacher.evolve
     try:
-        if not files.kept.is_file() or not files.card.is_file():
-            raise UserError(f"{files.kept} or {files.card} is missing: run `{COMMAND}` first (it writes them)")
+        if not files.proposals.is_file():
+            raise UserError(f"{files.proposals} is missing: run `{COMMAND}` first (it writes the logs)")
+        config = load_config(args.config)
+        write_evolve_views(config, load_sources(config.data.sources()), files)
         records = files.kept.read_text(encoding="utf-8")
         load_questions(files.kept)            # the shipped file must load as seeds do, or nothing is written
         write_text_atomic(args.into / "shopfloor_evolved.jsonl", records)
