@@ -64,6 +64,11 @@ def variant_config(base: Path, overrides: dict) -> Config:
     return config
 
 
+def slug(name: str) -> str:
+    """A folder or file name for a variant or split: letters and digits kept, the rest dashes."""
+    return "".join(c if c.isalnum() else "-" for c in Path(name).name.lower())
+
+
 def train(config: Config, folder: Path) -> dict:
     from edgedistill.student.run import run as run_student
     from edgedistill.teacher.run import run as run_teacher
@@ -98,7 +103,7 @@ def main():
     out = Path(args.out)
     results = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
     for name in wanted:
-        folder = out / "".join(c if c.isalnum() else "-" for c in name.lower())
+        folder = out / slug(name)
         config = variant_config(Path(args.base), variants[name])
         timings = train(config, folder)
         generator = None
@@ -108,6 +113,8 @@ def main():
                 continue
             generator = generator or load_generator(str(RunDir(folder).student.merged), backend="transformers")
             scored = evaluate(generator, load_benchmark(dev), k=args.k, label=key)
+            # The rows too (greedy text, k sampled Answer lines): benchmarks/confidence_signals.py reads them.
+            write_json_atomic(folder / f"eval-{slug(dev)}.json", scored)
             results[key] = {k: v for k, v in scored.items() if k != "rows"} | {"train_seconds": timings}
             write_json_atomic(out / "results.json", results)
             r = results[key]

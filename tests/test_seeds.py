@@ -86,20 +86,23 @@ def test_every_topic_in_every_split(data):
     assert topics["train"] == topics["dev"] == topics["heldout"]
 
 
-def test_the_evolved_split_is_verified_clean_and_traceable(data):
-    """`shopfloor:evolved` (the 1.5B teacher's kept questions, tools/ship_evolved.py): every answer is its
-    expression's value, every rationale's annotations compute, every record names its train seed, kind, teacher,
-    prompt hash and agreement, and no question shares an 8-word run with dev or held-out."""
-    evolved = [json.loads(line) for line in (SEEDS / "shopfloor_evolved.jsonl").read_text().splitlines()]
-    train_ids = {rec["id"] for rec in data["train"]}
-    held = set().union(*(_eight_grams(rec["question"]) for split in ("dev", "heldout") for rec in data[split]))
-    assert len(evolved) >= 200 and len({rec["id"] for rec in evolved}) == len(evolved)
+@pytest.mark.parametrize("split, seeds, kinds, at_least", [("evolved", "train", {"reword", "vary", "compose"}, 200),
+                                                          ("dev_reworded", "dev", {"reword"}, 40)])
+def test_the_evolved_splits_are_verified_clean_and_traceable(data, split, seeds, kinds, at_least):
+    """`shopfloor:evolved` and `shopfloor:dev_reworded` (the 1.5B teacher's kept questions, tools/ship_evolved.py):
+    every answer is its expression's value, every rationale's annotations compute, every record names its seed (in
+    the split it was written from), kind, teacher, prompt hash and agreement, and no question shares an 8-word run
+    with dev or held-out."""
+    evolved = [json.loads(line) for line in (SEEDS / f"shopfloor_{split}.jsonl").read_text().splitlines()]
+    seed_ids = {rec["id"] for rec in data[seeds]}
+    held = set().union(*(_eight_grams(rec["question"]) for name in ("dev", "heldout") for rec in data[name]))
+    assert len(evolved) >= at_least and len({rec["id"] for rec in evolved}) == len(evolved)
     for rec in evolved:
         assert numbers_match(rec["answer"], evaluate(rec["answer_expr"])), rec["id"]
         assert check_annotations(rec["rationale"]) == [], rec["id"]
         origin = rec["provenance"]
-        assert origin["seed_id"] in train_ids and origin["kind"] in {"reword", "vary", "compose"}, rec["id"]
+        assert origin["seed_id"] in seed_ids and origin["kind"] in kinds, rec["id"]
         assert origin["agreement"] >= 0.6 and origin["prompt_sha256"] and origin["teacher"], rec["id"]
         assert not _eight_grams(rec["question"]) & held, rec["id"]
-    card = (SEEDS / "shopfloor_evolved.md").read_text()
+    card = (SEEDS / f"shopfloor_{split}.md").read_text()
     assert "Licence: Apache-2.0" in card and "## Kept (examples)" in card and "## Rejected (examples)" in card
