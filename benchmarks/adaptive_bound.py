@@ -3,7 +3,7 @@ first and answering first.
 
     .venv/bin/python benchmarks/adaptive_bound.py [--config configs/quickstart.yaml] [--out runs/adaptive_bound]
 
-Adaptive thinking (student/adaptive.py, docs/algorithms.md#8-adaptive-thinking) picks, per question, rationale-first
+Adaptive thinking (benchmarks/adaptive_thinking.py, docs/algorithms.md#8-adaptive-thinking) picks, per question, rationale-first
 or answer-first decoding. Whatever picks, it can be right at most where one of the two modes is right. So: the same
 teacher data trained answer-first and rationale-first at the same compute (the student stage with `student.format`),
 both scored greedy with the calculator on each `--dev` split, and the oracle that takes whichever is right. When the

@@ -1,13 +1,21 @@
 """Adaptive thinking (docs/algorithms.md#8-adaptive-thinking, perception module): forcing g to 1 (0) decodes
 exactly as the model with P_pre (P_post) prepended, and with the model frozen only the soft prompt receives
 gradient."""
+import importlib.util
+import sys
+from pathlib import Path
+
 import torch
 
 from edgedistill.formats import rationale_first
 from edgedistill.models import load_model
-from edgedistill.student import adaptive
 from edgedistill.student.batching import collate, tokenise
 
+SPEC = importlib.util.spec_from_file_location(
+    "adaptive_thinking", Path(__file__).resolve().parents[1] / "benchmarks" / "adaptive_thinking.py")
+adaptive = importlib.util.module_from_spec(SPEC)   # a research recipe outside the package (its docstring says why)
+sys.modules[SPEC.name] = adaptive                  # its dataclasses look their module up there
+SPEC.loader.exec_module(adaptive)
 SYSTEM = [{"role": "system", "content": "Answer."}]
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from edgedistill import UserError
 from edgedistill.config import Config, DataConfig, StudentConfig
-from edgedistill.student import adaptive, batching, dpo, online, sft
+from edgedistill.student import batching, dpo, online, sft
 
 SYSTEM = [{"role": "system", "content": "Write 'Answer:' first."}]
 LONG = "The press line ran a shift with a stop for a jammed die, then the same again after lunch. " * 30
@@ -92,6 +92,7 @@ def test_online_rl_with_every_prompt_over_max_length_fails_before_sampling(tmp_p
 
 def test_adaptive_soft_prompt_with_every_prompt_over_max_length_fails(tiny_model_dir):
     from edgedistill.models import load_model
+    from tests.test_adaptive import adaptive  # the research recipe, outside the package (benchmarks/)
     model, tokenizer = load_model(str(tiny_model_dir))
     cfg = adaptive.AdaptiveConfig(prompt_tokens=2, batch_size=4, max_length=64)
     with pytest.raises(UserError, match=r"all 6 examples are too long for AdaptiveConfig\.max_length=64"):

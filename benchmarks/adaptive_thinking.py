@@ -12,8 +12,12 @@ its abstract:
                 cross-entropy on which mode answers the question better (the lower answer NLL under each prompt)
     inference   P_pre when g(q) > 0.5, else P_post; greedy decoding with the chosen prompt in front
 
-It is a research recipe: the prompts live beside the model (adaptive.safetensors), so the GGUF and ONNX exports,
-which carry weights only, do not include them.
+It is a research recipe, kept here and not shipped in the package: its ceiling was measured on 2026-12-03
+(`benchmarks/adaptive_bound.py`, docs/results.md): a perfect per-question choice between the answer-first and
+rationale-first students of the quickstart's 1e-3 recipe is right on 66.7% of dev and 69.6% of dev reworded, below
+the plain answer-first student at learning rate 2e-3 alone (72.5%, 76.1%), and a chooser of soft prompts on a
+frozen student can only fall short of that ceiling. The prompts would live beside the model
+(adaptive.safetensors), so the GGUF and ONNX exports, which carry weights only, would not include them either.
 """
 from __future__ import annotations
 
