@@ -23,7 +23,7 @@ from typing import ClassVar, Literal
 import yaml
 
 from edgedistill import UserError
-from edgedistill.records import PACKAGED_PREFIX, is_file
+from edgedistill.records import is_file, is_packaged
 
 
 def option(default=dataclasses.MISSING, *, help: str = "", factory=dataclasses.MISSING, low=None, above=None,
@@ -127,7 +127,7 @@ TOKENS = dict(low=1, high=1 << 20)
 class TrainSource(Section):
     """One source of training questions in a `data.train` list: `{source: shopfloor:evolved, weight: 1.0}`."""
     SECTION: ClassVar[str] = "data.train[]"
-    source: str = option(text=True, help="a shipped split (shopfloor:train, shopfloor:evolved) or a JSONL/CSV path")
+    source: str = option(text=True, help="a shipped split (shopfloor:train, shopfloor:evolved, fmc:train, fsiq:train) or a JSONL/CSV path")
     weight: float = option(1.0, low=0.0, high=100.0, help="loss weight of this source's training records")
     limit: int | None = option(None, **COUNT, help="first N questions of this source (null: data.train_limit, "
                                                    "else all)")
@@ -220,6 +220,30 @@ class EvolveConfig(Section):
 
 
 @dataclass
+class RationalizeConfig(Section):
+    """Rationales for labelled data (STaR's rationalisation, arXiv 2203.14465; distilling step-by-step, arXiv
+    2305.02301): for a seed with a gold answer but no reasoning, the teacher is shown the answer and explains it;
+    the rationale is kept only if the teacher, shown the question with the rationale whose answer words are
+    masked, reaches the gold answer itself."""
+    SECTION: ClassVar[str] = "teacher.rationalize"
+    enabled: bool = option(False, help="write rationales for seeds that have an answer and no rationale")
+    model: str | None = option(None, text=True, help="the model that explains and checks (null: teacher.model)")
+    answer_types: list[str] = option(factory=lambda: ["choice", "label"],
+                                     help="answer types that get rationales (number, choice, label, text)")
+    temperature: float = option(0.3, **TEMPERATURE, help="sampling temperature of the explanation")
+    max_new_tokens: int = option(64, **TOKENS, help="new tokens for an explanation (two sentences)")
+    check_max_new_tokens: int = option(16, **TOKENS, help="new tokens for the masked check's answer line")
+    batch_size: int = option(16, **COUNT, help="seeds per chunk (a chunk is written whole, so a kill loses at "
+                                               "most one)")
+    seeds: int | None = option(None, **COUNT, help="the first N eligible seeds only (null: all)")
+
+    def check(self) -> None:
+        for kind in self.answer_types:
+            if kind not in ("number", "choice", "label", "text"):
+                self.refuse("answer_types", "a list of number, choice, label, text")
+
+
+@dataclass
 class TeacherConfig(Section):
     """Where the SFT data and preference pairs come from: reference rationales, or a model sampled k times."""
     SECTION: ClassVar[str] = "teacher"
@@ -256,6 +280,8 @@ class TeacherConfig(Section):
                                                          "longer is not learnt as better)")
     select: SelectConfig = option(factory=SelectConfig, help="selection of the SFT records (teacher.select)")
     evolve: EvolveConfig = option(factory=EvolveConfig, help="new questions the teacher writes (teacher.evolve)")
+    rationalize: RationalizeConfig = option(factory=RationalizeConfig,
+                                            help="rationales the teacher writes for labelled seeds (teacher.rationalize)")
 
     def check(self) -> None:
         if self.kind == "model" and not self.model:
@@ -263,6 +289,9 @@ class TeacherConfig(Section):
         if self.evolve.enabled() and not (self.evolve.model or self.model):
             raise ConfigValueError("teacher.evolve", "teacher.evolve writes new questions but neither "
                                                      "'teacher.evolve.model' nor 'teacher.model' is set")
+        if self.rationalize.enabled and not (self.rationalize.model or self.model):
+            raise ConfigValueError("teacher.rationalize", "teacher.rationalize is on but neither "
+                                                          "'teacher.rationalize.model' nor 'teacher.model' is set")
         if self.step_scorer == "judge" and not self.judge_model:
             raise ConfigValueError("teacher.step_scorer",
                                    "step_scorer is 'judge' but 'teacher.judge_model' is not set")
@@ -415,7 +444,10 @@ class ServeConfig(Section):
     supervisor_below: float = option(0.6, **FRACTION, help="under this confidence the page says \"check with a "
                                                            "supervisor\"")
     answer_type: Literal["number", "choice", "label", "text"] = option(
-        "number", help="the kind of answer the questions have: how an answer is read and sampled answers compared")
+        "number", help="the page's default kind of question (number, choice: options, label: a failure code): how an "
+                       "answer is read and sampled answers compared")
+    labels: str = option("fmc:train", text=True, help="the failure codes of \"failure code\" mode: a packaged "
+                                                       "split or JSONL whose first question lists them as options")
     max_new_tokens: int = option(256, **TOKENS, help="new tokens for the answer and its reasoning")
     max_question_chars: int = option(2000, **COUNT, help="longer questions are refused")
     # one model on one CPU: more than 1 only interleaves
@@ -562,10 +594,10 @@ def _check_files(config: Config, where) -> None:
     """The data files a config names exist (ranges and choices were checked when the sections were built)."""
     named = [("train", s.source) for s in config.data.sources()] + [(k, getattr(config.data, k)) for k in ("eval", "dev")]
     for key, value in named:
-        if not value.startswith(PACKAGED_PREFIX) and not is_file(value):
+        if not is_packaged(value) and not is_file(value):
             raise UserError(f"{where('data.' + key)}: 'data.{key}' file not found: {value}")
     for i, value in enumerate(config.teacher.select.decontaminate):
-        if not value.startswith(PACKAGED_PREFIX) and not is_file(value):
+        if not is_packaged(value) and not is_file(value):
             raise UserError(f"{where('teacher.select.decontaminate')}: teacher.select.decontaminate[{i}]: "
                             f"file not found: {value}")
 

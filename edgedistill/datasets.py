@@ -200,7 +200,13 @@ def load_fmc(path: Path) -> list[Question]:
         if (path.parent / sibling).is_file() and path.parent / sibling != path:
             labels |= {label for _, _, label in read_fmc(path.parent / sibling)}
     options = sorted(labels)
-    return Benchmark([Question(id=f"fmc-{path.stem}-{number}", answer=label, answer_type="label", options=options,
-                               question=f"Maintenance work order: \"{text}\". Which failure mode is it? Answer with "
-                                        f"one of:", source="fmc_mwo2kg") for number, text, label in rows],
-                     [f"{path}:{number}" for number, _, _ in rows])
+    return Benchmark([work_order_question(text, options, id=f"fmc-{path.stem}-{number}", answer=label)
+                      for number, text, label in rows], [f"{path}:{number}" for number, _, _ in rows])
+
+
+def work_order_question(text: str, labels: list[str], *, id: str = "app", answer: str | None = None) -> Question:
+    """A work-order line as the failure-code question the student is trained and asked with: the line quoted, then
+    the closed label set as the options. The app's "failure code" mode asks it the same way."""
+    return Question(id=id, question=f"Maintenance work order: \"{text.strip()}\". Which failure mode is it? Answer "
+                                    f"with one of:", answer=answer, answer_type="label", options=list(labels),
+                    source="fmc_mwo2kg")

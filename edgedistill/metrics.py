@@ -12,6 +12,8 @@ said otherwise:
     to the end   (end_subset) a small subset decoded past the Answer line (the whole rationale): tokens and seconds
                  to the end, and the accuracy of the answer read from the full text against the one read at the
                  delimiter
+    labels       when every question's answer is a label or an option letter: macro-F1 with a bootstrap interval
+                 beside accuracy (label_metrics.py)
 
 The base model is judged with the same instruction plus worked examples as earlier chat turns (`shots`), so it is
 judged on ability, not on format; a fine-tuned student gets none.
@@ -29,9 +31,10 @@ from math import comb
 
 from edgedistill import UserError
 from edgedistill.calibration import brier_score, expected_calibration_error, fit_calibration, reliability_bins
-from edgedistill.checkers import extract_answer, is_correct
+from edgedistill.checkers import canonical, extract_answer, is_correct
 from edgedistill.datasets import Benchmark, where_of
 from edgedistill.formats import INSTRUCTION, answer_line, chat
+from edgedistill.label_metrics import label_scores
 from edgedistill.records import Question
 
 
@@ -301,6 +304,9 @@ def evaluate(generator, questions: list[Question], *, shots: list[tuple[Question
                        "agreement": scores["agreement"][i] if scores["agreement"] else None,
                        "sampled": scores["sampled_lines"][i] if scores["sampled_lines"] else None,
                        "text": scores["greedy_texts"][i]} for i, q in enumerate(questions)]
+    if all(q.answer_type in ("label", "choice") for q in questions):   # a closed set: macro-F1 beside accuracy
+        by_id = {q.id: q for q in questions}
+        result.update(label_scores(result["rows"], lambda answer, row: canonical(answer, by_id[row["id"]])))
     result["seconds"] = round(time.time() - started, 1)
     result["seconds_per_question"] = round(result["seconds"] / n, 3)
     return result

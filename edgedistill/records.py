@@ -160,16 +160,22 @@ def question_from_dict(obj: dict, where: str, default_id: str) -> Question:
 
 
 SEEDS_DIR = Path(__file__).parent / "seeds"
-PACKAGED_PREFIX = "shopfloor:"
+# Packaged seed sets, named `<set>:<split>` and shipped as seeds/<set>_<split>.jsonl with a card beside them.
+PACKAGED_SETS = ("shopfloor", "fsiq", "fmc")
+
+
+def is_packaged(spec: str) -> bool:
+    """`shopfloor:train`, `fsiq:dev`, `fmc:train`...: a split shipped in the package, not a path."""
+    return spec.partition(":")[0] in PACKAGED_SETS and ":" in spec
 
 
 def data_path(spec: str) -> Path:
-    """`shopfloor:<split>` (a file shipped in the package: train, dev, heldout, evolved) or a JSONL or CSV path."""
-    if spec.startswith(PACKAGED_PREFIX):
-        split = spec[len(PACKAGED_PREFIX):]
-        path = SEEDS_DIR / f"shopfloor_{split}.jsonl"
+    """A packaged split (`shopfloor:train`, `fsiq:dev`, `fmc:train`, ...) or a JSONL or CSV path."""
+    if is_packaged(spec):
+        name, _, split = spec.partition(":")
+        path = SEEDS_DIR / f"{name}_{split}.jsonl"
         if not is_file(path):
-            known = ", ".join(f"shopfloor:{p.stem[len('shopfloor_'):]}" for p in sorted(SEEDS_DIR.glob("shopfloor_*.jsonl")))
+            known = ", ".join(f"{p.stem.replace('_', ':', 1)}" for p in sorted(SEEDS_DIR.glob("*_*.jsonl")))
             raise UserError(f"unknown packaged split {spec!r}: use one of {known}")
         return path
     return Path(spec)

@@ -70,6 +70,7 @@ class TeacherFiles:
         self.selection = self.root / "selection.json"                     # what selection kept and dropped, and why
         self.dataset = self.root / "dataset"                              # the same views as a datasets folder
         self.evolve = EvolveFiles(self.root / "evolve")                   # the self-generation round
+        self.rationalize = RationalizeFiles(self.root / "rationalize")    # rationales for labelled seeds
 
     def sft(self, student_format: str) -> Path:
         """The SFT file a student of this format (student.format) trains on."""
@@ -88,6 +89,17 @@ class EvolveFiles:
         self.progress = self.root / "progress.json"        # teacher tokens and seconds so far, over every resume
         self.summary = self.root / "summary.json"          # counts by kind, kept rate, tokens/s
         self.card = self.root / "README.md"                # the card shipped with the split
+
+
+class RationalizeFiles:
+    """What the rationale round writes (`<teacher>/rationalize`): one append-only log, then the seeds it explains."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.log = self.root / "log.jsonl"                 # every explanation, its masked check and the verdict
+        self.explained = self.root / "explained.jsonl"     # the seeds with the kept rationales, in the seed schema
+        self.progress = self.root / "progress.json"        # teacher tokens and seconds so far, over every resume
+        self.summary = self.root / "summary.json"          # kept and rejected by reason, by answer type
 
 
 class StudentFiles:

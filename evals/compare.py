@@ -1,6 +1,7 @@
 """`edgedistill eval --model A --model B --data X --data Y --out DIR`: every model on every benchmark, one report.
 
-    DIR/report.md          tables per benchmark, the cross-check, the plots
+    DIR/report.md          tables per benchmark (macro-F1 on label sets, McNemar against the first model), the
+                           cross-check, the plots
     DIR/report.json        the same figures, machine-readable (no per-question rows)
     DIR/*.png              accuracy per model and per topic, reliability diagram, speed against accuracy
     DIR/results/*.json     one (model, benchmark) each, with its per-question rows; reused by a rerun with the same
@@ -20,6 +21,7 @@ from pathlib import Path
 from edgedistill.calibration import Calibration, calibration_path_for, fit_calibration, \
     likely_right_threshold, save_calibration
 from edgedistill.config import EvalConfig
+from edgedistill.label_metrics import mcnemar
 from edgedistill.metrics import calibration_metrics
 from edgedistill.records import write_json_atomic, write_text_atomic
 from edgedistill.evals.evaluate import Model, evaluate_cached
@@ -144,6 +146,38 @@ def summary_table(results: list[dict], k: int = 4) -> list[str]:
     return lines
 
 
+def label_table(results: list[dict]) -> list[str]:
+    """Accuracy (= micro-F1) and macro-F1 of the results on a closed label set (none for numeric questions)."""
+    rows = [r for r in results if "macro_f1" in r]
+    if not rows:
+        return []
+    lines = ["", "One label per question, so accuracy is micro-F1; macro-F1 weighs every reference label the same "
+                 "(95% bootstrap interval).", "", "| model | accuracy | macro-F1 | 95% interval |", "|---|---|---|---|"]
+    return lines + [f"| {r['model']} | {r['accuracy']:.1%} | {r['macro_f1']:.3f} | {r['macro_f1_ci95'][0]:.3f} - "
+                    f"{r['macro_f1_ci95'][1]:.3f} |" for r in rows]
+
+
+def paired_tests(results: list[dict]) -> list[dict]:
+    """McNemar's exact test of every model against the first, on the questions both were scored on."""
+    if len(results) < 2 or "rows" not in results[0]:
+        return []
+    first = {row["id"]: bool(row["correct"]) for row in results[0]["rows"]}
+    return [{"first": results[0]["model"], "second": r["model"],
+             **mcnemar(first, {row["id"]: bool(row["correct"]) for row in r["rows"]})}
+            for r in results[1:] if "rows" in r]
+
+
+def paired_table(results: list[dict]) -> list[str]:
+    tests = paired_tests(results)
+    if not tests:
+        return []
+    lines = ["", "Paired (McNemar, exact): of the questions both scored, those only one of the two got right; p below "
+                 "0.05 means the difference is unlikely to be chance.", "",
+             "| model | against | questions | right only here | right only there | p |", "|---|---|---|---|---|---|"]
+    return lines + [f"| {t['second']} | {t['first']} | {t['n']} | {t['only_second']} | {t['only_first']} | "
+                    f"{t['p_value']:.3g} |" for t in tests]
+
+
 def skipped_section(results: list[dict], shown: int = 20) -> list[str]:
     """The questions left out of each result because their prompt did not fit the model's context, by file and
     line: n counts only the questions scored, so a reader sees what is missing from it."""
@@ -219,7 +253,9 @@ def write_comparison(out: Path, results: list[dict], settings: EvalConfig, selec
     recorded with the settings."""
     plots = write_plots(results, out)
     report = {"settings": {**asdict(settings), **(selection or {})}, "plots": plots,
-              "results": [{key: value for key, value in r.items() if key != "rows"} for r in results]}
+              "results": [{key: value for key, value in r.items() if key != "rows"} for r in results],
+              "paired": {data: paired_tests([r for r in results if r["data"] == data])
+                         for data in dict.fromkeys(r["data"] for r in results)}}
     write_json_atomic(out / "report.json", report)
     k = settings.samples
     lines = ["# edgedistill evaluation report", "",
@@ -231,8 +267,8 @@ def write_comparison(out: Path, results: list[dict], settings: EvalConfig, selec
              f"time on this machine, batched ({settings.batch_size} rows), so per-question times are amortised."]
     for data in dict.fromkeys(r["data"] for r in results):
         rows = [r for r in results if r["data"] == data]
-        lines += ["", f"## {data}", ""] + summary_table(rows, k) + skipped_section(rows) + end_table(rows) + \
-            topic_table(rows)
+        lines += ["", f"## {data}", ""] + summary_table(rows, k) + label_table(rows) + paired_table(rows) + \
+            skipped_section(rows) + end_table(rows) + topic_table(rows)
     lines += crosscheck_section(results)
     if plots:
         lines += ["", "## Plots", ""] + [f"![{what}]({name})" for what, name in plots.items()]

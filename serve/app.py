@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -40,13 +41,48 @@ from edgedistill.calculator import ANNOTATION, CalculatorError, evaluate, format
 from edgedistill.calibration import Calibration  # noqa: E402
 from edgedistill.checkers import canonical, extract_answer  # noqa: E402
 from edgedistill.config import ServeConfig  # noqa: E402
+from edgedistill.datasets import work_order_question  # noqa: E402
 from edgedistill.formats import chat  # noqa: E402
 from edgedistill.generation import Sampling, load_generator  # noqa: E402
 from edgedistill.generation.decoding import stream_completion  # noqa: E402
 from edgedistill.metrics import agreement  # noqa: E402
-from edgedistill.records import AppendLog, Question  # noqa: E402
+from edgedistill.records import AppendLog, Question, load_questions  # noqa: E402
 
 OPEN_ANNOTATION = "<<"
+# What the page asks for, and the answer type each mode reads and compares answers as.
+MODES = {"Number (calculator)": "number", "Options": "choice", "Failure code": "label"}
+_OPTION_LINE = re.compile(r"^\s*\(?([A-Ha-h])[.)]\s+(\S.*?)\s*$")   # "A. current", "b) oil debris", "(C) noise"
+
+
+def with_options(text: str, options_text: str = "") -> tuple[str, list[str] | None]:
+    """The question and its lettered options ("A. current"): from the options box, one a line (letters added where
+    missing), else from the question's own lines written "A. ...", "B) ..." (two at least); None when there are none."""
+    given = [line.strip() for line in (options_text or "").splitlines() if line.strip()]
+    if given:
+        return text.strip(), [lettered(line, i) for i, line in enumerate(given)]
+    lines = text.strip().splitlines()
+    found = [line for line in lines if _OPTION_LINE.match(line)]
+    if len(found) < 2:
+        return text.strip(), None
+    body = "\n".join(line for line in lines if not _OPTION_LINE.match(line)).strip()
+    return body, [lettered(line, i) for i, line in enumerate(found)]
+
+
+def lettered(line: str, index: int) -> str:
+    match = _OPTION_LINE.match(line)
+    return f"{match.group(1).upper()}. {match.group(2)}" if match else f"{chr(ord('A') + index)}. {line.strip()}"
+
+
+def chosen(q: Question, answer: str) -> str:
+    """The answer as the page heads it: a choice's option with its letter, a label as the set spells it; a number
+    (or an answer outside the set) as the model wrote it."""
+    if q.answer_type in ("choice", "label") and q.options:
+        found = canonical(answer, q)
+        if found and q.answer_type == "choice":
+            return next((o for o in q.options if o.startswith(f"{found}.")), found)
+        if found:
+            return found
+    return readable(answer)
 
 
 def readable(text: str) -> str:
@@ -136,30 +172,53 @@ class QA:
         self.samples = calibration.k if calibration else settings.samples
         self.temperature = calibration.temperature if calibration else settings.temperature
         self.lock = threading.Lock()
+        self._labels: list[str] | None = None
 
-    def question(self, text: str) -> Question:
-        return Question(id="app", question=text, answer_type=self.settings.answer_type)
+    @property
+    def labels(self) -> list[str]:
+        """The failure codes of "failure code" mode: the options of the first question of `settings.labels`."""
+        if self._labels is None:
+            first = load_questions(self.settings.labels, need_answers=False, limit=1)[0]
+            if not first.options:
+                raise UserError(f"serve.labels: {self.settings.labels} lists no options to use as failure codes")
+            self._labels = list(first.options)
+        return self._labels
 
-    def stream(self, question: str, answer_only: bool):
+    def question(self, text: str, mode: str | None = None, options_text: str = "") -> Question:
+        """The question as the model is asked it, by the page's mode (an answer type; None: serve.answer_type)."""
+        mode = mode or self.settings.answer_type
+        if mode == "label":
+            return work_order_question(text, self.labels)
+        if mode == "choice":
+            body, options = with_options(text, options_text)
+            if not options:
+                raise UserError("Options mode needs the options: one a line in the Options box, or in the question "
+                                "as lines 'A. ...', 'B. ...'")
+            return Question(id="app", question=body, answer_type="choice", options=options)
+        return Question(id="app", question=text, answer_type=mode)
+
+    def stream(self, question: Question | str, answer_only: bool):
         """Yields (completion so far, probabilities of the answer line's chosen tokens)."""
+        q = question if isinstance(question, Question) else self.question(question)
         sampling = Sampling(max_new_tokens=self.settings.max_new_tokens, stop_after_answer=answer_only)
         answer_probabilities: list[float] = []
         with self.lock:
-            for token in stream_completion(self.generator, chat(question), sampling):
+            for token in stream_completion(self.generator, chat(q), sampling):
                 before = token.text[:-1] if token.text else ""
                 if token.probability is not None and "\n" not in before.strip():
                     answer_probabilities.append(token.probability)
                 yield token.text, answer_probabilities
 
-    def confidence(self, question: str, answer: str | None, answer_probabilities: list[float]) -> Confidence:
-        q = self.question(question)
+    def confidence(self, question: Question | str, answer: str | None, answer_probabilities: list[float]
+                   ) -> Confidence:
+        q = question if isinstance(question, Question) else self.question(question)
         token_probability = (math.exp(sum(math.log(max(p, 1e-12)) for p in answer_probabilities)
                              / len(answer_probabilities)) if answer_probabilities else None)
         if not self.samples:
             return Confidence(0, 0, 0.0, None, token_probability)
         sampling = Sampling(max_new_tokens=48, temperature=self.temperature, stop_after_answer=True, seed=1)
         with self.lock:
-            texts = self.generator.generate([chat(question)] * self.samples, sampling, batch_size=self.samples)
+            texts = self.generator.generate([chat(q)] * self.samples, sampling, batch_size=self.samples)
         sampled = [canonical(extract_answer(t, q.answer_type), q) for t in texts]
         agreeing = agreement(answer, sampled, q)
         mine = canonical(answer, q)
@@ -189,7 +248,10 @@ class FeedbackLog:
         self.logs = {self.path: AppendLog(self.path, key="id"), self.unanswered: AppendLog(self.unanswered, key="id")}
         self.lock = threading.Lock()
 
-    def record(self, question: str, model_answer: str, verdict: str, correction: str = "") -> str:
+    def record(self, question: str, model_answer: str, verdict: str, correction: str = "", answer_type: str = "",
+               options: list[str] | None = None) -> str:
+        """One verdict; `answer_type` and `options` (a choice's lettered options, a label set) make the row a seed
+        of that kind (none given: the app's answer type, no options)."""
         question, correction = (question or "").strip(), (correction or "").strip()
         if not question:
             return "Ask a question first; feedback is about an answer."
@@ -202,7 +264,8 @@ class FeedbackLog:
             if len(text) > limit:
                 return f"The {what} is {len(text)} characters long; the limit is {limit}. Nothing was saved."
         reference = correction or (model_answer.strip() if verdict == "up" else "")
-        row = {"id": f"feedback-{time.time_ns()}", "question": question, "answer_type": self.answer_type,
+        row = {"id": f"feedback-{time.time_ns()}", "question": question, "answer_type": answer_type or self.answer_type,
+               **({"options": [str(o) for o in options]} if options else {}),
                "verdict": verdict, "model_answer": model_answer, "model": self.model, "source": "feedback",
                "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         if reference:
@@ -242,17 +305,20 @@ def check_port_free(host: str, port: int) -> None:
         raise UserError(f"cannot listen on {host}:{port} ({getattr(exc, 'strerror', None) or exc}): {hint}") from None
 
 
-NOT_ANSWERED = ("", "")    # the thumbs' (question, answer) before an answer is complete
+NOT_ANSWERED = ("", "", "", [])   # the thumbs' (question, answer, answer type, options) before an answer is complete
 
 
 def build_app(qa: QA, feedback: FeedbackLog, model_name: str):
     import gradio as gr
     settings = qa.settings
 
-    def answer(question: str, answer_only: bool):
-        """Streams (answer, computation, reasoning, confidence, status, (question, extracted answer) for the thumbs).
-        The thumbs' pair is set only once the answer is complete, so feedback is always about a question and the
-        answer given to it."""
+    default_mode = next((name for name, kind in MODES.items() if kind == settings.answer_type), None)
+
+    def answer(question: str, answer_only: bool, mode: str | None = None, options: str = ""):
+        """Streams (answer, computation, reasoning, confidence, status, what the thumbs are about). `mode`: Number
+        (calculator), Options (a choice: the options one a line in `options`, or written in the question) or
+        Failure code (a work-order line, answered with the configured label set). The thumbs' record is set only once
+        the answer is complete, so feedback is always about a question and the answer given to it."""
         question = (question or "").strip()
         if not question:
             yield only_status("Type a question first.")
@@ -263,18 +329,19 @@ def build_app(qa: QA, feedback: FeedbackLog, model_name: str):
             return
         text, probabilities = "", []
         try:
-            for text, probabilities in qa.stream(question, answer_only):
+            asked = qa.question(question, MODES.get(mode or default_mode), options)
+            for text, probabilities in qa.stream(asked, answer_only):
                 shown, reasoning, _ = split_stream(text)
                 shown = readable(shown)          # empty until the calculator has written the value
                 yield (f"## {shown}" if shown else "", computations(text), readable(reasoning), "", "",
                        NOT_ANSWERED)
             shown, reasoning, _ = split_stream(text)
-            model_answer = extract_answer(text, settings.answer_type)
-            final = (f"## {readable(shown) or '(no answer)'}", computations(text),
+            model_answer = extract_answer(text, asked.answer_type)
+            final = (f"## {chosen(asked, shown) or '(no answer)'}", computations(text),
                      readable(reasoning) or ("" if answer_only else "(the model gave no reasoning)"))
-            answered = (question, model_answer or "")
+            answered = (asked.question, model_answer or "", asked.answer_type, asked.options or [])
             yield *final, "*measuring confidence...*", "", answered
-            confidence = qa.confidence(question, model_answer, probabilities)
+            confidence = qa.confidence(asked, model_answer, probabilities)
             yield *final, confidence_markdown(confidence, settings.supervisor_below), "", answered
         except UserError as exc:
             yield only_status(f"Could not answer: {exc}")
@@ -286,16 +353,19 @@ def build_app(qa: QA, feedback: FeedbackLog, model_name: str):
     def only_status(status: str) -> tuple:
         return "", "", "", "", status, NOT_ANSWERED
 
-    def give_feedback(question: str, model_answer: str, verdict: str, correction: str) -> str:
-        """Thumbs 'up' or 'down' for an answer, with an optional corrected answer."""
+    def give_feedback(question: str, model_answer: str, verdict: str, correction: str, answer_type: str = "",
+                      options: list[str] | None = None) -> str:
+        """Thumbs 'up' or 'down' for an answer, with an optional corrected answer; `answer_type` and `options` as
+        the question was asked (a choice's options, a label set)."""
         try:
-            return feedback.record(question, model_answer, verdict, correction)
+            return feedback.record(question, model_answer, verdict, correction, answer_type, options)
         except OSError as exc:
             return f"Could not save the feedback ({exc}); check that {feedback.path.parent} is writable."
 
     def thumbs(verdict: str):
         """The click of a thumb: about the question answered and its answer (the box may have been edited since)."""
-        return lambda answered, correction: give_feedback(*answered, verdict, correction)
+        return lambda answered, correction: give_feedback(answered[0], answered[1], verdict, correction,
+                                                          *answered[2:])
 
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],   # no Google web fonts
                               font_mono=["ui-monospace", "monospace"])
@@ -304,12 +374,17 @@ def build_app(qa: QA, feedback: FeedbackLog, model_name: str):
         question = gr.Textbox(label="Question", lines=2, elem_id="question", placeholder=settings.examples[0]
                               if settings.examples else "Type a question")
         with gr.Row():
+            mode = gr.Radio(list(MODES), value=default_mode or "Number (calculator)", label="Kind of question",
+                            elem_id="mode")
+            options = gr.Textbox(label="Options (for Options: one a line, or write them in the question as A. ..., "
+                                       "B. ...)", value="", lines=2, elem_id="options", scale=2)
+        with gr.Row():
             ask = gr.Button("Ask", variant="primary", elem_id="ask")
             answer_only = gr.Checkbox(label="Answer only (faster: no reasoning)", value=False, elem_id="answer-only")
         if settings.examples:
             gr.Examples(examples=[[e] for e in settings.examples], inputs=question, label="Examples")
         status = gr.Markdown(label="Status", elem_id="status")
-        given = gr.State(NOT_ANSWERED)          # (the question answered, the model's answer), for the thumbs
+        given = gr.State(NOT_ANSWERED)          # (the question answered, the model's answer, ...), for the thumbs
         answer_box = gr.Markdown(label="Answer", elem_id="answer")
         computation = gr.Markdown(label="Computation", elem_id="computation")
         confidence = gr.Markdown(label="Confidence", elem_id="confidence")
@@ -323,7 +398,7 @@ def build_app(qa: QA, feedback: FeedbackLog, model_name: str):
 
         outputs = [answer_box, computation, rationale, confidence, status, given]
         for trigger in (ask.click, question.submit):
-            trigger(answer, inputs=[question, answer_only], outputs=outputs,
+            trigger(answer, inputs=[question, answer_only, mode, options], outputs=outputs,
                     api_name="answer" if trigger == ask.click else None,
                     api_visibility="public" if trigger == ask.click else "private")
         for button, verdict in ((up, "up"), (down, "down")):

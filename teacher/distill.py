@@ -67,6 +67,8 @@ def run_teacher(config: Config, out: Path, load=load_generator) -> dict:
     # A model teacher reasons first, then answers; write_views rewrites its verified samples answer-first.
     reasoning_shots = [(q, rationale_first(target)) for q, target in shots]
     teacher_chat = lambda q: chat(q, reasoning_shots, instruction=INSTRUCTION_RATIONALE_FIRST)   # noqa: E731
+    if cfg.rationalize.enabled:   # labelled seeds get the teacher's checked explanations as their rationales
+        questions = rationalize_round(config, questions, files, load)
     # New questions first; they come with the teacher's verified rationale, so they are written like a dataset's.
     evolved = evolve_round(config, questions, files, load) if cfg.evolve.enabled() else []
     done = log.done()
@@ -106,6 +108,18 @@ def evolve_round(config: Config, seeds: list[Question], files: TeacherFiles, loa
     return write_evolve_views(config, answered, files.evolve)
 
 
+def rationalize_round(config: Config, questions: list[Question], files: TeacherFiles, load) -> list[Question]:
+    """Explanations for the labelled seeds (teacher/rationalize.py); the seeds back, with the kept ones."""
+    from edgedistill.teacher.rationalize import eligible, run_rationalize, write_rationalize_views
+    cfg = config.teacher.rationalize
+    if eligible(questions, cfg):
+        model = cfg.model or config.teacher.model
+        teacher = load(model, config.allow_network, sampling_backend(model, config.teacher.backend),
+                       template=config.teacher.template)
+        run_rationalize(config, questions, files.rationalize, teacher, model)
+    return write_rationalize_views(questions, files.rationalize)
+
+
 SMALL_GGUF_BYTES = 512 * 2**20
 
 
@@ -131,16 +145,17 @@ def make_scorer(config: Config, load=load_generator):
 
 
 def dataset_sample(q: Question, scorer) -> Sample:
-    """The reference rationale, answer-first, with its arithmetic re-checked by the calculator."""
-    if not q.rationale:
-        return _sample(q, "dataset", {}, "0", "", {"correct": False, "how": "no reference rationale"}, "teacher")
+    """The reference rationale, answer-first, with its arithmetic re-checked by the calculator. A row with a gold
+    answer but no rationale (a work-order label, an option letter, a spreadsheet of question and answer) becomes a
+    label-only target, the Answer line alone: trained on, not dropped."""
     text = answer_first_target(q)
     problems = check_annotations(text)
     predicted = extract_answer(text, q.answer_type)
-    verdict = {"correct": is_correct(predicted, q) and not problems, "how": "reference answer + calculator check",
+    how = "reference answer + calculator check" if q.rationale else "reference answer, label only (no rationale)"
+    verdict = {"correct": is_correct(predicted, q) and not problems, "how": how,
                "reference": q.answer, "reference_source": "gold", "problems": problems}
     sample = _sample(q, "dataset", {}, "0", text, verdict, "teacher")
-    sample.scores = scorer.score(q, [text])[0]
+    sample.scores = scorer.score(q, [text])[0] if q.rationale else {}
     return sample
 
 

@@ -23,17 +23,15 @@ from __future__ import annotations
 import difflib
 import math
 import re
-import time
-from tqdm import tqdm
-
 from edgedistill.calculator import CalculatorError, evaluate, format_number
 from edgedistill.checkers import extract_answer, words
 from edgedistill.config import Config
 from edgedistill.expressions import UNIT_FACTORS, key, literals, question_numbers, shown_numbers
 from edgedistill.generation import Sampling
-from edgedistill.records import AppendLog, Question, read_json_object, write_json_atomic
+from edgedistill.records import AppendLog, Question
 from edgedistill.rundir import EvolveFiles
 from edgedistill.teacher import evolve_prompts as prompts
+from edgedistill.teacher.clock import RoundClock, unfinished_chunks
 
 KINDS = ("reword", "vary", "compose")
 SOLVE_SHOTS = 2
@@ -159,7 +157,6 @@ def run_evolve(config: Config, seeds: list[Question], files: EvolveFiles, teache
     proposals_log, solves_log = AppendLog(files.proposals, key="id"), AppendLog(files.solves, key="id")
     shots = [s for s in seeds if s.rationale][:SOLVE_SHOTS]
     plan = planned(seeds[:cfg.seeds] if cfg.seeds else seeds, cfg)
-    chunks = [plan[i:i + cfg.batch_size] for i in range(0, len(plan), cfg.batch_size)]
     by_id = {seed.id: seed for seed in seeds}
     # a written proposal is judged by today's pre-solve checks (as the views judge it), not by those it was written
     # under: one that passes them now gets its solves, one that fails them gets none
@@ -168,12 +165,11 @@ def run_evolve(config: Config, seeds: list[Question], files: EvolveFiles, teache
     written, solved = set(known), solves_log.done()
     unfinished = lambda pid: pid not in known or ("rejected" not in known[pid] and   # noqa: E731
                                                   any(f"{pid}#{k}" not in solved for k in range(cfg.solves)))
-    todo = [(i, chunk) for i, chunk in enumerate(chunks) if any(unfinished(pid) for pid, _, _ in chunk)]
+    todo = unfinished_chunks(plan, cfg.batch_size, lambda item: unfinished(item[0]))
     if written:
         print(f"evolve: resuming, {len(written)} proposals and {len(solved)} solves already written", flush=True)
-    bar = tqdm(total=sum(len(chunk) for _, chunk in todo), desc="evolve", unit="proposal")
-    started, tokens_before = time.time(), teacher.generated_tokens
-    counted, clock = 0, started
+    clock = RoundClock(files.progress, teacher, total=sum(len(chunk) for _, chunk in todo), desc="evolve",
+                       unit="proposal")
     for index, chunk in todo:
         seed_value = config.seed * 1_000_003 + 300_000 + index
         rows = {pid: known[pid] for pid, _, _ in chunk if pid in known}
@@ -204,11 +200,5 @@ def run_evolve(config: Config, seeds: list[Question], files: EvolveFiles, teache
                                "prompt_sha256": prompts.prompt_hash(conversation),
                                "temperature": cfg.solve_temperature, "seed": seed_value + 500_000}
                               for (row, k), text, conversation in zip(to_solve, texts, conversations))
-        bar.update(len(chunk))
-        made = teacher.generated_tokens - tokens_before
-        progress = read_json_object(files.progress)   # summed over every resume: the round's whole cost
-        write_json_atomic(files.progress, {"tokens": progress.get("tokens", 0) + made - counted,
-                                           "seconds": progress.get("seconds", 0.0) + time.time() - clock})
-        counted, clock = made, time.time()
-        bar.set_postfix({"tok/s": f"{made / max(1e-9, time.time() - started):.1f}"})
-    bar.close()
+        clock.tick(len(chunk))   # the progress file sums every resume: the whole cost
+    clock.close()

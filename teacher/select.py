@@ -1,6 +1,6 @@
 """Selection (InfiAlign, arXiv 2508.05496): a small, clean, decontaminated, diverse and hard subset within a budget.
 
-    1. quality        verified; not truncated (the rationale ends a sentence or a calculator annotation); not
+    1. quality        verified; not truncated (the rationale, if any, ends a sentence or an annotation); not
                       repetitive (share of repeated word 4-grams at most `max_repetition`)
     2. decontaminate  a record sharing a word n-gram (default 13, InfiAlign's choice) with any evaluation item is
                       dropped; an evaluation item shorter than n words is matched whole
@@ -121,7 +121,7 @@ def select(candidates: list[dict], config, eval_texts: list[str], seed: int, emb
     clean = []
     for c in candidates:
         reason = ("not verified" if not c.get("verified", True) else
-                  "truncated" if looks_truncated(c["rationale"] or c["text"]) else
+                  "truncated" if c["rationale"] and looks_truncated(c["rationale"]) else   # label-only: no rationale
                   "repetitive" if repetition(c["text"]) > config.max_repetition else
                   "contaminated" if contamination.hits(c["question"] + " " + c["text"]) else None)
         if reason:

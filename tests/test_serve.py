@@ -258,3 +258,32 @@ def listening_addresses(port):
                     words = [bytes.fromhex(address[i:i + 8])[::-1] for i in range(0, 32, 8)]
                     found.add(socket.inet_ntop(socket.AF_INET6, b"".join(words)))
     return found
+
+
+def test_each_kind_of_question_is_asked_and_headed_by_its_answer(qa):
+    from edgedistill.serve.app import chosen, with_options
+    app = qa(["B"])
+    # options from the box (letters added), or written in the question
+    asked = app.question("Which sensor shows a rotor winding fault?", "choice", "oil debris\ncurrent\nnoise")
+    assert asked.options == ["A. oil debris", "B. current", "C. noise"] and asked.answer_type == "choice"
+    body, options = with_options("Which sensor?\nA) oil debris\nb. current")
+    assert body == "Which sensor?" and options == ["A. oil debris", "B. current"]
+    assert chosen(asked, "B") == "B. current" and chosen(asked, "current") == "B. current"
+    with pytest.raises(UserError, match="needs the options"):
+        app.question("Which sensor?", "choice")
+    # a work-order line is asked the way the student was trained (the packaged label set as its options)
+    work_order = app.question("pump seal weeping", "label")
+    assert work_order.question == load_questions("fmc:dev")[0].question.replace('"inefficient"', '"pump seal weeping"')
+    assert work_order.options == load_questions("fmc:train", limit=1)[0].options
+    assert chosen(work_order, "leaking.") == "Leaking" and chosen(work_order, "a broken thing") == "a broken thing"
+    assert app.question("6 times 7?").answer_type == "number"
+
+
+def test_feedback_keeps_the_kind_of_question(tmp_path):
+    import json
+    log = FeedbackLog(tmp_path / "feedback.jsonl", "m", "number")
+    log.record("Which sensor?", "B", "down", correction="C", answer_type="choice", options=["A. x", "B. y", "C. z"])
+    row = json.loads((tmp_path / "feedback.jsonl").read_text())
+    assert (row["answer_type"], row["options"], row["answer"]) == ("choice", ["A. x", "B. y", "C. z"], "C")
+    (seed,) = load_questions(tmp_path / "feedback.jsonl")                 # a seed the teacher reads as a choice
+    assert seed.answer_type == "choice" and seed.options[2] == "C. z"
