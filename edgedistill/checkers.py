@@ -29,13 +29,16 @@ def extract_answer(text: str, answer_type: str = "number") -> str | None:
     """The model's answer: read from the Answer line (after the calculator filled it in).
 
     For numbers: the value of the last annotation on that line, else its first number; for models that ignore
-    the format, the last number anywhere in the text. For choice, label and text answers: the line's text (for
-    choice, the first line when there is no Answer line: a letter there is still a letter).
+    the format, the last number anywhere in the text. For choice, label and text answers: the line's text (when
+    there is no Answer line: for a choice the first line, a letter there is still a letter; for a label the last
+    line, which the checker reads as a label when it names exactly one).
     """
     line = answer_line(text)
     if answer_type != "number":
         if line is None and answer_type == "choice":   # a model ignoring the format: "E. voltage" is still E
             line = next((part for part in text.splitlines() if part.strip()), None)
+        if line is None and answer_type == "label":    # "Failure mode: Leaking": canonical() finds the one label named
+            line = next((part for part in reversed(text.splitlines()) if part.strip()), None)
         return line.strip().rstrip(".") if line else None
     if line is not None:
         annotations = ANNOTATION.findall(line)

@@ -204,6 +204,15 @@ def load_fmc(path: Path) -> list[Question]:
                       for number, text, label in rows], [f"{path}:{number}" for number, _, _ in rows])
 
 
+_WORK_ORDER = re.compile(r'^Maintenance work order: "(.*)"\. Which failure mode is it\?', re.S)
+
+
+def work_order_text(question: str) -> str | None:
+    """The work-order line of a question work_order_question wrote, else None."""
+    match = _WORK_ORDER.match(question)
+    return match.group(1) if match else None
+
+
 def work_order_question(text: str, labels: list[str], *, id: str = "app", answer: str | None = None) -> Question:
     """A work-order line as the failure-code question the student is trained and asked with: the line quoted, then
     the closed label set as the options. The app's "failure code" mode asks it the same way."""

@@ -103,7 +103,9 @@ def evolve_round(config: Config, seeds: list[Question], files: TeacherFiles, loa
     model = config.teacher.evolve.model or config.teacher.model
     teacher = load(model, config.allow_network, sampling_backend(model, config.teacher.backend),
                    template=config.teacher.template)
-    answered = [q for q in seeds if q.answer is not None and q.answer_type == "number"]
+    # numbers, and work-order lines (labels of a closed set): the kinds a new question can be verified for
+    answered = [q for q in seeds if q.answer is not None and (q.answer_type == "number" or
+                                                             (q.answer_type == "label" and q.options))]
     run_evolve(config, answered, files.evolve, teacher, model)
     return write_evolve_views(config, answered, files.evolve)
 

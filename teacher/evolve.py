@@ -26,6 +26,7 @@ import re
 from edgedistill.calculator import CalculatorError, evaluate, format_number
 from edgedistill.checkers import extract_answer, words
 from edgedistill.config import Config
+from edgedistill.datasets import work_order_question, work_order_text
 from edgedistill.expressions import UNIT_FACTORS, key, literals, question_numbers, shown_numbers
 from edgedistill.generation import Sampling
 from edgedistill.records import AppendLog, Question
@@ -55,6 +56,9 @@ def conversation_for(proposal_id: str, seed: Question, kind: str, seeds: list[Qu
     """The prompt of one proposal and what it records about itself (style, partner seed)."""
     index = seeds.index(seed)
     j = int(proposal_id.rsplit("~", 1)[1][1:])
+    if kind == "reword" and seed.answer_type == "label":   # a work-order line, rewritten as technicians type
+        style = prompts.WORK_ORDER_STYLES[(index + j) % len(prompts.WORK_ORDER_STYLES)]
+        return prompts.reword_line(work_order_text(seed.question) or seed.question, style), {"style": style}
     if kind == "reword":
         style = prompts.STYLES[(index * 3 + j) % len(prompts.STYLES)]
         return prompts.reword(seed, style, needed_numbers(seed)), {"style": style}
@@ -97,6 +101,8 @@ def added_numbers(question: str, seed_question: str) -> set[str]:
 def parse_proposal(kind: str, seed: Question, text: str, near_copy: float) -> dict:
     """What a proposal says: {question, expression, reference} or {rejected: reason}; the checks that need no
     solve. The views run it again on the stored text, so a check added later applies to the whole log."""
+    if seed.answer_type == "label":
+        return parse_work_order(seed, text, near_copy)
     if kind == "reword":
         question = prompts.parse_question(text)
         if question is None:
@@ -112,6 +118,32 @@ def parse_proposal(kind: str, seed: Question, text: str, near_copy: float) -> di
         return {"question": question, "expression": expression, "rejected": f"expression: {exc}"}
     reason = written_fault(question, expression, value, kind)
     return {"question": question, "expression": expression, **({"rejected": reason} if reason else {"reference": value})}
+
+
+def parse_work_order(seed: Question, text: str, near_copy: float) -> dict:
+    """A rewritten work-order line as a failure-code question with the seed's label set, or why it is refused: a
+    near-copy of its seed's line (characters compared, since the lines are a few words long)."""
+    line, seed_line = prompts.parse_line(text), work_order_text(seed.question) or seed.question
+    if line is None:
+        return {"rejected": "unreadable (empty or too long for a work-order line)"}
+    question = work_order_question(line, seed.options or []).question
+    if difflib.SequenceMatcher(None, seed_line.lower(), line.lower()).ratio() >= near_copy:
+        return {"question": question, "line": line, "rejected": "near-copy of its seed"}
+    return {"question": question, "line": line, "reference": seed.answer}
+
+
+LABEL_EXAMPLES = 8   # labelled train lines shown with each work-order solve
+
+
+def solve_conversation(row: dict, seed: Question, shots: list[Question], seeds: list[Question]) -> list[dict]:
+    """A label question is solved against its label set with the train lines most like it as examples (never its own
+    seed, whose label it must reach without being shown it); a number question reasoning first with the calculator."""
+    if seed.answer_type == "label":
+        pool = [(work_order_text(s.question) or s.question, s.answer) for s in seeds
+                if s.answer_type == "label" and s.id != seed.id and s.options == seed.options]
+        return prompts.solve_label(row["line"], seed.options or [],
+                                   prompts.neighbours(row["line"], pool, LABEL_EXAMPLES))
+    return prompts.solve(row["question"], shots)
 
 
 def rewording_fault(question: str, seed: Question, near_copy: float) -> str | None:
@@ -147,7 +179,7 @@ def written_fault(question: str, expression: str, value: str, kind: str) -> str 
 
 def rechecked(row: dict, seed: Question, near_copy: float) -> dict:
     """A stored proposal with the verdict of today's pre-solve checks in place of the one it was written with."""
-    kept = {k: v for k, v in row.items() if k not in ("rejected", "reference", "expression", "question")}
+    kept = {k: v for k, v in row.items() if k not in ("rejected", "reference", "expression", "question", "line")}
     return kept | parse_proposal(row["kind"], seed, row["text"], near_copy)
 
 
@@ -155,7 +187,7 @@ def run_evolve(config: Config, seeds: list[Question], files: EvolveFiles, teache
     """Write and solve, chunk by chunk, appending to the two logs."""
     cfg = config.teacher.evolve
     proposals_log, solves_log = AppendLog(files.proposals, key="id"), AppendLog(files.solves, key="id")
-    shots = [s for s in seeds if s.rationale][:SOLVE_SHOTS]
+    shots = [s for s in seeds if s.rationale and s.answer_type == "number"][:SOLVE_SHOTS]
     plan = planned(seeds[:cfg.seeds] if cfg.seeds else seeds, cfg)
     by_id = {seed.id: seed for seed in seeds}
     # a written proposal is judged by today's pre-solve checks (as the views judge it), not by those it was written
@@ -193,10 +225,10 @@ def run_evolve(config: Config, seeds: list[Question], files: EvolveFiles, teache
         if to_solve:
             sampling = Sampling(max_new_tokens=cfg.solve_max_new_tokens, temperature=cfg.solve_temperature,
                                 stop_after_answer=False, seed=seed_value + 500_000)
-            conversations = [prompts.solve(row["question"], shots) for row, _ in to_solve]
+            conversations = [solve_conversation(row, by_id[row["seed_id"]], shots, seeds) for row, _ in to_solve]
             texts = teacher.generate(conversations, sampling, batch_size=len(conversations))
             solves_log.append({"id": f"{row['id']}#{k}", "proposal_id": row["id"], "text": text,
-                               "predicted": extract_answer(text, "number"),
+                               "predicted": extract_answer(text, by_id[row["seed_id"]].answer_type),
                                "prompt_sha256": prompts.prompt_hash(conversation),
                                "temperature": cfg.solve_temperature, "seed": seed_value + 500_000}
                               for (row, k), text, conversation in zip(to_solve, texts, conversations))

@@ -114,5 +114,63 @@ def parse_question_expression(text: str) -> tuple[str | None, str | None]:
     return question, expression
 
 
+# Work-order lines (answer type label): how technicians write them, from the train lines' own habits (dropped
+# letters, abbreviations, terse fragments); never from the dev lines.
+WORK_ORDER_STYLES = (
+    "terse shorthand typed on a tablet: abbreviations such as u/s, repl, brg, hyd, elec, pmp, no full sentence",
+    "with the typos and dropped letters of a fast typist",
+    "the same fault on another asset of the same kind (another pump, conveyor, motor, valve or hose)",
+    "a slightly longer note of what was found and where, in plain words, at most 12 words",
+)
+WORK_ORDER_SYSTEM = ("You rewrite maintenance work-order lines the way technicians type them. Keep the same fault, "
+                     "so the failure mode stays the same. Reply with the new line only.")
+WORK_ORDER_USER = "Rewrite this work-order line as {style}.\n\nLine: {line}"
+WORK_ORDER_EXAMPLE = ("hydraulic hose leaking at boom", "terse shorthand typed on a tablet: abbreviations such as "
+                      "u/s, repl, brg, hyd, elec, pmp, no full sentence", "hyd hose lkg @ boom")
+LABEL_SOLVE_SYSTEM = ("Decide the failure mode of the maintenance work order. Reason in one or two short sentences, "
+                      "then finish with a last line 'Answer: <failure mode>', using one of these failure modes: "
+                      "{labels}.")
+
+
+def reword_line(line: str, style: str) -> list[dict]:
+    example_line, example_style, example_answer = WORK_ORDER_EXAMPLE
+    return [{"role": "system", "content": WORK_ORDER_SYSTEM},
+            {"role": "user", "content": WORK_ORDER_USER.format(style=example_style, line=example_line)},
+            {"role": "assistant", "content": example_answer},
+            {"role": "user", "content": WORK_ORDER_USER.format(style=style, line=line)}]
+
+
+def solve_label(line: str, labels: list[str], examples: list[tuple[str, str]] = ()) -> list[dict]:
+    """The label set in the system turn (the same for every line, so a batch prefills it once), then labelled train
+    lines like this one as worked turns (a plant's label conventions are its own: "fell of" is a minor in-service
+    problem there), then the line."""
+    messages = [{"role": "system", "content": LABEL_SOLVE_SYSTEM.format(labels="; ".join(labels))}]
+    for example, label in examples:
+        messages += [{"role": "user", "content": f"Work order: {example}"},
+                     {"role": "assistant", "content": f"Answer: {label}"}]
+    return messages + [{"role": "user", "content": f"Work order: {line}"}]
+
+
+def trigrams(text: str) -> set[str]:
+    padded = f"  {text.lower()} "
+    return {padded[i:i + 3] for i in range(len(padded) - 2)}
+
+
+def neighbours(line: str, pool: list[tuple[str, str]], k: int) -> list[tuple[str, str]]:
+    """The k (line, label) of `pool` closest to `line` by character-trigram overlap (Jaccard), closest last (nearest
+    the question in the prompt); ties in pool order."""
+    mine = trigrams(line)
+    scored = sorted(pool, key=lambda item: -len(mine & trigrams(item[0])) / max(1, len(mine | trigrams(item[0]))))
+    return scored[:k][::-1]
+
+
+def parse_line(text: str) -> str | None:
+    """A rewritten work-order line: the first line, without a label or quotes; None if empty or too long."""
+    body = (text.strip().splitlines() or [""])[0]
+    body = re.sub(r"^\s*(new line|line|rewritten line|work order)\s*:\s*", "", body, flags=re.I).strip().strip('"')
+    body = " ".join(body.split())
+    return body if 2 <= len(body) <= 120 else None
+
+
 def prompt_hash(messages: list[dict]) -> str:
     return hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:16]

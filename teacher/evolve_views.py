@@ -19,6 +19,7 @@ with its reason; summary.json the counts by kind; README.md the card.
 """
 from __future__ import annotations
 
+import difflib
 import json
 import random
 import re
@@ -28,7 +29,8 @@ from collections import Counter
 import numpy as np
 
 from edgedistill.calculator import check_annotations, numbers_match
-from edgedistill.checkers import majority, word_runs
+from edgedistill.checkers import is_correct, majority, word_runs
+from edgedistill.datasets import work_order_text
 from edgedistill.config import Config
 from edgedistill.expressions import Template, inline_annotations, over_question_numbers, substitute
 from edgedistill.formats import reasoning_of
@@ -41,8 +43,29 @@ SOURCE = "edgedistill-evolved"
 NOT_REWRITTEN = "no answer-first rewrite: the solves' annotations do not inline into one expression"
 
 
+def verify_label(proposal: dict, solves: list[dict], seed: Question, cfg) -> tuple[dict | None, str | None]:
+    """A rewritten work-order line is kept when the teacher's solves agree, by majority, on its seed's label; the
+    target is that label with the reasoning of the first solve that reached it."""
+    question = Question(id=proposal["id"], question=proposal["question"], answer=proposal["reference"],
+                        answer_type="label", options=seed.options)
+    answer, agreement = majority([s.get("predicted") for s in solves], question)
+    if answer is None or agreement < cfg.min_agreement:
+        return None, f"no majority among the solves (agreement {agreement:.2f})"
+    if not is_correct(answer, question):
+        return None, f"the solves' majority {answer} is not its seed's label {proposal['reference']}"
+    reason = next(reasoning_of(s["text"]) for s in solves if is_correct(s.get("predicted"), question))
+    provenance = {"seed_id": seed.id, "kind": proposal["kind"], "style": proposal.get("style"),
+                  "teacher": proposal["teacher"]["model"], "prompt_sha256": proposal["teacher"]["prompt_sha256"],
+                  "agreement": round(agreement, 3), "solves": len(solves), "target": "label"}
+    return {"id": proposal["id"], "question": proposal["question"], "answer": seed.answer, "answer_type": "label",
+            "options": seed.options, "rationale": reason or None, "topic": seed.topic, "source": SOURCE,
+            "provenance": {k: v for k, v in provenance.items() if v is not None}}, None
+
+
 def verify(proposal: dict, solves: list[dict], seed: Question, cfg) -> tuple[dict | None, str | None]:
     """(the kept record, None) or (None, the reason it is rejected)."""
+    if seed.answer_type == "label":
+        return verify_label(proposal, solves, seed, cfg)
     reference = proposal["reference"]
     question = Question(id=proposal["id"], question=proposal["question"], answer=reference)
     answer, agreement = majority([s.get("predicted") for s in solves], question)
@@ -75,6 +98,8 @@ def verify(proposal: dict, solves: list[dict], seed: Question, cfg) -> tuple[dic
 
 def instances(record: dict, count: int) -> list[dict]:
     """`count` more questions from a kept one whose numbers are slots, computed by the calculator."""
+    if record["answer_type"] != "number":
+        return []
     template = Template.of(record["question"], record["answer_expr"], record["answer"])
     if template is None or not count:
         return []
@@ -95,6 +120,14 @@ def instances(record: dict, count: int) -> list[dict]:
                      "answer_expr": expression, "rationale": reasoning,
                      "provenance": {**record["provenance"], "template_of": record["id"]}})
     return made
+
+
+def near_a_line(record: dict, held_lines: list[str], cfg) -> bool:
+    """Is a kept work-order line equal to, or within a small edit distance (characters, `near_copy`) of, a dev or
+    held-out line? Work-order lines are a few words, too short for the word-run check."""
+    line = (work_order_text(record["question"]) or "").lower()
+    return bool(line) and any(difflib.SequenceMatcher(None, line, held).ratio() >= cfg.near_copy
+                              for held in held_lines)
 
 
 def near_duplicates(texts: list[str], seeds: list[str], threshold: float, embedder_folder) -> list[bool]:
@@ -139,15 +172,20 @@ def write_evolve_views(config: Config, seeds: list[Question], files: EvolveFiles
                              "predicted": [s.get("predicted") for s in group]})
         else:
             kept.append(record)
-    held = set().union(*(word_runs(q.question, cfg.ngram) for spec in (config.data.eval, config.data.dev)
-                         for q in load_questions(spec, need_answers=False)))
-    shares_a_run = lambda text: bool(word_runs(text, cfg.ngram) & held)   # noqa: E731  (the seed generator's check)
+    held_questions = [q.question for spec in (config.data.eval, config.data.dev)
+                      for q in load_questions(spec, need_answers=False)]
+    held = set().union(*(word_runs(text, cfg.ngram) for text in held_questions))
+    held_lines = [line.lower() for line in map(work_order_text, held_questions) if line]
+    # the seed generator's check; a work-order question is checked by its line (the template around it is shared)
+    shares_a_run = lambda text: bool(word_runs(work_order_text(text) or text, cfg.ngram) & held)   # noqa: E731
     clean = []
     for record in kept:
-        if shares_a_run(record["question"]):
+        reason = (f"shares a {cfg.ngram}-word run with a dev or held-out question" if shares_a_run(record["question"])
+                  else "equal or close to a dev or held-out work-order line" if near_a_line(record, held_lines, cfg)
+                  else None)
+        if reason:
             rejected.append({"id": record["id"], "kind": record["provenance"]["kind"], "question": record["question"],
-                             "rejected": f"shares a {cfg.ngram}-word run with a dev or held-out question",
-                             "stage": "cleaned"})
+                             "rejected": reason, "stage": "cleaned"})
         else:
             clean.append(record)
     if clean and cfg.duplicate_similarity < 1.0:
@@ -207,7 +245,8 @@ def card(summary: dict, clean: list[dict], multiplied: list[dict], rejected: lis
              f"duplicates {cfg.duplicate_similarity}, {cfg.ngram}-word runs checked against `{config.data.eval}` "
              f"and `{config.data.dev}`", "", "## Kept (examples)", ""]
     lines += [f"- [{r['provenance']['kind']}{' + numbers' if 'template_of' in r['provenance'] else ''}] "
-              f"{r['question']} -> `{r['answer_expr']}` = {r['answer']}" for r in kept_examples]
+              f"{r['question']} -> " + (f"`{r['answer_expr']}` = {r['answer']}" if r.get("answer_expr") else r["answer"])
+              for r in kept_examples]
     lines += ["", "## Rejected (examples)", ""]
     lines += [f"- [{r.get('kind')}] {r.get('question') or json.dumps(r.get('text', ''))[:160]} -- {r['rejected']}"
               for r in rejected_examples]

@@ -77,7 +77,11 @@ def test_majority_counts_invalid_answers_in_k_and_breaks_ties_by_order():
 def test_extract_answer_reads_the_answer_line_per_type():
     assert extract_answer("Answer: <<6*7=42>>\nReason: x") == "42"
     assert extract_answer("Answer: B) current.\nReason: x", "choice") == "B) current"
-    assert extract_answer("no answer line", "label") is None
+    # a label without an Answer line: the last line, read as a label only when it names exactly one
+    labels = Question(id="w", question="?", answer="Leaking", answer_type="label", options=["Leaking", "Breakdown"])
+    assert canonical(extract_answer("The seal is worn.\nFailure mode: leaking.", "label"), labels) == "Leaking"
+    assert canonical(extract_answer("no answer line", "label"), labels) is None
+    assert extract_answer("", "label") is None
 
 
 def test_csv_seeds_with_only_a_question_column(tmp_path):

