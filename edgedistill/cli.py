@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="packaged name, hub id, HF folder, ONNX folder or .gguf file (repeat to compare)")
     p.add_argument("--data", required=True, action="append",
                    help="benchmark file: GSM8K JSONL, SVAMP.json, FailureSensorIQ JSONL, FMC work orders (.txt), "
-                        "JSONL or CSV of {question, answer[, options]}, or shopfloor:heldout (repeatable)")
+                        "JSONL or CSV of {question, answer[, options]}, or a packaged split: shopfloor:heldout, "
+                        "fsiq:dev, fmc:dev (repeatable)")
     p.add_argument("--format", default=None, choices=("gsm8k", "svamp", "fsiq", "fmc", "jsonl", "csv"),
                    help="benchmark format (default: from the file's name and shape)")
     p.add_argument("--out", default=None, help="folder for report.md, report.json and the plots")
