@@ -21,9 +21,10 @@ import dataclasses
 import re
 from collections import Counter
 
-from edgedistill.checkers import extract_answer, is_correct, words
+from edgedistill.checkers import canonical, extract_answer, is_correct, words
+from edgedistill.datasets import work_order_text
 from edgedistill.config import Config
-from edgedistill.formats import INSTRUCTION, user_message
+from edgedistill.formats import user_message
 from edgedistill.generation import Sampling
 from edgedistill.records import AppendLog, Question, read_json_object, to_dict, write_json_atomic, \
     write_jsonl_atomic
@@ -35,7 +36,17 @@ EXPLAIN_SYSTEM = ("You are a senior maintenance engineer. You are given a questi
                   "two short sentences, explain why that answer is right, from how the equipment works. Do not "
                   "repeat the question.")
 EXPLAIN_AFTER = "\n\nCorrect answer: {answer}\nExplain why."   # after the question (and its options)
+CHECK_SYSTEM = ("Answer the question. A hint explains the answer, with the answer's own words hidden as ___. Reply "
+                "with one line: 'Answer: ' and the answer, which is one of the options.")
 CHECK_AFTER = "\nHint: {hint}"
+# A label set is checked as lettered options: asked to name one of 22 labels, the 1.5B teacher wrote "Failure to
+# ..." for most lines whatever the hint said (2 of 16 right); asked for a letter, 5 of 16.
+CHECK_LABEL_SYSTEM = ("You classify maintenance work orders. A hint explains the answer, with the answer's own words "
+                      "hidden as ___. Reply with the letter of the one option the hint supports, as 'Answer: <letter>'.")
+# Rows checked with another check prompt are checked again (their explanations are kept): a change to the check
+# applies to the whole log, at the cost of the checks alone.
+CHECK_VERSION = prompt_hash([{"role": "system", "content": CHECK_SYSTEM + CHECK_LABEL_SYSTEM},
+                             {"role": "user", "content": CHECK_AFTER}])
 MASK = "___"
 # Words of an answer that say nothing about it on their own: they stay visible in the hint.
 FUNCTION_WORDS = {"the", "and", "for", "with", "from", "into", "not", "one", "any", "all", "its", "are", "was"}
@@ -115,53 +126,89 @@ def explain_conversation(q: Question) -> list[dict]:
 
 
 def check_conversation(q: Question, hint: str) -> list[dict]:
-    return _turns(q, INSTRUCTION, CHECK_AFTER.format(hint=hint))
+    if q.answer_type == "label" and q.options:
+        line = work_order_text(q.question) or q.question
+        options = "\n".join(f"{chr(ord('A') + i)}. {option}" for i, option in enumerate(q.options))
+        return [{"role": "system", "content": CHECK_LABEL_SYSTEM},
+                {"role": "user", "content": f"Work order: {line}\nHint: {hint}\nOptions:\n{options}"}]
+    return _turns(q, CHECK_SYSTEM, CHECK_AFTER.format(hint=hint))
+
+
+def checked_answer(text: str, q: Question) -> str | None:
+    """The check's answer: for a label set, the option its letter names (a label written out counts too)."""
+    if q.answer_type != "label" or not q.options:
+        return extract_answer(text, q.answer_type)
+    as_letter = Question(id=q.id, question="", answer_type="choice", options=q.options)
+    letter = canonical(extract_answer(text, "choice"), as_letter)
+    return q.options[ord(letter) - ord("A")] if letter else extract_answer(text, "label")
+
+
+def current(rows: list[dict]) -> dict[str, dict]:
+    """The last row of each id (a re-check appends a new row for the same explanation)."""
+    return {row["id"]: row for row in rows}
+
+
+def settled(row: dict | None) -> bool:
+    """Written and decided under today's check: refused before its check, or checked with CHECK_VERSION."""
+    return row is not None and (row.get("check_version") == CHECK_VERSION or
+                                ("rejected" in row and "predicted" not in row))
 
 
 def run_rationalize(config: Config, seeds: list[Question], files: RationalizeFiles, teacher, model: str) -> None:
-    """Explain and check, chunk by chunk, appending to the log."""
+    """Explain and check, chunk by chunk, appending to the log; an explanation checked under an older check prompt
+    is checked again, not explained again."""
     cfg = config.teacher.rationalize
     log = AppendLog(files.log, key="id")
-    done = log.done()
-    todo = unfinished_chunks(eligible(seeds, cfg), cfg.batch_size, lambda q: f"{q.id}~r0" not in done)
-    if done:
-        print(f"rationalize: resuming, {len(done)} explanations already checked", flush=True)
+    written = current(log.rows())
+    todo = unfinished_chunks(eligible(seeds, cfg), cfg.batch_size, lambda q: not settled(written.get(f"{q.id}~r0")))
+    if written:
+        print(f"rationalize: resuming, {sum(map(settled, written.values()))} explanations already checked", flush=True)
     clock = RoundClock(files.progress, teacher, total=sum(len(chunk) for _, chunk in todo), desc="rationalize",
                        unit="seed")
     for index, chunk in todo:
         seed_value = config.seed * 1_000_003 + 400_000 + index
-        fresh = [q for q in chunk if f"{q.id}~r0" not in done]
+        fresh = [q for q in chunk if f"{q.id}~r0" not in written]
         explain = Sampling(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, stop_after_answer=False,
                            calculator=False, seed=seed_value)
-        texts = teacher.generate([explain_conversation(q) for q in fresh], explain, batch_size=len(fresh))
-        rows = []
-        for q, text in zip(fresh, texts):
-            explanation = clean_explanation(text)
-            masked = mask(explanation, q)
-            rows.append({"id": f"{q.id}~r0", "question_id": q.id, "answer_type": q.answer_type, "text": text,
-                         "rationale": explanation, "masked": masked,
-                         **({"rejected": reason} if (reason := fault(explanation, masked)) else {}),
-                         "teacher": {"model": model, "backend": teacher.backend, "temperature": cfg.temperature,
-                                     "seed": seed_value, "prompt_sha256": prompt_hash(explain_conversation(q))}})
-        checked = [(q, row) for q, row in zip(fresh, rows) if "rejected" not in row]
+        texts = teacher.generate([explain_conversation(q) for q in fresh], explain,
+                                 batch_size=max(1, len(fresh))) if fresh else []
+        rows = {q.id: explained_row(q, text, model, teacher.backend, cfg.temperature, seed_value)
+                for q, text in zip(fresh, texts)}
+        for q in chunk:   # written before, under an older check: the same explanation, checked again
+            old = written.get(f"{q.id}~r0")
+            if old is not None and not settled(old):
+                rows[q.id] = {k: v for k, v in old.items() if k not in ("rejected", "check", "predicted")} | \
+                    ({"rejected": reason} if (reason := fault(old["rationale"], old["masked"])) else {})
+        checked = [(q, rows[q.id]) for q in chunk if q.id in rows and "rejected" not in rows[q.id]]
         check = Sampling(max_new_tokens=cfg.check_max_new_tokens, temperature=0.0, stop_after_answer=True,
                          calculator=False, seed=seed_value)
         answers = teacher.generate([check_conversation(q, row["masked"]) for q, row in checked], check,
                                    batch_size=max(1, len(checked))) if checked else []
         for (q, row), answer in zip(checked, answers):
-            row["check"] = answer
-            row["predicted"] = extract_answer(answer, q.answer_type)
+            row.update(check=answer, predicted=checked_answer(answer, q), check_version=CHECK_VERSION)
             if not is_correct(row["predicted"], q):
                 row["rejected"] = "the masked explanation does not lead to the gold answer"
-        log.append(rows)
+        log.append(rows[q.id] for q in chunk if q.id in rows)
         clock.tick(len(chunk))
     clock.close()
+
+
+def explained_row(q: Question, text: str, model: str, backend: str, temperature: float, seed_value: int) -> dict:
+    """A fresh explanation's log row: the text, the cleaned rationale, its masked hint, and a refusal before any
+    check when the explanation is too short or says nothing but the answer."""
+    explanation = clean_explanation(text)
+    masked = mask(explanation, q)
+    reason = fault(explanation, masked)
+    return {"id": f"{q.id}~r0", "question_id": q.id, "answer_type": q.answer_type, "text": text,
+            "rationale": explanation, "masked": masked, **({"rejected": reason} if reason else {}),
+            "teacher": {"model": model, "backend": backend, "temperature": temperature, "seed": seed_value,
+                        "prompt_sha256": prompt_hash(explain_conversation(q))}}
 
 
 def write_rationalize_views(seeds: list[Question], files: RationalizeFiles) -> list[Question]:
     """The seeds with their kept explanations as rationales (the others as they were), `explained.jsonl` and the
     summary; rebuilt from the whole log every time."""
-    rows = AppendLog(files.log, key="id").rows()
+    rows = list(current(AppendLog(files.log, key="id").rows()).values())
     kept = {row["question_id"]: row["rationale"] for row in rows if "rejected" not in row and row.get("rationale")}
     out = [dataclasses.replace(q, rationale=kept[q.id]) if q.id in kept else q for q in seeds]
     write_jsonl_atomic(files.explained, [to_dict(q) for q in out if q.id in kept])

@@ -42,9 +42,11 @@ class Scripted:
         for messages in conversations:
             user = messages[-1]["content"]
             if "Hint:" in user:
-                hint = user.split("Hint:", 1)[1].lower()
-                out.append("Answer: Leaking" if "seep" in hint or "leak" in hint else
-                           "Answer: current" if "amps" in hint else "Answer: Breakdown")
+                hint = user.split("Hint:", 1)[1].split("Options:")[0].lower()
+                said = "Leaking" if "seep" in hint or "leak" in hint else "current" if "amps" in hint else "Breakdown"
+                if "Options:" in user:   # a label set, asked as lettered options: answer with the letter
+                    said = next(line[0] for line in user.split("Options:\n")[1].splitlines() if line.endswith(said))
+                out.append(f"Answer: {said}")
             else:
                 out.append(self.explain(user))
         self.generated_tokens += 5 * len(conversations)
@@ -177,3 +179,24 @@ def test_macro_f1_and_mcnemar_by_hand():
     assert mcnemar(first, second) == {"n": 10, "only_first": 6, "only_second": 0, "p_value": 0.0312}
     tie = mcnemar({f"q{i}": i < 3 for i in range(6)}, {f"q{i}": i >= 3 for i in range(6)})
     assert tie["p_value"] == 1.0 and (tie["only_first"], tie["only_second"]) == (3, 3)
+
+
+def test_a_changed_check_prompt_rechecks_the_log_without_explaining_again(tmp_path):
+    seeds = [fmc(1, "seal weeping", "Leaking")]
+    config = Config()
+    files = RationalizeFiles(tmp_path / "rationalize")
+    files.log.parent.mkdir(parents=True)
+    old = {"id": "wo-1~r0", "question_id": "wo-1", "answer_type": "label", "text": "t",
+           "rationale": "Fluid seeps out past the worn seal, so it is leaking.",
+           "masked": "Fluid seeps out past the worn seal, so it is ___.", "check": "Answer: Breakdown",
+           "predicted": "Breakdown", "rejected": "the masked explanation does not lead to the gold answer",
+           "check_version": "an older check", "teacher": {"model": "m"}}
+    files.log.write_text(json.dumps(old) + "\n")
+    teacher = Scripted(lambda user: pytest.fail("explained again"))
+    run_rationalize(config, seeds, files, teacher, "scripted")
+    assert len(teacher.calls) == 1 and "Hint:" in teacher.calls[0][0][-1]["content"]    # one call: the check
+    (explained,) = write_rationalize_views(seeds, files)
+    assert explained.rationale == old["rationale"]                                      # the last row counts
+    run_rationalize(config, seeds, files, teacher, "scripted")
+    assert len(teacher.calls) == 1                                                      # now settled
+

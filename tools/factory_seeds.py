@@ -38,6 +38,7 @@ from pathlib import Path
 
 from edgedistill import UserError
 from edgedistill.datasets import load_benchmark
+from edgedistill.teacher.rationalize import current
 from edgedistill.records import Question, read_json_object, read_jsonl, to_dict, write_jsonl_atomic, write_text_atomic
 
 SEEDS = Path(__file__).resolve().parents[1] / "edgedistill" / "seeds"
@@ -190,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fsiq, report = carve_fsiq(data / "failuresensoriq" / "single_correct_dev.jsonl")
         fmc = carve_fmc(data / "fmc_mwo2kg")
-        rows = [obj for _, obj in read_jsonl(round_folder / "log.jsonl")] if (round_folder / "log.jsonl").is_file() \
-            else []
+        rows = list(current([obj for _, obj in read_jsonl(round_folder / "log.jsonl")]).values()) \
+            if (round_folder / "log.jsonl").is_file() else []   # a re-checked explanation: its last row counts
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
