@@ -42,12 +42,14 @@ CHECK_AFTER = "\nHint: {hint}"
 # A label set is checked as lettered options: asked to name one of 22 labels, the 1.5B teacher wrote "Failure to
 # ..." for most lines whatever the hint said (2 of 16 right); asked for a letter, 5 of 16.
 CHECK_LABEL_SYSTEM = ("You classify maintenance work orders. A hint explains the answer, with the answer's own words "
-                      "hidden as ___. Reply with the letter of the one option the hint supports, as 'Answer: <letter>'.")
+                      "hidden as ___. Reply with the letter of the one option the hint supports, as "
+                      "'Answer: <letter>'.")
 # Rows checked with another check prompt are checked again (their explanations are kept): a change to the check
 # applies to the whole log, at the cost of the checks alone.
 CHECK_VERSION = prompt_hash([{"role": "system", "content": CHECK_SYSTEM + CHECK_LABEL_SYSTEM},
                              {"role": "user", "content": CHECK_AFTER}])
 MASK = "___"
+NOT_LED_BACK = "the masked explanation does not lead to the gold answer"
 # Words of an answer that say nothing about it on their own: they stay visible in the hint.
 FUNCTION_WORDS = {"the", "and", "for", "with", "from", "into", "not", "one", "any", "all", "its", "are", "was"}
 _LEAD = re.compile(r"^\s*(?:reason|explanation|because|why)\s*[:,-]\s*", re.I)
@@ -92,7 +94,8 @@ def mask(explanation: str, q: Question) -> str:
     hidden = answer_words(q)
     masked = explanation
     if hidden:
-        pattern = r"\b(?:" + "|".join(re.escape(w) for w in sorted(hidden, key=len, reverse=True)) + r")(?:s|es|ed|ing)?\b"
+        alternatives = "|".join(re.escape(w) for w in sorted(hidden, key=len, reverse=True))
+        pattern = r"\b(?:" + alternatives + r")(?:s|es|ed|ing)?\b"
         masked = re.sub(pattern, MASK, masked, flags=re.I)
     if q.answer_type == "choice":
         masked = re.sub(_CHOICE_LETTER, MASK, masked, flags=re.M)
@@ -139,13 +142,24 @@ def checked_answer(text: str, q: Question) -> str | None:
     if q.answer_type != "label" or not q.options:
         return extract_answer(text, q.answer_type)
     as_letter = Question(id=q.id, question="", answer_type="choice", options=q.options)
-    letter = canonical(extract_answer(text, "choice"), as_letter)
+    said = extract_answer(text, "choice")
+    letter = canonical(said.strip("<>[] ") if said else None, as_letter)   # "Answer: <B>" echoes the prompt's form
     return q.options[ord(letter) - ord("A")] if letter else extract_answer(text, "label")
 
 
 def current(rows: list[dict]) -> dict[str, dict]:
     """The last row of each id (a re-check appends a new row for the same explanation)."""
     return {row["id"]: row for row in rows}
+
+
+def judged(row: dict, q: Question | None) -> dict:
+    """A checked row judged again from its stored check text by today's reading of it (a parsing fix applies to the
+    whole log without a teacher call); other rows as they are."""
+    if q is None or "check" not in row or "predicted" not in row:
+        return row
+    predicted = checked_answer(row["check"], q)
+    verdict = {} if is_correct(predicted, q) else {"rejected": NOT_LED_BACK}
+    return {k: v for k, v in row.items() if k != "rejected"} | {"predicted": predicted} | verdict
 
 
 def settled(row: dict | None) -> bool:
@@ -187,7 +201,7 @@ def run_rationalize(config: Config, seeds: list[Question], files: RationalizeFil
         for (q, row), answer in zip(checked, answers):
             row.update(check=answer, predicted=checked_answer(answer, q), check_version=CHECK_VERSION)
             if not is_correct(row["predicted"], q):
-                row["rejected"] = "the masked explanation does not lead to the gold answer"
+                row["rejected"] = NOT_LED_BACK
         log.append(rows[q.id] for q in chunk if q.id in rows)
         clock.tick(len(chunk))
     clock.close()
@@ -208,7 +222,9 @@ def explained_row(q: Question, text: str, model: str, backend: str, temperature:
 def write_rationalize_views(seeds: list[Question], files: RationalizeFiles) -> list[Question]:
     """The seeds with their kept explanations as rationales (the others as they were), `explained.jsonl` and the
     summary; rebuilt from the whole log every time."""
-    rows = list(current(AppendLog(files.log, key="id").rows()).values())
+    by_id = {q.id: q for q in seeds}
+    latest = current(AppendLog(files.log, key="id").rows()).values()
+    rows = [judged(row, by_id.get(row["question_id"])) for row in latest]
     kept = {row["question_id"]: row["rationale"] for row in rows if "rejected" not in row and row.get("rationale")}
     out = [dataclasses.replace(q, rationale=kept[q.id]) if q.id in kept else q for q in seeds]
     write_jsonl_atomic(files.explained, [to_dict(q) for q in out if q.id in kept])

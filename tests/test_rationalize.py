@@ -78,6 +78,10 @@ def test_masking_hides_the_answer_words_and_letter():
     assert mask("The current rises (B); option B is right. Currents show it.", mc) == \
         "The ___ rises ___; ___ is right. ___ show it."
     assert clean_explanation("Reason: It leaks. The seal is worn. And th") == "It leaks. The seal is worn."
+    from edgedistill.teacher.rationalize import checked_answer
+    labels = fmc(1, "seal weeping", "Leaking")                  # options: Breakdown, Leaking, Plugged / choked
+    assert [checked_answer(t, labels) for t in ("Answer: B", "Answer: <B>", "Answer: leaking", "Answer: Z")] == \
+        ["Leaking", "Leaking", "Leaking", "Z"]          # Z names no option: kept as said, judged wrong
 
 
 def test_round_keeps_what_the_masked_hint_leads_back_to_and_resumes(tmp_path):

