@@ -273,7 +273,6 @@ def selective_answering(model: str, result: dict) -> dict:
 def cmd_eval(args) -> int:
     from edgedistill.formats import answer_first_target
     from edgedistill.generation import load_generator
-    from edgedistill.records import load_questions
     try:
         shots = [int(n) for n in args.shots.split(",")]
     except ValueError:
@@ -305,11 +304,10 @@ def cmd_eval(args) -> int:
         if args.json:
             print(json.dumps(report))
         return 0
-    from edgedistill.datasets import load_benchmark
+    from edgedistill.datasets import load_benchmark, worked_examples
     from edgedistill.metrics import evaluate
     questions = load_benchmark(args.data[0], fmt=args.format, limit=args.limit, skip=args.skip)
-    examples = [(q, answer_first_target(q)) for q in load_questions("shopfloor:train", limit=shots[0])] \
-        if shots[0] else []
+    examples = [(q, answer_first_target(q)) for q in worked_examples(args.data[0], shots[0])]
     generator = load_generator(args.model[0], args.allow_network)
     result = evaluate(generator, questions, shots=examples, k=args.k, temperature=args.temperature,
                       batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, label="eval")

@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 
 from edgedistill import UserError
-from edgedistill.records import Question, data_path, is_file, load_questions, read_jsonl, read_rows
+from edgedistill.records import Question, data_path, is_file, is_packaged, load_questions, read_jsonl, read_rows
 
 FORMATS = ("gsm8k", "svamp", "fsiq", "fmc", "jsonl", "csv")
 
@@ -219,3 +219,14 @@ def work_order_question(text: str, labels: list[str], *, id: str = "app", answer
     return Question(id=id, question=f"Maintenance work order: \"{text.strip()}\". Which failure mode is it? Answer "
                                     f"with one of:", answer=answer, answer_type="label", options=list(labels),
                     source="fmc_mwo2kg")
+
+
+def worked_examples(spec: str, n: int) -> list[Question]:
+    """The first n train questions of a benchmark's own task, for an untrained model's prompt: `fsiq:dev` takes
+    them from `fsiq:train`, `fmc:dev` from `fmc:train`; any other benchmark from `shopfloor:train`. A base model
+    shown arithmetic before a work-order line is judged on the wrong format, not on the task."""
+    if not n:
+        return []
+    name = spec.partition(":")[0] if is_packaged(spec) else "shopfloor"
+    return load_questions(f"{name}:train", limit=n)
+

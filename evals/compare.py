@@ -57,22 +57,20 @@ def compare(models: list[str], datasets: list[str], out: str | Path, settings: E
     examples per model (default none); `limit`, `skip`, `fmt`: which questions of each benchmark, read how
     (edgedistill.datasets.load_benchmark); with `settings.calibrate`, each model's calibration is written where
     the app reads it."""
-    from edgedistill.datasets import load_benchmark
+    from edgedistill.datasets import load_benchmark, worked_examples
     from edgedistill.formats import answer_first_target
-    from edgedistill.records import load_questions
     out = Path(out)
     shots = shots or [0] * len(models)
     benchmarks = {spec: load_benchmark(spec, fmt=fmt, limit=limit, skip=skip) for spec in datasets}
     results = []
     for spec, n_shots in zip(models, shots):
-        examples = [(q, answer_first_target(q)) for q in load_questions("shopfloor:train", limit=n_shots)] \
-            if n_shots else []
         # on cores another job uses, one llama.cpp thread is about 4x faster than two that wait for each other at
         # every layer (settings.threads)
         model = Model(spec, allow_network=allow_network, threads=settings.threads)
         for data, questions in benchmarks.items():
             name = data_label(data, skip=skip, limit=limit)
             label = f"{model_label(spec)} / {name}"
+            examples = [(q, answer_first_target(q)) for q in worked_examples(data, n_shots)]   # the task's own
             cache = out / "results" / f"{_slug(model_label(spec))}__{_slug(name)}.json"
             result = evaluate_cached(model, questions, cache=cache, settings=settings, shots=examples, seed=seed,
                                      label=label, crosscheck=True, announce=True,

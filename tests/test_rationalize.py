@@ -168,6 +168,12 @@ def test_packaged_task_splits_load_and_unknown_ones_say_what_exists():
     assert fsiq_dev[0].answer_type == "choice" and fsiq_dev[0].answer in "ABCDE"
     with pytest.raises(UserError, match="fsiq:train"):
         data_path("fsiq:nonsense")
+    # an untrained model's worked examples come from the benchmark's own task
+    from edgedistill.datasets import worked_examples
+    assert [q.answer_type for q in worked_examples("fsiq:dev", 2)] == ["choice", "choice"]
+    assert worked_examples("fmc:dev", 1)[0].id == "fmc-train-1"
+    assert worked_examples("../shared/data/gsm8k/train.jsonl", 1)[0].id.startswith("shop")
+    assert worked_examples("fmc:dev", 0) == []
 
 
 def test_macro_f1_and_mcnemar_by_hand():
