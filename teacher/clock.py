@@ -18,13 +18,18 @@ def unfinished_chunks(items: list, size: int, unfinished) -> list[tuple[int, lis
     return [(index, chunk) for index, chunk in enumerate(chunks) if any(unfinished(item) for item in chunk)]
 
 
+def chunk_seed(seed: int, round_offset: int, index: int) -> int:
+    """The sampling seed of a round's chunk: the run's seed, the round's own offset, the chunk's index."""
+    return seed * 1_000_003 + round_offset + index
+
+
 class RoundClock:
     """A round's progress bar (items, tokens/s, ETA) and its cost file: `tick(n)` after each chunk of n items adds
     the chunk's tokens and seconds to `path`; `close()` at the end."""
 
-    def __init__(self, path: str | Path, generator, *, total: int, desc: str, unit: str):
+    def __init__(self, path: str | Path, generator, *, chunks: list[tuple[int, list]], desc: str, unit: str):
         self.path, self.generator = Path(path), generator
-        self.bar = tqdm(total=total, desc=desc, unit=unit)
+        self.bar = tqdm(total=sum(len(chunk) for _, chunk in chunks), desc=desc, unit=unit)
         self.started = self.clock = time.time()
         self.tokens_before = self.counted = getattr(generator, "generated_tokens", 0)
 

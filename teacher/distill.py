@@ -45,6 +45,7 @@ from edgedistill.formats import INSTRUCTION_RATIONALE_FIRST, answer_first_from_r
     rationale_first, reasoning_of, split_answer_reason
 from edgedistill.generation import load_generator
 from edgedistill.rundir import TeacherFiles
+from edgedistill.teacher.clock import chunk_seed
 from edgedistill.records import AppendLog, Question, Sample, by_question, load_questions, load_sources, to_dict, \
     write_json_atomic, write_jsonl_atomic
 
@@ -55,6 +56,7 @@ CORRECTION = "That answer ({answer}) is wrong. Find the mistake, then solve the 
 def run_teacher(config: Config, out: Path, load=load_generator) -> dict:
     """`load`: how a model spec becomes a generator (load_generator's signature; tests pass stand-ins)."""
     cfg = config.teacher
+    load = loaded_once(load)   # the rationale, evolve and sampling rounds often name the same teacher
     questions = load_sources(config.data.sources(), need_answers=cfg.kind == "dataset")
     files = TeacherFiles(out)
     log = AppendLog(files.samples, key="id")
@@ -94,6 +96,18 @@ def run_teacher(config: Config, out: Path, load=load_generator) -> dict:
         sample_round(config, "negative", weak, cfg.negatives_model, questions, negatives,
                      cfg.negatives_temperature, log, scorer, judge)
     return write_views(config, questions + evolved, log.rows(), out)
+
+
+def loaded_once(load):
+    """`load` that loads each (model, options) once per run and hands back the same generator after."""
+    loaded = {}
+
+    def load_cached(spec, *args, **kwargs):
+        key = (spec, args, tuple(sorted(kwargs.items())))
+        if key not in loaded:
+            loaded[key] = load(spec, *args, **kwargs)
+        return loaded[key]
+    return load_cached
 
 
 def evolve_round(config: Config, seeds: list[Question], files: TeacherFiles, load) -> list[Question]:
@@ -194,7 +208,7 @@ def sample_round(config: Config, name: str, generator, model: str, questions: li
     bar = tqdm(total=total_q, desc=f"teacher {name}", unit="q")
     started, tokens_before = time.time(), getattr(generator, "generated_tokens", 0)
     for index, chunk, convs in work:
-        seed = config.seed * 1_000_003 + ROUNDS[name].seed_offset + index
+        seed = chunk_seed(config.seed, ROUNDS[name].seed_offset, index)
         sampling = Sampling(max_new_tokens=cfg.max_new_tokens, temperature=temperature, stop_after_answer=False,
                             seed=seed)
         flat = [c for per_q in convs for c in per_q]

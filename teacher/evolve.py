@@ -32,7 +32,7 @@ from edgedistill.generation import Sampling
 from edgedistill.records import AppendLog, Question
 from edgedistill.rundir import EvolveFiles
 from edgedistill.teacher import evolve_prompts as prompts
-from edgedistill.teacher.clock import RoundClock, unfinished_chunks
+from edgedistill.teacher.clock import RoundClock, chunk_seed, unfinished_chunks
 
 KINDS = ("reword", "vary", "compose")
 SOLVE_SHOTS = 2
@@ -200,10 +200,9 @@ def run_evolve(config: Config, seeds: list[Question], files: EvolveFiles, teache
     todo = unfinished_chunks(plan, cfg.batch_size, lambda item: unfinished(item[0]))
     if written:
         print(f"evolve: resuming, {len(written)} proposals and {len(solved)} solves already written", flush=True)
-    clock = RoundClock(files.progress, teacher, total=sum(len(chunk) for _, chunk in todo), desc="evolve",
-                       unit="proposal")
+    clock = RoundClock(files.progress, teacher, chunks=todo, desc="evolve", unit="proposal")
     for index, chunk in todo:
-        seed_value = config.seed * 1_000_003 + 300_000 + index
+        seed_value = chunk_seed(config.seed, 300_000, index)
         rows = {pid: known[pid] for pid, _, _ in chunk if pid in known}
         fresh = [(pid, seed, kind) for pid, seed, kind in chunk if pid not in rows]
         if fresh:

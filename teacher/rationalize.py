@@ -29,7 +29,7 @@ from edgedistill.generation import Sampling
 from edgedistill.records import AppendLog, Question, read_json_object, to_dict, write_json_atomic, \
     write_jsonl_atomic
 from edgedistill.rundir import RationalizeFiles
-from edgedistill.teacher.clock import RoundClock, unfinished_chunks
+from edgedistill.teacher.clock import RoundClock, chunk_seed, unfinished_chunks
 from edgedistill.teacher.evolve_prompts import prompt_hash
 
 EXPLAIN_SYSTEM = ("You are a senior maintenance engineer. You are given a question and its correct answer. In one or "
@@ -53,7 +53,7 @@ NOT_LED_BACK = "the masked explanation does not lead to the gold answer"
 # Words of an answer that say nothing about it on their own: they stay visible in the hint.
 FUNCTION_WORDS = {"the", "and", "for", "with", "from", "into", "not", "one", "any", "all", "its", "are", "was"}
 _LEAD = re.compile(r"^\s*(?:reason|explanation|because|why)\s*[:,-]\s*", re.I)
-_CHOICE_LETTER = r"(?:\((?P<a>[A-Z])\)|\b(?:option|choice|answer)\s+(?P<b>[A-Z])\b|^(?P<c>[A-Z])[.):])"
+_CHOICE_LETTER = r"\([A-Z]\)|\b(?:option|choice|answer)\s+[A-Z]\b|^[A-Z][.):]"   # "(D)", "option D", "D."
 
 
 def eligible(seeds: list[Question], config) -> list[Question]:
@@ -177,10 +177,9 @@ def run_rationalize(config: Config, seeds: list[Question], files: RationalizeFil
     todo = unfinished_chunks(eligible(seeds, cfg), cfg.batch_size, lambda q: not settled(written.get(f"{q.id}~r0")))
     if written:
         print(f"rationalize: resuming, {sum(map(settled, written.values()))} explanations already checked", flush=True)
-    clock = RoundClock(files.progress, teacher, total=sum(len(chunk) for _, chunk in todo), desc="rationalize",
-                       unit="seed")
+    clock = RoundClock(files.progress, teacher, chunks=todo, desc="rationalize", unit="seed")
     for index, chunk in todo:
-        seed_value = config.seed * 1_000_003 + 400_000 + index
+        seed_value = chunk_seed(config.seed, 400_000, index)
         fresh = [q for q in chunk if f"{q.id}~r0" not in written]
         explain = Sampling(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, stop_after_answer=False,
                            calculator=False, seed=seed_value)
