@@ -206,7 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
         run_pipeline(config, args.out, only=None if args.command == "run" else args.command)
         if args.command == "run":
-            print((__import__("pathlib").Path(args.out) / "report.md").read_text())
+            out = __import__("pathlib").Path(args.out)
+            print((out / "report.md").read_text())
+            serve = json.loads((out / "report.json").read_text()).get("serve")
+            if serve:   # the last line: what to type next
+                print(f"open the app:  {serve}")
         return 0
     except UserError as exc:
         print(f"edgedistill: error: {' '.join(str(exc).split())}", file=sys.stderr)

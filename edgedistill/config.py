@@ -424,6 +424,9 @@ class EvalConfig(Section):
     calibration_questions: int | None = option(None, **COUNT, help="first N dev questions the calibration is "
                                                                      "fitted on (null: all)")
     calculator_row: bool = option(False, help="also greedy with the calculator off: what the calculator is worth")
+    also: list[str] = option(factory=list, help="more benchmarks (packaged splits or files), each its own rows of "
+                                                "the report: the served model and the base, greedy (a factory "
+                                                "student's other tasks: [fsiq:dev, fmc:dev])")
     end_subset: int = option(0, low=0, help="the first N questions also decoded past the Answer line: the "
                                             "rationale's tokens and seconds (0: none)")
     end_tokens: int = option(256, **TOKENS, help="new tokens for those decodes to the end")
@@ -596,10 +599,11 @@ def _check_files(config: Config, where) -> None:
     for key, value in named:
         if not is_packaged(value) and not is_file(value):
             raise UserError(f"{where('data.' + key)}: 'data.{key}' file not found: {value}")
-    for i, value in enumerate(config.teacher.select.decontaminate):
-        if not is_packaged(value) and not is_file(value):
-            raise UserError(f"{where('teacher.select.decontaminate')}: teacher.select.decontaminate[{i}]: "
-                            f"file not found: {value}")
+    for key, values in (("teacher.select.decontaminate", config.teacher.select.decontaminate),
+                        ("eval.also", config.eval.also)):
+        for i, value in enumerate(values):
+            if not is_packaged(value.partition("[")[0]) and not is_file(value.partition("[")[0]):
+                raise UserError(f"{where(key)}: {key}[{i}]: file not found: {value}")
 
 
 def _line_of(node, dotted: str) -> str:

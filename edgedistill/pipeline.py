@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 from edgedistill.config import Config
@@ -42,7 +43,7 @@ def run_pipeline(config: Config, out: str | Path, only: str | None = None) -> di
         if run.stage(stage).get("fingerprint") not in (None, keys[stage]):
             # config or inputs changed: partial work (samples, checkpoints) belongs to the old run, not this one
             print(f"[{stage}] config or inputs changed: starting this stage afresh", flush=True)
-            shutil.rmtree(run.stage_folder(stage), ignore_errors=True)
+            clear_stage(run, stage)
         print(f"[{stage}] running", flush=True)
         started = run.start(stage, keys[stage])
         try:
@@ -52,6 +53,20 @@ def run_pipeline(config: Config, out: str | Path, only: str | None = None) -> di
             raise
         run.finish(stage, started, outputs)
     return json.loads(run.report_json.read_text()) if run.report_json.exists() else {}
+
+
+def clear_stage(run: RunDir, stage: str) -> None:
+    """The old run's folder of a stage out of the way. A teacher's logs are hours of generation on a CPU (and a
+    changed config is often a mistake), so they are kept aside as `teacher.before-<time>`, whose logs a run resumes
+    from when copied back; the other stages are rebuilt in minutes from what the teacher wrote."""
+    folder = run.stage_folder(stage)
+    if stage == "teach" and folder.is_dir() and any(folder.iterdir()):
+        aside = folder.with_name(f"{folder.name}.before-{time.strftime('%Y%m%d-%H%M%S')}")
+        folder.rename(aside)
+        print(f"[{stage}] the previous teacher output is kept in {aside} (copy its logs back to resume from them)",
+              flush=True)
+        return
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def stage_key(stage: str, config: Config, run: RunDir, keys: dict) -> str:

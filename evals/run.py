@@ -10,7 +10,8 @@ pass@1 for each; for what the app serves by default (the main GGUF, else the ONN
 also k = eval.samples sampled answers: pass@k, maj@k, and the calibration of the app's confidence, fitted on the dev
 split (data.dev, never the eval data) and written beside the model (where `edgedistill serve` reads it) with the
 "likely right" threshold at which dev answers were at least 90% right; the eval data then says how that threshold
-does on questions it was not fitted on (likely_right_coverage, likely_right_precision). Each result goes to eval/<name>.json through the stage's one result cache
+does on questions it was not fitted on (likely_right_coverage, likely_right_precision). Each benchmark of `eval.also`
+(a factory student's other tasks) adds rows: the served model and the base, greedy. Each result goes to eval/<name>.json through the stage's one result cache
 (evals/evaluate.py), so a rerun with the same model files, questions and settings reuses it instead of decoding
 again. report.json and report.md go to the run folder (evals/report.py).
 """
@@ -21,8 +22,9 @@ from pathlib import Path
 
 from edgedistill.calibration import Calibration, calibration_path_for, save_calibration, selective
 from edgedistill.config import Config
-from edgedistill.datasets import load_benchmark
+from edgedistill.datasets import load_benchmark, worked_examples
 from edgedistill.formats import answer_first_target
+from edgedistill.records import is_packaged
 from edgedistill.rundir import RunDir
 from edgedistill.evals.compare import fitted_calibration
 from edgedistill.evals.evaluate import Model, evaluate_cached
@@ -43,6 +45,11 @@ def calibrate_on(dev: dict, spec, data: str, cfg) -> Calibration:
     return calibration
 
 
+def cache_name(data: str) -> str:
+    """A benchmark's name as a file name: `fsiq:dev` -> `fsiq_dev`, a path -> its stem."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(data.replace(":", "_")).name)
+
+
 def run(config: Config, rundir: RunDir) -> dict:
     """The eval stage: evaluate, calibrate, write the report; returns the stage's outputs ({"report": path})."""
     cfg = config.eval
@@ -57,7 +64,10 @@ def run(config: Config, rundir: RunDir) -> dict:
 
     results = {}
     if cfg.base:
-        shots = [(q, answer_first_target(q)) for q in load_benchmark(config.data.sources()[0].source, limit=2)]
+        # worked examples of the eval's own task (a packaged split's train part), else of the first train source
+        examples = worked_examples(config.data.eval, 2) if is_packaged(config.data.eval) else \
+            load_benchmark(config.data.sources()[0].source, limit=2)
+        shots = [(q, answer_first_target(q)) for q in examples]
         results["base"] = score("base", config.student.model, "transformers", "eval base", shots, k=1)
     merged = rundir.student.merged
     artifacts = {"student": merged}
@@ -83,6 +93,14 @@ def run(config: Config, rundir: RunDir) -> dict:
                                                [r["correct"] for r in results[name]["rows"]]))
                 results[name]["likely_right_at"] = calibration.likely_right_at
                 calibrated[name] = calibration_path_for(spec)
+    for data in cfg.also:   # the other tasks, each on its own questions: what the app serves, and the base before it
+        on = load_benchmark(data)
+        for name in (["base"] if cfg.base else []) + sorted(served & set(artifacts)):
+            spec, backend = (config.student.model, "transformers") if name == "base" else \
+                (str(artifacts[name]), {"gguf": "llama.cpp", "onnx": "onnx", "student": "transformers"}[name])
+            shots = [(q, answer_first_target(q)) for q in worked_examples(data, 2)] if name == "base" else ()
+            results[f"{name} {data}"] = score(f"{name}-{cache_name(data)}", spec, backend, f"eval {name} {data}", shots,
+                                               k=1, on=on, data=data)
     seconds = {stage: rundir.stage(stage).get("seconds") for stage in ("teach", "train", "export")}
     seconds["eval"] = round(sum(r["seconds"] for r in results.values()), 1)
     extra = {"eval_data": config.data.eval, "teacher": config.teacher.kind}

@@ -18,6 +18,17 @@ def test_answer_first_target_without_expression_or_rationale():
     assert answer_first_target(q(answer="12", rationale="Half of\n24 is 12.")) == "Answer: 12\nReason: Half of 24 is 12."
 
 
+def test_a_choice_answer_line_carries_its_option_and_still_scores_as_its_letter():
+    lettered = q(answer="D", answer_type="choice", options=["A. voltage", "B. oil debris", "C. power", "D. current"])
+    assert answer_first_target(lettered) == "Answer: D. current"
+    bare = q(answer="b", answer_type="choice", options=["pump", "vibration"])
+    assert answer_first_target(bare, rationale="Wear shakes.") == "Answer: B. vibration\nReason: Wear shakes."
+    assert is_correct(extract_answer(answer_first_target(lettered), lettered), lettered)
+    assert not is_correct("A. voltage", lettered)
+    out_of_range = q(answer="F", answer_type="choice", options=["A. voltage", "B. current"])
+    assert answer_first_target(out_of_range) == "Answer: F"     # nothing to attach: left as written
+
+
 def test_clean_rationale_strips_gsm8k_repeated_values_only():
     assert clean_rationale("She sold <<48/2=24>>24 clips and <<48+24=72>>72 in all.") == \
         "She sold <<48/2=24>> clips and <<48+24=72>> in all."

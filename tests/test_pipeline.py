@@ -54,7 +54,10 @@ def test_evaluating_on_the_training_file_is_caught_as_contamination(tmp_path, ti
 
 
 def test_run_writes_report_and_second_run_skips(tmp_path, tiny_model_dir, capsys):
-    config = tiny_config(tmp_path, tiny_model_dir)
+    other_task = write_jsonl(tmp_path / "sensors.jsonl", [   # eval.also: another task's questions, their own rows
+        {"id": f"s{i}", "question": f"Which sensor shows wear on pump {i}?", "answer": "A", "answer_type": "choice",
+         "options": ["A. vibration", "B. voltage"]} for i in range(3)])
+    config = tiny_config(tmp_path, tiny_model_dir, eval__also=[str(other_task)])
     out = tmp_path / "run"
     assert main(["run", "--config", str(config), "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
@@ -66,6 +69,10 @@ def test_run_writes_report_and_second_run_skips(tmp_path, tiny_model_dir, capsys
         assert (report[name]["n"], report[name]["correct"]) == (len(QUESTIONS), correct), name
         assert report[name]["pass@1"] == pytest.approx(correct / len(QUESTIONS), abs=1e-4), name
         assert report[name]["ci95"] == pytest.approx(wilson(correct, len(QUESTIONS)), abs=1e-4), name
+    for name in ("base", "gguf"):
+        also = report[f"{name} {other_task}"]
+        assert (also["n"], also["data"]) == (3, str(other_task)) and "s0" in (out / "eval").joinpath(
+            f"{name}-sensors_jsonl.json").read_text()
     assert set(report["seconds"]) == {"teach", "train", "export", "eval"}
     assert report["gguf"]["n"] == len(QUESTIONS) and report["artifacts"]["gguf"].endswith("student-Q4_K_M.gguf")
     assert (out / report["artifacts"]["student"]).resolve() == (out / "student" / "merged").resolve() or \
@@ -76,7 +83,8 @@ def test_run_writes_report_and_second_run_skips(tmp_path, tiny_model_dir, capsys
     assert sft[0]["completion"][0]["content"].startswith("Answer: <<60*7=420>>\nReason:")
     manifest = json.loads((out / "manifest.json").read_text())
     assert all(manifest["stages"][s]["status"] == "done" for s in ("teach", "train", "export", "eval"))
-    capsys.readouterr()
+    last = capsys.readouterr().out.rstrip().splitlines()[-1]
+    assert last.startswith("open the app:  edgedistill serve --model") and last.endswith("student-Q4_K_M.gguf")
     assert main(["run", "--config", str(config), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert printed.count("skipped") == 4
@@ -91,6 +99,19 @@ def test_changed_student_config_reruns_train_and_eval_only(tmp_path, tiny_model_
     printed = capsys.readouterr().out
     assert "[teach] unchanged" in printed and "[train] running" in printed and "[export] running" in printed
     assert "[eval] running" in printed
+
+
+def test_changed_teacher_config_keeps_the_old_teacher_output_aside(tmp_path, tiny_model_dir, capsys):
+    """A teacher's logs are hours of CPU: a changed config starts the stage afresh but never deletes them."""
+    out = tmp_path / "run"
+    assert main(["teach", "--config", str(tiny_config(tmp_path, tiny_model_dir)), "--out", str(out)]) == 0
+    before = sorted(p.relative_to(out / "teacher") for p in (out / "teacher").rglob("*") if p.is_file())
+    changed = tiny_config(tmp_path, tiny_model_dir, teacher__samples=2)
+    assert main(["teach", "--config", str(changed), "--out", str(out)]) == 0
+    aside = list(out.glob("teacher.before-*"))
+    assert len(aside) == 1 and before
+    assert sorted(p.relative_to(aside[0]) for p in aside[0].rglob("*") if p.is_file()) == before
+    assert (out / "teacher").is_dir() and "kept in" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("mutate,message", [

@@ -1,11 +1,13 @@
 """The app in a real browser: headless Chromium (Debian's `chromium`, driven by Playwright) asks a question and sees
-the answer, the reasoning and the confidence, with every request the page makes staying on this machine.
+the answer, the reasoning and the confidence, with every request the page makes staying on this machine; then one
+question of each kind (a number, one with options, a work-order line for a failure code), each recorded as asked.
 
 Skipped where Chromium or Playwright is missing (a dev machine); CI installs both (.ci/run, the `test` extra).
 Set EDGEDISTILL_SCREENSHOT_DIR to keep the screenshot. The test runs the untuned packaged SmolLM2 (CI has no trained
 student), whose answers are often wrong; docs/serve-screenshot.png was taken with these same steps against the
 quickstart's student-Q4_K_M.gguf.
 """
+import json
 import os
 import re
 import shutil
@@ -27,10 +29,14 @@ HAS_TEXT = re.compile(r"\S")
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("browser-app")
-    with serving(SMALL_GGUF, "--config", short_replies(folder), "--samples", "2",
-                 "--feedback", str(folder / "feedback.jsonl"), log_path=folder / "app.log") as url:
+def app_folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("browser-app")
+
+
+@pytest.fixture(scope="module")
+def app_url(app_folder):
+    with serving(SMALL_GGUF, "--config", short_replies(app_folder), "--samples", "2",
+                 "--feedback", str(app_folder / "feedback.jsonl"), log_path=app_folder / "app.log") as url:
         yield url
 
 
@@ -83,6 +89,39 @@ def test_too_long_question_is_refused_with_a_message(page):
     sync_api.expect(page.locator("#status")).to_contain_text(re.compile(r"long|2[,.]?000|characters", re.I),
                                                              timeout=30_000)
     assert not HAS_TEXT.search(page.locator("#answer").inner_text()), "a refused question still got an answer"
+
+
+KINDS = [   # (mode as the page names it, question, options box, what the feedback row must record)
+    ("Number (calculator)", QUESTION, "", {"answer_type": "number"}),
+    ("Options", "Which sensor best shows a pump bearing wearing out?", "vibration\nvoltage\nlevel",
+     {"answer_type": "choice", "options": ["A. vibration", "B. voltage", "C. level"]}),
+    ("Failure code", "pump not turning", "", {"answer_type": "label"}),
+]
+
+
+@pytest.mark.parametrize("mode, question, options, recorded", KINDS, ids=[kind[0].split()[0] for kind in KINDS])
+def test_each_kind_of_question_is_answered_and_recorded_as_asked(page, app_folder, mode, question, options,
+                                                                   recorded):
+    """Asked in its mode, a question gets an answer and a confidence; a thumbs-up then stores it as that kind (a
+    choice with its lettered options, a work-order line with the failure-code set), so the flywheel can train on
+    it. The untuned test model's answers are often wrong, so the answer itself is not judged."""
+    expect = sync_api.expect
+    page.locator("#mode").get_by_label(mode).check()
+    if options:
+        page.locator("#options").get_by_role("textbox").fill(options)
+    ask(page, question)
+    expect(page.locator("#answer")).to_have_text(HAS_TEXT, timeout=ANSWER_TIMEOUT_MS)
+    expect(page.locator("#confidence")).to_contain_text(re.compile(r"\d+\s?%"), timeout=ANSWER_TIMEOUT_MS)
+    page.locator("#thumbs-up").click()
+    expect(page.locator("#feedback-status")).to_contain_text("saved to", timeout=30_000)
+    # with a reference answer to feedback.jsonl, without one (the answer line never finished) to the unanswered file
+    rows = [json.loads(line) for path in sorted(app_folder.glob("feedback*.jsonl"))
+            for line in path.read_text().splitlines() if line.strip()]
+    row = next((r for r in rows if question in r["question"]), None)
+    assert row, f"no feedback row for {question!r} in {rows}"
+    assert {key: row.get(key) for key in recorded} == recorded
+    if recorded["answer_type"] == "label":
+        assert "Breakdown" in row["options"] and len(row["options"]) == 22, row["options"]
 
 
 def save_screenshot(page, tmp_path: Path):

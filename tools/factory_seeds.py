@@ -14,7 +14,8 @@ failure mode, the failure mode of its correct option. Whole groups go to dev (re
 choose recipes on, about 10%); the rest train. A train question whose text is the text of a dev or tune question
 (the same wording with other options) is then dropped from train, so no dev question is seen in training either.
 Grouping by text as well would merge each asset into one group (a sensor question's text is shared by many
-failure modes), which is a harder, other test: a new asset.
+failure modes), which is a harder, other test: a new asset. The train split is written fact by fact in turn (every
+fact's first question, then every fact's second, ...), so `limit: N` keeps as many facts as it can.
 
 FMC: the upstream dev split (62) is reported as is; `fmc:tune` is 50 train lines (seeded) to choose recipes on.
 Both are decided by the seed alone, so rerunning writes the same files.
@@ -127,9 +128,23 @@ def carve_fsiq(path: Path) -> tuple[dict[str, list[Question]], dict]:
     out["train"] = [q for q in out["train"] if q.question.strip().lower() not in held_texts]
     for split in out:
         out[split].sort(key=lambda q: int(q.id.split("-")[1]))
+    out["train"] = facts_interleaved(out["train"], {q.id: key for key in keys for q in groups[key]}, keys)
     report = {"groups": {split: sum(1 for k in keys if split_of[k] == split) for split in out},
               "dropped": before - len(out["train"])}
     return out, report
+
+
+def facts_interleaved(questions: list[Question], fact_of: dict[str, tuple], facts: list[tuple]) -> list[Question]:
+    """Every fact's first question (in the seeded fact order), then every fact's second, ...: so a `limit: N` on
+    the train split keeps as many facts as N allows, not the paraphrases of the first few."""
+    rank = {fact: i for i, fact in enumerate(facts)}
+    nth: Counter = Counter()
+    keyed = []
+    for q in questions:
+        fact = fact_of[q.id]
+        keyed.append((nth[fact], rank[fact], q))
+        nth[fact] += 1
+    return [q for _, _, q in sorted(keyed, key=lambda item: item[:2])]
 
 
 def carve_fmc(folder: Path) -> dict[str, list[Question]]:
