@@ -36,6 +36,20 @@ def model_label(spec: str) -> str:
     return path.name if path.is_file() or path.name not in ("merged", "onnx", "final") else f"{path.parent.name}/{path.name}"
 
 
+def model_labels(specs: list[str]) -> list[str]:
+    """A label per model, told apart: two students both called `student-Q4_K_M.gguf` (two runs' exports) are named
+    by their run folders, `factory/export/student-Q4_K_M.gguf` and `quickstart/export/...`, so their rows, cached
+    results and paired test are not mixed up."""
+    labels = [model_label(spec) for spec in specs]
+    for depth in range(1, 6):
+        repeated = {label for label in labels if labels.count(label) > 1}
+        if not repeated:
+            break
+        labels = ["/".join(Path(spec).parts[-(depth + 1):]) if label in repeated else label
+                  for spec, label in zip(specs, labels)]
+    return labels
+
+
 def data_label(spec: str, *, skip: int = 0, limit: int | None = None) -> str:
     from edgedistill.datasets import split_slice
     file, part = split_slice(spec)
@@ -63,18 +77,18 @@ def compare(models: list[str], datasets: list[str], out: str | Path, settings: E
     shots = shots or [0] * len(models)
     benchmarks = {spec: load_benchmark(spec, fmt=fmt, limit=limit, skip=skip) for spec in datasets}
     results = []
-    for spec, n_shots in zip(models, shots):
+    for spec, n_shots, model_name in zip(models, shots, model_labels(list(models))):
         # on cores another job uses, one llama.cpp thread is about 4x faster than two that wait for each other at
         # every layer (settings.threads)
         model = Model(spec, allow_network=allow_network, threads=settings.threads)
         for data, questions in benchmarks.items():
             name = data_label(data, skip=skip, limit=limit)
-            label = f"{model_label(spec)} / {name}"
+            label = f"{model_name} / {name}"
             examples = [(q, answer_first_target(q)) for q in worked_examples(data, n_shots)]   # the task's own
-            cache = out / "results" / f"{_slug(model_label(spec))}__{_slug(name)}.json"
+            cache = out / "results" / f"{_slug(model_name)}__{_slug(name)}.json"
             result = evaluate_cached(model, questions, cache=cache, settings=settings, shots=examples, seed=seed,
                                      label=label, crosscheck=True, announce=True,
-                                     fields={"model": model_label(spec), "data": name, "data_spec": data})
+                                     fields={"model": model_name, "data": name, "data_spec": data})
             results.append(result)
         del model
     selection = {"seed": seed, "limit": limit, "skip": skip, "format": fmt}

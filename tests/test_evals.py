@@ -287,3 +287,16 @@ def test_crosscheck_lists_disagreements():
     assert [d["id"] for d in result["disagreements"]] == ["b"]               # lm-eval's exact match wants "72"
     assert result["disagreements"][0]["math_verify"] and not result["disagreements"][0]["lm_eval"]
     assert visible_answer("Answer: <<48*7.5=360>>") == "360" and lm_eval_flexible("so 1,200.", "1200")
+
+
+def test_two_students_of_one_file_name_get_told_apart(tmp_path):
+    """Two runs' exports share `student-Q4_K_M.gguf`: their labels (rows, cache files, paired test) must differ."""
+    from edgedistill.evals.compare import model_labels
+    specs = []
+    for run in ("factory", "quickstart"):
+        gguf = tmp_path / run / "export" / "student-Q4_K_M.gguf"
+        gguf.parent.mkdir(parents=True)
+        gguf.write_bytes(b"GGUF")
+        specs.append(str(gguf))
+    assert model_labels(specs) == ["factory/export/student-Q4_K_M.gguf", "quickstart/export/student-Q4_K_M.gguf"]
+    assert model_labels([specs[0], "smollm2-135m-instruct"]) == ["student-Q4_K_M.gguf", "smollm2-135m-instruct"]
