@@ -65,7 +65,7 @@ def test_label_only_rows_are_trained_not_dropped(tmp_path):
     summary = distill.run_teacher(config, tmp_path / "teacher")
     sft = [json.loads(line) for line in (tmp_path / "teacher" / "sft" / "train.jsonl").read_text().splitlines()]
     assert summary["kept"] == 3
-    assert [r["completion"][0]["content"] for r in sft] == ["Answer: Leaking", "Answer: B", "Answer: 42"]
+    assert [r["completion"][0]["content"] for r in sft] == ["Answer: Leaking", "Answer: B. y", "Answer: 42"]
     assert [r["answer_type"] for r in sft] == ["label", "choice", "number"]
 
 
