@@ -78,12 +78,13 @@ def run(config: Config, rundir: RunDir) -> dict:
     # 7 more minutes in the quickstart; `edgedistill eval --model <onnx> --calibrate` does it when wanted.
     served = {"gguf"} if gguf else {"onnx"} if onnx else {"student"}
     calibrated: dict[str, Path] = {}
+    scored: dict[str, tuple[str, str]] = {}   # name: (model spec, backend), for the eval.also rows below
     for name, spec, backend, label in (("student", str(merged), "transformers", "eval student"),
                                        ("gguf", gguf, "llama.cpp", f"eval gguf {config.export.quant}"),
                                        ("onnx", onnx, "onnx", "eval onnx")):
         if spec:
             results[name] = score(name, spec, backend, label, k=cfg.samples if name in served else 1)
-            artifacts[name] = Path(spec)
+            artifacts[name], scored[name] = Path(spec), (spec, backend)
             if name in served and cfg.calibrate and cfg.samples > 1:
                 # the app's confidence is calibrated on dev, then judged on the eval data it was not fitted on
                 dev = score(f"{name}-dev", spec, backend, f"{label} dev", on=load_benchmark(config.data.dev, limit=cfg.calibration_questions),
@@ -93,14 +94,14 @@ def run(config: Config, rundir: RunDir) -> dict:
                                                [r["correct"] for r in results[name]["rows"]]))
                 results[name]["likely_right_at"] = calibration.likely_right_at
                 calibrated[name] = calibration_path_for(spec)
-    for data in cfg.also:   # the other tasks, each on its own questions: what the app serves, and the base before it
-        on = load_benchmark(data)
-        for name in (["base"] if cfg.base else []) + sorted(served & set(artifacts)):
-            spec, backend = (config.student.model, "transformers") if name == "base" else \
-                (str(artifacts[name]), {"gguf": "llama.cpp", "onnx": "onnx", "student": "transformers"}[name])
-            shots = [(q, answer_first_target(q)) for q in worked_examples(data, 2)] if name == "base" else ()
-            results[f"{name} {data}"] = score(f"{name}-{cache_name(data)}", spec, backend, f"eval {name} {data}", shots,
-                                               k=1, on=on, data=data)
+    # the other tasks, each on its own questions: what the app serves, and the base before it
+    also_models = ([("base", config.student.model, "transformers")] if cfg.base else []) + \
+        [(name, *scored[name]) for name in sorted(served & set(scored))]
+    for data in cfg.also:
+        on, task_shots = load_benchmark(data), [(q, answer_first_target(q)) for q in worked_examples(data, 2)]
+        for name, spec, backend in also_models:
+            results[f"{name} {data}"] = score(f"{name}-{cache_name(data)}", spec, backend, f"eval {name} {data}",
+                                               task_shots if name == "base" else (), k=1, on=on, data=data)
     seconds = {stage: rundir.stage(stage).get("seconds") for stage in ("teach", "train", "export")}
     seconds["eval"] = round(sum(r["seconds"] for r in results.values()), 1)
     extra = {"eval_data": config.data.eval, "teacher": config.teacher.kind}
