@@ -1,19 +1,26 @@
 """The Q&A app under load: one user, then 16 users at once, through the app's own API (gradio_client).
 
     .venv/bin/python benchmarks/serve_load.py [--model runs/quickstart/export/student-Q4_K_M.gguf]   # a few minutes
+    .venv/bin/python benchmarks/serve_load.py --minutes 20 --clients 4                               # the soak
 
 Starts `edgedistill serve` on a free 127.0.0.1 port with the model (default: the quickstart's Q4_K_M student) and
 asks held-out shop-floor questions (shopfloor:heldout), each with the reasoning on (answer_only=False):
-  1. single user: 5 questions one after another; for each, the time to the first non-empty answer output (the
+  1. single user: 8 questions one after another; for each, the time to the first non-empty answer output (the
      answer streams first, so this is what a user waits before reading it) and to the complete reply;
   2. load: 16 clients, each with its own gradio_client.Client in its own thread, 5 questions each (80 requests,
      all different questions), started together.
 An error is a request that raised, came back without an answer, or came back with a message in `status`.
-Goal: no errors, and the first answer within 1 s at p50 for a single user.
+Goals (issue 20): no errors, p50 <= 15 s under load, first answer <= 3 s under load and <= 0.3 s alone,
+serial_speedup >= 2.
 
-The second-to-last line gives the loaded first-answer latencies; the last line is
-`errors=<n> p50_s=<x> p95_s=<y> first_answer_p50_s=<z>`: errors over all 85 requests, p50/p95 of the complete reply
-over the 80 loaded requests, and the single user's first-answer p50.
+The last line is `errors=N p50_s=X p95_s=Y first_answer_p50_s=Z loaded_first_answer_p50_s=W serial_speedup=R`:
+errors over all requests; p50/p95 of the complete reply (answer, reasoning, confidence samples) over the loaded
+requests; the single user's first-answer p50; the first answer's p50 under load; and questions per minute under
+load over questions per minute one at a time (the single-user pass), both measured in this run.
+
+Soak (`--minutes M`): `clients` users ask questions one after another for M minutes; each minute prints its errors,
+p95 and the app's resident memory (RSS, read from /proc), and the last line is
+`soak_minutes=M requests=N errors=E rss_start_mb=A rss_end_mb=B rss_growth=G p95_max_s=P`.
 """
 from __future__ import annotations
 
@@ -47,10 +54,12 @@ def main():
                                                                f"(default {DEFAULT_MODEL})")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--per-client", type=int, default=5, help="questions each client asks, one after another")
-    parser.add_argument("--single", type=int, default=5, help="questions of the single-user pass")
+    parser.add_argument("--single", type=int, default=8, help="questions of the single-user pass (one at a time: "
+                                                              "also the serial rate of serial_speedup)")
     parser.add_argument("--samples", type=int, help="the app's --samples (default: the app's)")
     parser.add_argument("--concurrency", type=int, help="the app's --concurrency (default: the app's)")
     parser.add_argument("--url", help="measure an app already running at this URL instead of starting one")
+    parser.add_argument("--minutes", type=float, help="soak instead: `clients` users for this many minutes")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # so a `kill` still stops the app (finally clauses run)
 
@@ -64,10 +73,83 @@ def main():
     folder = tempfile.mkdtemp(prefix="serve_load-")
     app = contextlib.nullcontext(args.url) if args.url else running_app(args.model, options, folder)
     with app as url:
+        if args.minutes:
+            return soak(url, questions, args.clients, args.minutes, app_pid(url))
         single = one_user(url, questions[:args.single])
+        started = time.perf_counter()
         loaded = under_load(url, questions, args.single, args.clients, args.per_client)
+        loaded_seconds = time.perf_counter() - started
 
-    report(single, loaded, args)
+    report(single, loaded, loaded_seconds, args)
+
+
+def app_pid(url: str) -> int | None:
+    """The process listening on the app's port (its RSS is what the soak watches), from /proc; None if not ours."""
+    port = int(url.rstrip("/").rsplit(":", 1)[1])
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in open(table).read().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if os.readlink(f"/proc/{pid}/fd/{fd}").removeprefix("socket:[").rstrip("]") in inodes:
+                    return int(pid)
+    return None
+
+
+def rss_mb(pid: int | None) -> float:
+    if pid is None:
+        return float("nan")
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def soak(url: str, questions: list[str], clients: int, minutes: float, pid: int | None) -> None:
+    """`clients` users asking one question after another until `minutes` are up; a line per minute."""
+    results: list[tuple[float, Timing]] = []     # (minute it ended in, timing)
+    lock = threading.Lock()
+    started = time.perf_counter()
+    deadline = started + minutes * 60
+    rss_start = rss_mb(pid)
+    print(f"\nsoak: {clients} clients for {minutes:g} minutes; app RSS at start {rss_start:.0f} MB", flush=True)
+
+    def one_client(c: int):
+        client, k = new_client(url), 0
+        while time.perf_counter() < deadline:
+            timing = ask(client, questions[(c * 997 + k) % len(questions)])
+            with lock:
+                results.append(((time.perf_counter() - started) // 60, timing))
+            k += 1
+
+    threads = [threading.Thread(target=one_client, args=(c,), daemon=True) for c in range(clients)]
+    for thread in threads:
+        thread.start()
+    print(f"  {'minute':>6}  {'requests':>8}  {'errors':>6}  {'p95 s':>7}  {'RSS MB':>7}", flush=True)
+    minute, p95s = 0, []
+    while any(t.is_alive() for t in threads):
+        time.sleep(1)
+        now = (time.perf_counter() - started) // 60
+        if now > minute or not any(t.is_alive() for t in threads):
+            with lock:
+                done = [t for m, t in results if m == minute]
+            p95 = pct([t.total_s for t in done if not t.error], 95)
+            p95s.append(p95)
+            print(f"  {minute + 1:>6.0f}  {len(done):>8}  {sum(bool(t.error) for t in done):>6}  {p95:>7.2f}  "
+                  f"{rss_mb(pid):>7.0f}", flush=True)
+            minute = now
+    rss_end = rss_mb(pid)
+    errors = [t for _, t in results if t.error]
+    for t in errors[:5]:
+        print(f"  error: {t.error}  ({t.question[:60]})")
+    print(f"soak_minutes={minutes:g} requests={len(results)} errors={len(errors)} rss_start_mb={rss_start:.0f} "
+          f"rss_end_mb={rss_end:.0f} rss_growth={rss_end / rss_start - 1:.3f} "
+          f"p95_max_s={max((p for p in p95s if p == p), default=float('nan')):.2f}")
 
 
 def running_app(model: str, options: list[str], folder: str):
@@ -156,7 +238,7 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def report(single: list[Timing], loaded: list[Timing], args):
+def report(single: list[Timing], loaded: list[Timing], loaded_seconds: float, args):
     ok = [t for t in loaded if not t.error]
     totals = [t.total_s for t in ok]
     firsts = [t.first_answer_s for t in ok if t.first_answer_s is not None]
@@ -172,9 +254,13 @@ def report(single: list[Timing], loaded: list[Timing], args):
     print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
     single_firsts = [t.first_answer_s for t in single if t.first_answer_s is not None]
-    print(f"\nloaded first_answer_p50_s={pct(firsts, 50):.3f} first_answer_p95_s={pct(firsts, 95):.3f}")
+    # one at a time: the single-user pass, question after question; batched: the load pass, wall clock
+    serial_per_minute = 60 * len(single) / sum(t.total_s for t in single) if single else float("nan")
+    batched_per_minute = 60 * len(ok) / loaded_seconds
+    print(f"questions per minute: one at a time {serial_per_minute:.1f}, under load {batched_per_minute:.1f}")
     print(f"errors={len(errors)} p50_s={pct(totals, 50):.3f} p95_s={pct(totals, 95):.3f} "
-          f"first_answer_p50_s={pct(single_firsts, 50):.3f}")
+          f"first_answer_p50_s={pct(single_firsts, 50):.3f} loaded_first_answer_p50_s={pct(firsts, 50):.3f} "
+          f"serial_speedup={batched_per_minute / serial_per_minute:.2f}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import os
 import sys
 import types
 import typing
+from pathlib import Path
 
 from edgedistill import UserError, __version__
 from edgedistill.config import DataConfig, EvalConfig, ExportConfig, ServeConfig, describe, obeys
@@ -104,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("--config", required=True, help="YAML config (see configs/quickstart.yaml)")
         p.add_argument("--out", required=True, help="run directory (created; reused to resume or skip)")
+        if name != "train":
+            p.add_argument("--feedback", action="append", default=[], metavar="FILE",
+                           help="the app's feedback JSONL (edgedistill serve --feedback), trained on as one more "
+                                "data.train source: corrections at weight 1, thumbs-up (the model's own answer) at "
+                                "0.5; repeat for several files")
     p = sub.add_parser("eval", help="score models on benchmarks; with --out, a comparison report with plots",
                        description="Greedy decoding with the calculator, stopped at the end of the Answer line. One "
                                    "--model and --data without --out prints pass@1. With --out (or several models or "
@@ -201,12 +207,14 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_export(args)
         if args.command == "serve":
             return cmd_serve(args)
-        from edgedistill.config import load_config
+        from edgedistill.config import TrainSource, load_config
         from edgedistill.pipeline import run_pipeline
         config = load_config(args.config)
+        if getattr(args, "feedback", None):
+            config.data.train = config.data.sources() + [TrainSource(path) for path in args.feedback]
         run_pipeline(config, args.out, only=None if args.command == "run" else args.command)
         if args.command == "run":
-            out = __import__("pathlib").Path(args.out)
+            out = Path(args.out)
             print((out / "report.md").read_text())
             serve = json.loads((out / "report.json").read_text()).get("serve")
             if serve:   # the last line: what to type next
@@ -246,7 +254,7 @@ def cmd_export(args) -> int:
 def cmd_serve(args) -> int:
     import dataclasses
     from edgedistill.config import ServeConfig, load_config
-    from edgedistill.serve.app import parse_auth, serve
+    from edgedistill.serve.server import parse_auth, serve
     settings = load_config(args.config).serve if args.config else ServeConfig()
     overrides = {"host": args.host, "port": args.port, "samples": args.samples, "feedback": args.feedback,
                  "max_question_chars": args.max_question_chars, "concurrency": args.concurrency,

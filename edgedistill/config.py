@@ -131,6 +131,9 @@ class TrainSource(Section):
     weight: float = option(1.0, low=0.0, high=100.0, help="loss weight of this source's training records")
     limit: int | None = option(None, **COUNT, help="first N questions of this source (null: data.train_limit, "
                                                    "else all)")
+    model_confirmed_weight: float = option(0.5, low=0.0, high=1.0, help="app feedback: a thumbs-up kept the model's "
+                                                                        "own answer, so that row trains at `weight` "
+                                                                        "times this; corrections at `weight`")
 
 
 @dataclass
@@ -158,7 +161,8 @@ class DataConfig(Section):
         """`train` as a list of sources; a single path is one source of weight 1 and `train_limit` questions."""
         if isinstance(self.train, str):
             return [TrainSource(self.train, 1.0, self.train_limit)]
-        return [TrainSource(s.source, s.weight, s.limit or self.train_limit) for s in self.train]
+        return [TrainSource(s.source, s.weight, s.limit or self.train_limit, s.model_confirmed_weight)
+                for s in self.train]
 
 
 @dataclass
@@ -453,8 +457,9 @@ class ServeConfig(Section):
                                                        "split or JSONL whose first question lists them as options")
     max_new_tokens: int = option(256, **TOKENS, help="new tokens for the answer and its reasoning")
     max_question_chars: int = option(2000, **COUNT, help="longer questions are refused")
-    # one model on one CPU: more than 1 only interleaves
-    concurrency: int = option(1, low=1, high=1024, help="questions answered at once")
+    concurrency: int = option(16, low=1, high=1024, help="questions answered at once: on llama.cpp they decode "
+                                                         "together in one batch (rows join and leave between "
+                                                         "steps); other backends answer one at a time")
     threads: int = option(0, low=0, high=4096, help="CPU threads for llama.cpp / ONNX decoding (0: all cores; on a "
                                                     "workstation busy with other work, fewer is faster)")
     queue_size: int = option(64, **COUNT, help="waiting questions beyond this get a \"busy\" message")

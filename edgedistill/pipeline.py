@@ -72,7 +72,9 @@ def clear_stage(run: RunDir, stage: str) -> None:
 def stage_key(stage: str, config: Config, run: RunDir, keys: dict) -> str:
     """What a stage's output depends on: its config section and the hash of its input files."""
     if stage == "teach":   # evaluation files count: selection keeps their items out of the training data
-        sources = [(s.source, s.weight, s.limit, file_sha256(data_path(s.source))) for s in config.data.sources()]
+        sources = [(s.source, s.weight, s.limit, file_sha256(data_path(s.source)))
+                   + ((s.model_confirmed_weight,) if s.model_confirmed_weight != 0.5 else ())   # earlier keys hold
+                   for s in config.data.sources()]
         files = [config.data.eval, *config.teacher.select.decontaminate]
         return fingerprint(config.seed, config.section("teacher"), config.allow_network, sources,
                            [(f, file_sha256(data_path(f))) for f in files])

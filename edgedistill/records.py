@@ -20,7 +20,7 @@ from edgedistill import UserError
 from edgedistill.calculator import CalculatorError, evaluate
 
 ANSWER_TYPES = ("number", "choice", "label", "text")
-_TEXT_FIELDS = ("question", "answer_type", "rationale", "answer_expr", "topic", "source")
+_TEXT_FIELDS = ("question", "answer_type", "rationale", "answer_expr", "topic", "source", "checked_by")
 
 
 @dataclass
@@ -35,6 +35,8 @@ class Question:
     topic: str | None = None
     source: str | None = None
     weight: float = 1.0                 # loss weight of its training records: its data.train source's, not the file's
+    checked_by: str | None = None       # app feedback: who vouched for `answer`, "human" (a correction) or "model"
+                                        # (a thumbs-up kept the model's own answer); trained at lower weight
 
 
 @dataclass
@@ -126,6 +128,9 @@ def read_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
     return read_csv(path) if str(path).lower().endswith(".csv") else read_jsonl(path)
 
 
+CHECKED_BY = ("human", "model")
+
+
 def question_from_dict(obj: dict, where: str, default_id: str) -> Question:
     """A Question from a seed line: our schema, or GSM8K style ({"question", "answer": "...#### 42"})."""
     if not isinstance(obj.get("question"), str) or not obj["question"].strip():
@@ -149,6 +154,12 @@ def question_from_dict(obj: dict, where: str, default_id: str) -> Question:
     if answer is not None:
         values["answer"] = str(answer).replace(",", "").strip() if isinstance(answer, (int, float)) or \
             re.fullmatch(r"[-\d.,]+", str(answer).strip()) else str(answer).strip()
+    if "checked_by" not in values and obj.get("verdict") in ("up", "down") and "answer" in values:
+        # a feedback row written before rows said so: a thumbs-up that kept the model's answer is the model's word
+        values["checked_by"] = "model" if str(obj.get("model_answer", "")).strip() == str(values["answer"]) \
+            else "human"
+    if values.get("checked_by", "human") not in CHECKED_BY:
+        raise UserError(f"{where}: checked_by must be one of {CHECKED_BY}, got {values['checked_by']!r}")
     if values.get("answer_type", "number") not in ANSWER_TYPES:
         raise UserError(f"{where}: answer_type must be one of {ANSWER_TYPES}, got {values['answer_type']!r}")
     if "answer_expr" in values:   # checked here, not where a training target is written hours later
@@ -211,7 +222,7 @@ def load_sources(sources, need_answers: bool = True) -> list[Question]:
                 raise UserError(f"question id {q.id!r} is in both {found_in[q.id]} and {source.source}: ids must be "
                                 f"unique across the data.train sources")
             found_in[q.id] = source.source
-            q.weight = source.weight
+            q.weight = source.weight * (source.model_confirmed_weight if q.checked_by == "model" else 1.0)
             questions.append(q)
     return questions
 

@@ -17,6 +17,8 @@ again. report.json and report.md go to the run folder (evals/report.py).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import os
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from edgedistill.datasets import load_benchmark, worked_examples
 from edgedistill.formats import answer_first_target
 from edgedistill.records import is_packaged
 from edgedistill.rundir import RunDir
+from edgedistill.runners import note_calculator
 from edgedistill.evals.compare import fitted_calibration
 from edgedistill.evals.evaluate import Model, evaluate_cached
 from edgedistill.evals.report import write_report
@@ -57,10 +60,16 @@ def run(config: Config, rundir: RunDir) -> dict:
     questions = load_benchmark(config.data.eval, limit=config.data.eval_limit)
 
     def score(name: str, spec, backend: str, label: str, shots=(), k: int = cfg.samples, on=None,
-              data: str = config.data.eval) -> dict:
+              data: str = config.data.eval, settings=cfg) -> dict:
         model = Model(spec, backend=backend, allow_network=config.allow_network, threads=cfg.threads)
         return evaluate_cached(model, questions if on is None else on, cache=rundir.eval_dir / f"{name}.json",
-                               settings=cfg, k=k, shots=shots, seed=config.seed, label=label, fields={"data": data})
+                               settings=settings, k=k, shots=shots, seed=config.seed, label=label,
+                               fields={"data": data})
+
+    # The served GGUF's runner files say what it scores without the calculator (Ollama, llama.cpp's server): one
+    # more greedy pass, where the questions have numbers to compute.
+    runner_settings = dataclasses.replace(cfg, calculator_row=True) \
+        if any(q.answer_type == "number" for q in questions) else cfg
 
     results = {}
     if cfg.base:
@@ -83,7 +92,8 @@ def run(config: Config, rundir: RunDir) -> dict:
                                        ("gguf", gguf, "llama.cpp", f"eval gguf {config.export.quant}"),
                                        ("onnx", onnx, "onnx", "eval onnx")):
         if spec:
-            results[name] = score(name, spec, backend, label, k=cfg.samples if name in served else 1)
+            results[name] = score(name, spec, backend, label, k=cfg.samples if name in served else 1,
+                                  settings=runner_settings if name == "gguf" else cfg)
             artifacts[name], scored[name] = Path(spec), (spec, backend)
             if name in served and cfg.calibrate and cfg.samples > 1:
                 # the app's confidence is calibrated on dev, then judged on the eval data it was not fitted on
@@ -102,6 +112,9 @@ def run(config: Config, rundir: RunDir) -> dict:
         for name, spec, backend in also_models:
             results[f"{name} {data}"] = score(f"{name}-{cache_name(data)}", spec, backend, f"eval {name} {data}",
                                                task_shots if name == "base" else (), k=1, on=on, data=data)
+    if gguf and "gguf" in results:    # the runner files beside the GGUF say what running it without us costs
+        measured = results["gguf"]
+        note_calculator(Path(gguf), measured["pass@1"], measured.get("pass@1_no_calculator"), config.data.eval)
     seconds = {stage: rundir.stage(stage).get("seconds") for stage in ("teach", "train", "export")}
     seconds["eval"] = round(sum(r["seconds"] for r in results.values()), 1)
     extra = {"eval_data": config.data.eval, "teacher": config.teacher.kind}

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from edgedistill import UserError
 from edgedistill.rundir import file_sha256
+from edgedistill.runners import modelfile_path, note_calculator, server_script_path
 
 LLAMA_CPP_VERSION = "0.3.36"
 
@@ -178,8 +179,9 @@ OLLAMA_TEMPLATES = {
 
 
 def write_runners(gguf: Path) -> dict:
-    """`<name>.Modelfile` (Ollama) and `<name>.server.sh` (llama.cpp's server) beside a GGUF: its chat template,
-    its stop tokens, greedy decoding, bound to 127.0.0.1."""
+    """`<name>.Modelfile` (Ollama) and `<name>.server.sh` beside a GGUF: its chat template, its stop tokens, greedy
+    decoding, bound to 127.0.0.1. The server script runs `edgedistill serve` (with the calculator) where it is
+    installed, else llama.cpp's server; each file says at its top what the calculator's absence costs."""
     import llama_cpp
     from edgedistill.formats import INSTRUCTION
     llm = llama_cpp.Llama(model_path=str(gguf), vocab_only=True, verbose=False)
@@ -198,16 +200,22 @@ def write_runners(gguf: Path) -> dict:
         lines.append("# TEMPLATE: this chat format is not one we map; Ollama derives one from the GGUF's template")
     lines += [f'SYSTEM """{INSTRUCTION}"""', *[f'PARAMETER stop "{s}"' for s in sorted(stops)],
               "PARAMETER temperature 0", "PARAMETER num_ctx 2048"]
-    modelfile = gguf.with_suffix(".Modelfile")
+    modelfile, server = modelfile_path(gguf), server_script_path(gguf)
     modelfile.write_text("\n".join(lines) + "\n")
-    server = gguf.with_suffix(".server.sh")
     server.write_text(
-        "#!/bin/sh\n# An OpenAI-compatible server on 127.0.0.1:8080 with the chat template and EOS stored in the GGUF.\n"
-        "# The system prompt the student was trained with: " + INSTRUCTION + "\n"
+        "#!/bin/sh\n"
         f'cd "$(dirname "$0")"\n'
-        f"if command -v llama-server >/dev/null; then\n"
+        "# With edgedistill installed: the Q&A page and an OpenAI-compatible API (/v1) on 127.0.0.1:8080, the\n"
+        "# calculator filled while decoding.\n"
+        "if command -v edgedistill >/dev/null; then\n"
+        f"  exec edgedistill serve --model {gguf.name} --host 127.0.0.1 --port 8080\n"
+        "fi\n"
+        "# Without it: llama.cpp's OpenAI-compatible server with the chat template and EOS stored in the GGUF, and\n"
+        "# no calculator. The system prompt the student was trained with: " + INSTRUCTION + "\n"
+        "if command -v llama-server >/dev/null; then\n"
         f"  exec llama-server -m {gguf.name} --jinja -c 2048 -t 2 --temp 0 --host 127.0.0.1 --port 8080\n"
-        f"fi\n"
+        "fi\n"
         f"exec python -m llama_cpp.server --model {gguf.name} --n_ctx 2048 --n_threads 2 --host 127.0.0.1 --port 8080\n")
     server.chmod(0o755)
+    note_calculator(gguf)     # "not measured yet": the eval stage writes its figures there
     return {"modelfile": str(modelfile), "server": str(server), "stops": sorted(stops)}

@@ -19,11 +19,9 @@ Offline by default: 127.0.0.1, Gradio analytics off, system fonts (no web fonts,
 """
 from __future__ import annotations
 
-import errno
 import math
 import os
 import re
-import socket
 import sys
 import tempfile
 import threading
@@ -32,6 +30,7 @@ import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # before gradio is imported: no usage reports
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -43,8 +42,8 @@ from edgedistill.checkers import canonical, extract_answer  # noqa: E402
 from edgedistill.config import ServeConfig  # noqa: E402
 from edgedistill.datasets import work_order_question  # noqa: E402
 from edgedistill.formats import chat  # noqa: E402
-from edgedistill.generation import Sampling, load_generator  # noqa: E402
-from edgedistill.generation.decoding import stream_completion  # noqa: E402
+from edgedistill.generation import Sampling  # noqa: E402
+from edgedistill.generation.scheduler import Reply, scheduler_for  # noqa: E402
 from edgedistill.metrics import agreement  # noqa: E402
 from edgedistill.records import AppendLog, Question, load_questions  # noqa: E402
 
@@ -164,14 +163,15 @@ def confidence_markdown(c: Confidence, supervisor_below: float) -> str:
 
 
 class QA:
-    """The model behind the page: streams an answer, then measures its confidence. One question at a time per
-    model (a lock): a CPU decodes one row near its memory bandwidth, and the llama.cpp context is shared."""
+    """The model behind the page and the API: a question's greedy answer and its `samples` confidence samples are
+    submitted together to the scheduler, which decodes them with everyone else's (continuous batching on
+    llama.cpp; one question at a time on other backends)."""
 
-    def __init__(self, generator, settings: ServeConfig, calibration: Calibration | None = None):
+    def __init__(self, generator, settings: ServeConfig, calibration: Calibration | None = None, scheduler=None):
         self.generator, self.settings, self.calibration = generator, settings, calibration
         self.samples = calibration.k if calibration else settings.samples
         self.temperature = calibration.temperature if calibration else settings.temperature
-        self.lock = threading.Lock()
+        self.scheduler = scheduler or scheduler_for(generator)
         self._labels: list[str] | None = None
 
     @property
@@ -197,34 +197,49 @@ class QA:
             return Question(id="app", question=body, answer_type="choice", options=options)
         return Question(id="app", question=text, answer_type=mode)
 
-    def stream(self, question: Question | str, answer_only: bool):
-        """Yields (completion so far, probabilities of the answer line's chosen tokens)."""
+    def ask(self, question: Question | str, answer_only: bool, max_new_tokens: int | None = None) -> Asking:
+        """Start answering: the greedy row (the answer streamed) and the confidence samples, decoded together."""
         q = question if isinstance(question, Question) else self.question(question)
-        sampling = Sampling(max_new_tokens=self.settings.max_new_tokens, stop_after_answer=answer_only)
-        answer_probabilities: list[float] = []
-        with self.lock:
-            for token in stream_completion(self.generator, chat(q), sampling):
-                before = token.text[:-1] if token.text else ""
-                if token.probability is not None and "\n" not in before.strip():
-                    answer_probabilities.append(token.probability)
-                yield token.text, answer_probabilities
+        greedy = Sampling(max_new_tokens=max_new_tokens or self.settings.max_new_tokens, stop_after_answer=answer_only)
+        samples = [Sampling(max_new_tokens=48, temperature=self.temperature, stop_after_answer=True, seed=1 + i)
+                   for i in range(self.samples)]
+        return Asking(self, q, self.scheduler.submit(chat(q), [greedy, *samples]))
 
-    def confidence(self, question: Question | str, answer: str | None, answer_probabilities: list[float]
-                   ) -> Confidence:
-        q = question if isinstance(question, Question) else self.question(question)
+    def confidence(self, q: Question, answer: str | None, answer_probabilities: list[float],
+                   sampled_texts: list[str]) -> Confidence:
         token_probability = (math.exp(sum(math.log(max(p, 1e-12)) for p in answer_probabilities)
                              / len(answer_probabilities)) if answer_probabilities else None)
         if not self.samples:
             return Confidence(0, 0, 0.0, None, token_probability)
-        sampling = Sampling(max_new_tokens=48, temperature=self.temperature, stop_after_answer=True, seed=1)
-        with self.lock:
-            texts = self.generator.generate([chat(q)] * self.samples, sampling, batch_size=self.samples)
-        sampled = [canonical(extract_answer(t, q.answer_type), q) for t in texts]
+        sampled = [canonical(extract_answer(t, q.answer_type), q) for t in sampled_texts]
         agreeing = agreement(answer, sampled, q)
         mine = canonical(answer, q)
         probability = self.calibration.probability(agreeing) if self.calibration else agreeing / self.samples
         others = [f"{a} ({n})" for a, n in Counter(s or "no answer" for s in sampled if s != mine).most_common(3)]
         return Confidence(agreeing, self.samples, probability, self.calibration, token_probability, others)
+
+
+class Asking:
+    """One question in flight: `stream()` yields (completion so far, probabilities of the answer line's tokens);
+    `confidence(answer)` waits for the samples; `cancel()` (the user left) stops its rows."""
+
+    def __init__(self, qa: QA, q: Question, reply: Reply):
+        self.qa, self.q, self.reply = qa, q, reply
+        self.text, self.answer_probabilities = "", []
+
+    def stream(self) -> Iterator[tuple[str, list[float]]]:
+        for token in self.reply.stream():
+            before = token.text[:-1] if token.text else ""
+            if token.probability is not None and "\n" not in before.strip():
+                self.answer_probabilities.append(token.probability)
+            self.text = token.text
+            yield token.text, self.answer_probabilities
+
+    def confidence(self, answer: str | None) -> Confidence:
+        return self.qa.confidence(self.q, answer, self.answer_probabilities, self.reply.texts()[1:])
+
+    def cancel(self) -> None:
+        self.reply.cancel()
 
 
 MAX_CORRECTION_CHARS = 1000      # a corrected answer is a number or a short phrase
@@ -268,8 +283,8 @@ class FeedbackLog:
                **({"options": [str(o) for o in options]} if options else {}),
                "verdict": verdict, "model_answer": model_answer, "model": self.model, "source": "feedback",
                "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        if reference:
-            row["answer"] = reference
+        if reference:   # a correction is a person's word; a thumbs-up keeps the model's own answer
+            row["answer"], row["checked_by"] = reference, "human" if correction else "model"
         target = self.path if reference else self.unanswered
         with self.lock:
             self.logs[target].append([row])
@@ -289,20 +304,6 @@ def check_writable(path: Path) -> None:
     except OSError as exc:
         raise UserError(f"cannot write the feedback file {path} ({exc.strerror or exc}): give --feedback a file "
                         f"in a folder this user can write") from None
-
-
-def check_port_free(host: str, port: int) -> None:
-    """Pre-flight: bind the port as gradio will (SO_REUSEADDR), so a port in use is reported before the model loads,
-    not as a traceback after."""
-    try:
-        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        with socket.socket(family, kind) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(address)
-    except (OSError, OverflowError) as exc:
-        hint = ("another program (an earlier `edgedistill serve`?) is listening there: stop it, or pass --port "
-                "with a free port" if getattr(exc, "errno", None) == errno.EADDRINUSE else "check --host and --port")
-        raise UserError(f"cannot listen on {host}:{port} ({getattr(exc, 'strerror', None) or exc}): {hint}") from None
 
 
 NOT_ANSWERED = ("", "", "", [])   # the thumbs' (question, answer, answer type, options) before an answer is complete
@@ -327,10 +328,11 @@ def build_app(qa: QA, feedback: FeedbackLog, model_name: str):
             yield only_status(f"The question is {len(question)} characters long; the limit is "
                               f"{settings.max_question_chars}. Shorten it and ask again.")
             return
-        text, probabilities = "", []
+        text, asking = "", None
         try:
             asked = qa.question(question, MODES.get(mode or default_mode), options)
-            for text, probabilities in qa.stream(asked, answer_only):
+            asking = qa.ask(asked, answer_only)
+            for text, _ in asking.stream():
                 shown, reasoning, _ = split_stream(text)
                 shown = readable(shown)          # empty until the calculator has written the value
                 yield (f"## {shown}" if shown else "", computations(text), readable(reasoning), "", "",
@@ -341,7 +343,7 @@ def build_app(qa: QA, feedback: FeedbackLog, model_name: str):
                      readable(reasoning) or ("" if answer_only else "(the model gave no reasoning)"))
             answered = (asked.question, model_answer or "", asked.answer_type, asked.options or [])
             yield *final, "*measuring confidence...*", "", answered
-            confidence = qa.confidence(asked, model_answer, probabilities)
+            confidence = asking.confidence(model_answer)
             yield *final, confidence_markdown(confidence, settings.supervisor_below), "", answered
         except UserError as exc:
             yield only_status(f"Could not answer: {exc}")
@@ -349,6 +351,9 @@ def build_app(qa: QA, feedback: FeedbackLog, model_name: str):
             traceback.print_exc(file=sys.stderr)
             yield only_status(f"The model failed while answering ({type(exc).__name__}: {exc}). Try again; if it "
                               f"keeps failing, tell whoever runs this app (the console has details).")
+        finally:   # a user who closed the page: their rows leave the batch
+            if asking is not None:
+                asking.cancel()
 
     def only_status(status: str) -> tuple:
         return "", "", "", "", status, NOT_ANSWERED
@@ -406,48 +411,3 @@ def build_app(qa: QA, feedback: FeedbackLog, model_name: str):
                          api_visibility="private")
         gr.api(give_feedback, api_name="feedback")
     return app, theme
-
-
-def parse_auth(auth: str | None, auth_file: str | None) -> list[tuple[str, str]] | None:
-    """USER:PASSWORD, or a file of such lines."""
-    lines = [auth] if auth else []
-    if auth_file:
-        path = Path(auth_file)
-        if not path.is_file():
-            raise UserError(f"{auth_file}: no such auth file (one USER:PASSWORD per line)")
-        lines += [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    pairs = []
-    for number, line in enumerate(lines, 1):
-        user, sep, password = line.partition(":")
-        if not sep or not user or not password:
-            raise UserError(f"auth entry {number} must be USER:PASSWORD, both non-empty")
-        pairs.append((user, password))
-    return pairs or None
-
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def serve(model: str, settings: ServeConfig, auth: list[tuple[str, str]] | None = None,
-          calibration_file: str | None = None, allow_network: bool = False, load=load_generator) -> None:
-    """`load`: how the model spec becomes a generator (load_generator's signature; tests pass stand-ins)."""
-    from edgedistill.calibration import calibration_path_for, load_calibration
-    if settings.host not in LOOPBACK and not auth:
-        raise UserError(f"--host {settings.host} opens the app to the network: give --auth USER:PASSWORD (or "
-                        f"--auth-file) so only your people can use it")
-    # pre-flight: what would otherwise fail only once the model has loaded (minutes on a CPU)
-    check_port_free(settings.host, settings.port)
-    feedback = FeedbackLog(settings.feedback, model, settings.answer_type, settings.max_question_chars)
-    found = Path(calibration_file) if calibration_file else calibration_path_for(model)
-    calibration = load_calibration(found) if calibration_file or found.is_file() else None
-    generator = load(model, allow_network, threads=settings.threads or None)
-    qa = QA(generator, settings, calibration)
-    app, theme = build_app(qa, feedback, model)
-    how = (f"calibrated by {found} (k={calibration.k})" if calibration
-           else f"uncalibrated ({found} not found): raw agreement of {qa.samples} samples")
-    print(f"edgedistill: serving {model} ({generator.backend}) on http://{settings.host}:{settings.port}; "
-          f"confidence {how}; feedback to {feedback.path}  (Ctrl+C stops)", flush=True)
-    app.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
-    app.launch(server_name=settings.host, server_port=settings.port, share=False, inbrowser=False,
-               show_error=True, auth=auth, theme=theme, ssr_mode=False, enable_monitoring=False,
-               footer_links=["api"], quiet=True)

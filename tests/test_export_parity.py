@@ -107,6 +107,10 @@ def test_modelfile_and_server_command_carry_template_and_stop_token(exported, sm
     assert f'PARAMETER stop "{smollm_tokenizer.eos_token}"' in modelfile
     server = (out / "student-Q8_0.server.sh").read_text()
     assert "--jinja" in server and "--host 127.0.0.1" in server and os.access(out / "student-Q8_0.server.sh", os.X_OK)
+    # the truth about the calculator at the top of each; the script prefers edgedistill's server, which has it
+    assert modelfile.startswith("# --- edgedistill: the calculator ---\n# Ollama runs this model WITHOUT its calculator")
+    assert server.startswith("#!/bin/sh\n# --- edgedistill: the calculator ---")
+    assert server.index("exec edgedistill serve --model student-Q8_0.gguf") < server.index("exec llama-server")
 
 
 def test_an_artifact_that_is_not_its_source_fails_the_gate(tmp_path, tiny_model_dir, smollm_tokenizer):

@@ -10,8 +10,9 @@ from edgedistill.calibration import fit_calibration
 from edgedistill.config import ServeConfig
 from edgedistill.generation import Token
 from edgedistill.records import load_questions
-from edgedistill.serve.app import QA, FeedbackLog, band, build_app, computations, confidence_markdown, parse_auth, readable, \
-    serve, split_stream
+from edgedistill.serve.app import QA, FeedbackLog, band, build_app, computations, confidence_markdown, readable, \
+    split_stream
+from edgedistill.serve.server import parse_auth, serve
 from edgedistill.serve.process import free_port
 
 GREEDY = "Answer: <<48*7.5=360>>\nReason: 48 an hour for 7.5 hours: <<48*7.5=360>> housings."
@@ -38,13 +39,13 @@ def scripted_stream(generator, messages, sampling):
 
 @pytest.fixture
 def qa(monkeypatch):
-    monkeypatch.setattr("edgedistill.serve.app.stream_completion", scripted_stream)
+    monkeypatch.setattr("edgedistill.generation.scheduler.stream_completion", scripted_stream)
     return lambda sampled, calibration=None: QA(ScriptedGenerator(sampled), ServeConfig(samples=len(sampled)),
                                                 calibration)
 
 
 def test_stream_shows_the_answer_first_then_the_reasoning(qa):
-    steps = [text for text, _ in qa(["360"]).stream("How many?", answer_only=False)]
+    steps = [text for text, _ in qa(["360"]).ask("How many?", answer_only=False).stream()]
     shown = [split_stream(t) for t in steps]
     first_reasoning = next(i for i, (_, reasoning, _) in enumerate(shown) if reasoning)
     assert all(done for _, _, done in shown[first_reasoning:])        # the reasoning only after the Answer line
@@ -55,11 +56,12 @@ def test_stream_shows_the_answer_first_then_the_reasoning(qa):
 
 
 class CharModel:
-    """A character-level model with the single-row decode the app streams from: it always writes GREEDY in full
-    and stops only when a decoding rule (the calculator, the end of the Answer line) makes it."""
+    """A character-level model with the single-row decode the app streams from: it always writes `script` (GREEDY)
+    in full and stops only when a decoding rule (the calculator, the end of the Answer line) makes it."""
     backend, eos = "scripted", {0}
 
-    def __init__(self):
+    def __init__(self, script: str = GREEDY):
+        self.script = script
         self.fed = []                                               # every token the app ran through the model
 
     def prompt_ids(self, messages):
@@ -76,8 +78,8 @@ class CharModel:
 
         def logits():
             written = len(self.fed)
-            return torch.nn.functional.one_hot(torch.tensor([ord(GREEDY[written]) if written < len(GREEDY) else 0]),
-                                               256).float()
+            return torch.nn.functional.one_hot(torch.tensor([ord(self.script[written])
+                                                             if written < len(self.script) else 0]), 256).float()
 
         def feed(token):
             self.fed.append(token)
@@ -89,15 +91,16 @@ def test_answer_only_stops_decoding_at_the_answer_line():
     """Through the real decoding loop, not a stand-in: the same model writes the reasoning unless answer-only."""
     model = CharModel()
     qa = QA(model, ServeConfig(samples=0))
-    full = [text for text, _ in qa.stream("How many?", answer_only=False)]
+    full = [text for text, _ in qa.ask("How many?", answer_only=False).stream()]
     assert full[-1] == GREEDY and split_stream(full[-1])[1] == "48 an hour for 7.5 hours: <<48*7.5=360>> housings."
-    only = [text for text, _ in qa.stream("How many?", answer_only=True)]
+    only = [text for text, _ in qa.ask("How many?", answer_only=True).stream()]
     assert only[-1] == "Answer: <<48*7.5=360>>\n" and split_stream(only[-1])[1] == ""     # no reasoning shown
     assert model.decode(model.fed) == "Answer: <<48*7.5=360>>"      # nor decoded: nothing run after the newline
 
 
 def test_confidence_is_agreement_mapped_through_the_calibration(qa):
-    reply = qa(["48*7.5", "48*7.5", "360", "48*8", "x"]).confidence("How many?", "360", [0.9, 0.8])
+    model = qa(["48*7.5", "48*7.5", "360", "48*8", "x"])
+    reply = model.confidence(model.question("How many?"), "360", [0.9, 0.8], model.ask("How many?", True).reply.texts()[1:])
     assert (reply.agreeing, reply.samples, reply.probability) == (3, 5, 0.6)    # uncalibrated: raw agreement
     assert reply.token_probability == pytest.approx((0.9 * 0.8) ** 0.5)
     assert reply.others == ["384 (1)", "no answer (1)"]
@@ -106,7 +109,7 @@ def test_confidence_is_agreement_mapped_through_the_calibration(qa):
     # calibrated: on 20 held-out questions, 3 of 5 agreeing was right 2 times in 10 -> (2 + 1) / (10 + 2)
     calibration = fit_calibration([3] * 10 + [5] * 10, [True] * 2 + [False] * 8 + [True] * 10, k=5,
                                   temperature=0.7, data="heldout.jsonl")
-    reply = qa(["48*7.5", "48*7.5", "360", "48*8", "x"], calibration).confidence("How many?", "360", [])
+    reply = qa(["48*7.5", "48*7.5", "360", "48*8", "x"], calibration).ask("How many?", True).confidence("360")
     assert reply.probability == pytest.approx(0.25, abs=1e-3)
     text = confidence_markdown(reply, supervisor_below=0.6)
     assert "25%" in text and "Calibrated on 20 questions of `heldout.jsonl`" in text and "supervisor" in text

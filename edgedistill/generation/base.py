@@ -11,7 +11,10 @@ trained on exactly the token sequence it produces at inference.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    import torch
 
 from edgedistill.calculator import ANNOTATION, fill_for
 from edgedistill.generation.sampling import ANSWER_LINE_DONE, Sampling
@@ -44,6 +47,26 @@ class Row:
         if self.sampling.stop_after_answer and not self.queue and ANSWER_LINE_DONE.search(self.text):
             return None
         return token
+
+
+@dataclass
+class LiveRow:
+    """A row with what its caller wants told: each token it writes (`on_token(row, probability)`, the model's
+    probability of the token at temperature 1, None for a calculator fill) and its end (`on_done(row)`)."""
+    row: Row
+    on_done: Callable[[Row], None]
+    on_token: Callable[[Row, float | None], None] | None = None
+    generator: torch.Generator | None = None    # its own random stream (the app's rows), when `choose` uses one
+    position: int = 0                           # next KV position of its slot
+
+
+@dataclass
+class Prompt:
+    """A prompt's tokens and the rows that continue it: decoded once, copied into every row's slot."""
+    ids: list[int]
+    rows: list[LiveRow]
+    cancelled: bool = False      # its rows are dropped at the next step (a user who left)
+    fail: Callable[[Exception], None] = lambda exc: None   # told when the decode it is in fails
 
 
 MIN_SHARED_PREFIX = 16   # tokens; below this a shared prefill saves less than the cache copies cost

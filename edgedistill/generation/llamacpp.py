@@ -15,15 +15,18 @@ The prompt is rendered with the chat template stored in the GGUF, exactly as tra
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
+from collections import deque
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from edgedistill import UserError
-from edgedistill.generation.base import MIN_SHARED_PREFIX, Row, shared_prefix
+from edgedistill.generation.base import MIN_SHARED_PREFIX, LiveRow, Prompt, Row, shared_prefix
 from edgedistill.generation.decoding import choose_tokens
 from edgedistill.generation.sampling import Sampling
 from edgedistill.generation.templates import llama_chat_renderer
@@ -36,13 +39,6 @@ def rows_this_call(suffix_tokens: int) -> int:
     """How many rows a new prompt adds to the shared decode: a long prompt's head goes through on its own first,
     so it adds only its last token."""
     return 1 if suffix_tokens > BATCH_TOKENS // 2 else suffix_tokens
-
-
-@dataclass
-class _Slot:
-    index: int      # which conversation this slot is answering
-    position: int   # next KV position of its sequence
-    row: Row
 
 
 class LlamaCppGenerator:
@@ -96,9 +92,7 @@ class LlamaCppGenerator:
     def single_row(self, ids: list[int], max_new_tokens: int = 0):
         """(the prompt's next-token logits [1, vocab], feed(token) -> the next logits) on sequence 0 of our context:
         the decode the app streams, and the export stage's speed probe times."""
-        if len(ids) + max_new_tokens > self.context_per_row:
-            raise UserError(f"the prompt has {len(ids)} tokens; with {max_new_tokens} new tokens it exceeds the "
-                            f"{self.context_per_row}-token context: ask a shorter question")
+        self.check_fits(ids, max_new_tokens)
         ctx = self._context(1)
         self._lib.llama_memory_clear(self._lib.llama_get_memory(ctx), True)
         self._decode(ctx, [(token, i, 0, i == len(ids) - 1) for i, token in enumerate(ids)])
@@ -137,71 +131,38 @@ class LlamaCppGenerator:
 
     def _generate_tokens(self, prompts: list[list[int]], sampling: Sampling, batch_size: int,
                          progress: str | None) -> list[str]:
-        lib = self._lib
         if not prompts:
             return []
-        too_long = [i for i, p in enumerate(prompts) if len(p) + sampling.max_new_tokens > self.context_per_row]
-        if too_long:
-            raise UserError(f"prompt {too_long[0]} has {len(prompts[too_long[0]])} tokens; with "
-                            f"{sampling.max_new_tokens} new tokens it exceeds the {self.context_per_row}-token "
-                            f"context per row")
-        n_slots = max(1, min(batch_size, MAX_SLOTS, len(prompts)))
-        ctx = self._context(n_slots)
-        memory = lib.llama_get_memory(ctx)
-        lib.llama_memory_clear(memory, True)
-        prefix_seq = self._context_slots                # the context's last sequence holds the prefix
-        prefix = shared_prefix(prompts) if len(prompts) > 1 else []
-        if len(prefix) < MIN_SHARED_PREFIX:
-            prefix = []
-        if prefix:
-            self._decode(ctx, [(tok, pos, prefix_seq, False) for pos, tok in enumerate(prefix)])
-
+        for i, prompt in enumerate(prompts):
+            self.check_fits(prompt, sampling.max_new_tokens, f"prompt {i}")
         generator = torch.Generator().manual_seed(sampling.seed)
+        engine = SlotEngine(self, slots=max(1, min(batch_size, MAX_SLOTS, len(prompts))),
+                            choose=lambda logits, rows: choose_tokens(logits, sampling, generator),
+                            prefix=shared_prefix(prompts) if len(prompts) > 1 else [])
         outputs = [""] * len(prompts)
-        waiting = list(range(len(prompts)))[::-1]       # pop() takes the next prompt in order
-        slots: dict[int, _Slot] = {}
-        pending: list[tuple[int, int]] = []             # (slot, token) to feed in the next decode
         bar = tqdm(total=len(prompts), desc=progress, disable=progress is None, unit="q")
-        while waiting or pending:
-            entries, readers = [], []                   # batch rows; slots reading logits, with their row index
-            for seq, token in pending:
-                slot = slots[seq]
-                readers.append((seq, len(entries)))
-                entries.append((token, slot.position, seq, True))
-                slot.position += 1
-            pending = []
-            for seq in range(n_slots):                  # free slots take new prompts
-                if seq in slots or not waiting:
-                    continue
-                suffix = prompts[waiting[-1]][len(prefix):]
-                if len(entries) + rows_this_call(len(suffix)) > BATCH_TOKENS:
-                    break                               # room next round: every reader must be in one decode
-                conversation = waiting.pop()
-                lib.llama_memory_seq_rm(memory, seq, -1, -1)
-                if prefix:
-                    lib.llama_memory_seq_cp(memory, prefix_seq, seq, -1, -1)
-                slots[seq] = _Slot(conversation, len(prefix) + len(suffix),
-                                   Row(sampling, self.decode, self.encode, self.eos))
-                prompt_rows = [(tok, len(prefix) + i, seq, i == len(suffix) - 1) for i, tok in enumerate(suffix)]
-                if rows_this_call(len(suffix)) < len(suffix):   # a long prompt: its head goes through now, alone
-                    self._decode(ctx, prompt_rows[:-1])
-                    prompt_rows = prompt_rows[-1:]
-                entries += prompt_rows
-                readers.append((seq, len(entries) - 1))
-            self._decode(ctx, entries)
-            chosen = choose_tokens(self._logits(ctx, [index for _, index in readers]), sampling, generator)
-            for (seq, _), choice in zip(readers, chosen):
-                slot = slots[seq]
-                token = slot.row.step(choice)
-                if token is None:
-                    outputs[slot.index] = slot.row.text.strip()
-                    self.generated_tokens += len(slot.row.tokens)
-                    del slots[seq]
-                    bar.update(1)
-                else:
-                    pending.append((seq, token))
+
+        def finished(index: int, row: Row) -> None:
+            outputs[index] = row.text.strip()
+            self.generated_tokens += len(row.tokens)
+            bar.update(1)
+        waiting = deque(Prompt(prompt, [LiveRow(Row(sampling, self.decode, self.encode, self.eos),
+                                                on_done=functools.partial(finished, i))])
+                        for i, prompt in enumerate(prompts))
+        while waiting or engine.busy():
+            engine.step(waiting)
         bar.close()
         return outputs
+
+    def slot_engine(self, slots: int, choose: Callable[[torch.Tensor, list[LiveRow]], list[int]],
+                    prefix: list[int] = ()) -> "SlotEngine":
+        """The decode loop's engine on this model's context, for a scheduler that feeds it prompts as they come."""
+        return SlotEngine(self, slots, choose, prefix)
+
+    def check_fits(self, prompt: list[int], max_new_tokens: int, what: str = "the prompt") -> None:
+        if len(prompt) + max_new_tokens > self.context_per_row:
+            raise UserError(f"{what} has {len(prompt)} tokens; with {max_new_tokens} new tokens it exceeds the "
+                            f"{self.context_per_row}-token context per row: ask a shorter question")
 
     def _decode(self, ctx, entries: list[tuple[int, int, int, bool]]) -> None:
         """Run (token, position, sequence, wants_logits) rows through the model, in chunks of BATCH_TOKENS.
@@ -239,3 +200,100 @@ class LlamaCppGenerator:
             self.close()
         except Exception:   # interpreter shutdown: the library may be gone already
             pass
+
+
+class SlotEngine:
+    """One llama.cpp context whose sequences ("slots") each hold a row being decoded. Each `step` is one
+    llama_decode: every busy row advances by one token, and the prompts waiting at the head of the queue that fit
+    are prefilled in the same call (continuous batching: a finished row's slot is taken at once). A prompt is
+    decoded into its first row's slot and copied into the others (`llama_memory_seq_cp` shares the cells), so a
+    question's greedy row and its confidence samples cost one prefill. `prefix`: tokens every prompt starting
+    with them shares (a system turn, worked examples), decoded once into a sequence of its own."""
+
+    def __init__(self, model: "LlamaCppGenerator", slots: int,
+                 choose: Callable[[torch.Tensor, list[LiveRow]], list[int]], prefix: list[int] = ()):
+        self.model, self.lib, self.slots, self.choose = model, model._lib, slots, choose
+        self.ctx = model._context(slots)
+        self.memory = self.lib.llama_get_memory(self.ctx)
+        self.lib.llama_memory_clear(self.memory, True)
+        self.prefix_seq = model._context_slots             # the context's last sequence holds the prefix
+        self.prefix = list(prefix) if len(prefix) >= MIN_SHARED_PREFIX else []
+        if self.prefix:
+            model._decode(self.ctx, [(tok, pos, self.prefix_seq, False) for pos, tok in enumerate(self.prefix)])
+        self.live: dict[int, tuple[Prompt, LiveRow]] = {}  # slot -> its row
+        self.pending: list[tuple[int, int]] = []           # (slot, token) to feed in the next decode
+
+    def busy(self) -> bool:
+        return bool(self.live)
+
+    def free_slots(self) -> list[int]:
+        return [slot for slot in range(self.slots) if slot not in self.live]
+
+    def step(self, waiting: deque) -> int:
+        """One decode: the busy rows' last tokens, then prompts popped from the left of `waiting` while they fit.
+        Returns how many rows it advanced."""
+        entries, readers = [], []          # batch rows; (slot, batch row whose logits it reads)
+        for slot, token in self.pending:
+            if self.live[slot][0].cancelled:
+                del self.live[slot]
+                continue
+            readers.append((slot, len(entries)))
+            entries.append((token, self.live[slot][1].position, slot, True))
+            self.live[slot][1].position += 1
+        self.pending, copies = [], []
+        while waiting and (placed := self._place(waiting[0], entries, readers)):
+            waiting.popleft()
+            copies.append(placed)
+        if not entries:
+            return 0
+        self.model._decode(self.ctx, entries)
+        for first, others in copies:       # the prompt is in its first slot now: share it with the rest
+            for slot in others:
+                self.lib.llama_memory_seq_cp(self.memory, first, slot, -1, -1)
+        logits = self.model._logits(self.ctx, [index for _, index in readers])
+        chosen = self.choose(logits, [self.live[slot][1] for slot, _ in readers])
+        for (slot, _), choice, row_logits in zip(readers, chosen, logits):
+            self._advance(slot, choice, row_logits)
+        return len(readers)
+
+    def _place(self, prompt: Prompt, entries: list, readers: list) -> tuple[int, list[int]] | None:
+        """Admit `prompt` into this step if its rows have slots and its tokens room; (first slot, other slots)."""
+        free = self.free_slots()
+        if prompt.cancelled:
+            return -1, []
+        uses_prefix = len(prompt.ids) > len(self.prefix) > 0 and prompt.ids[:len(self.prefix)] == self.prefix
+        start = len(self.prefix) if uses_prefix else 0
+        suffix = prompt.ids[start:]
+        if len(prompt.rows) > len(free) or len(entries) + rows_this_call(len(suffix)) > BATCH_TOKENS:
+            return None
+        first, *others = free[:len(prompt.rows)]
+        for slot in (first, *others):
+            self.lib.llama_memory_seq_rm(self.memory, slot, -1, -1)
+        if uses_prefix:
+            self.lib.llama_memory_seq_cp(self.memory, self.prefix_seq, first, -1, -1)
+        prompt_rows = [(tok, start + i, first, i == len(suffix) - 1) for i, tok in enumerate(suffix)]
+        if rows_this_call(len(suffix)) < len(suffix):      # a long prompt: its head goes through now, alone
+            self.model._decode(self.ctx, prompt_rows[:-1])
+            prompt_rows = prompt_rows[-1:]
+        entries += prompt_rows
+        for slot, live in zip((first, *others), prompt.rows):
+            live.position = len(prompt.ids)
+            self.live[slot] = (prompt, live)
+            readers.append((slot, len(entries) - 1))
+        return first, others
+
+    def _advance(self, slot: int, choice: int, logits: torch.Tensor) -> None:
+        prompt, live = self.live[slot]
+        if prompt.cancelled:
+            del self.live[slot]
+            return
+        forced, before = bool(live.row.queue), len(live.row.tokens)
+        token = live.row.step(choice)
+        if live.on_token and len(live.row.tokens) > before:
+            chosen = live.row.tokens[-1]
+            live.on_token(live.row, None if forced else float(torch.softmax(logits.float(), -1)[chosen]))
+        if token is None:
+            del self.live[slot]
+            live.on_done(live.row)
+        else:
+            self.pending.append((slot, token))

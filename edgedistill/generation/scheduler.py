@@ -1,0 +1,184 @@
+"""Many users' questions decoded together: the scheduler under the app and its OpenAI-compatible endpoint.
+
+    scheduler = scheduler_for(generator)              # continuous batching on llama.cpp, one question at a time else
+    reply = scheduler.submit(messages, [greedy, *samples])
+    for token in reply.stream(): ...                  # the first row (the answer the user reads), token by token
+    texts = reply.texts()                             # every row's completion, once all have ended
+    reply.cancel()                                    # the user left: the rows stop at the next step
+
+On llama.cpp (`ContinuousScheduler`) one thread owns the model and runs `SlotEngine.step` in a loop: every step
+advances each busy row by one token and prefills the questions that arrived since, so a question joins the running
+batch at once and leaves it when done. A question's rows (its greedy answer and its confidence samples) share one
+prefill. On CPUs decoding is compute-bound, so the gain is the work saved as much as the batching: the samples
+stop at the end of their answer line and each prompt is prefilled once.
+
+Greedy text: a question alone with no samples streams exactly what the single-row decode writes. Rows that share
+a decode with others get llama.cpp's batched matmuls, which round differently in the last bits, so a near-tie in
+the reasoning can go the other way (the eval stage's batches have always done this); the answer lines of the
+shop-floor questions measured were unchanged. The system turn every question shares is not decoded once for all:
+a prompt prefilled in two pieces rounds differently too, and the saving is small beside the decode.
+
+Backends without slots (transformers, ONNX, a server) get `SerialScheduler`: one question at a time under a lock,
+its greedy row streamed, then its samples in one batched call, as the app did before batching.
+"""
+from __future__ import annotations
+
+import atexit
+import queue
+import threading
+import traceback
+from collections import deque
+from typing import Callable, Iterator, Protocol, runtime_checkable
+
+import torch
+
+from edgedistill import UserError
+from edgedistill.generation.base import LiveRow, Prompt, Row
+from edgedistill.generation.decoding import choose_tokens, stream_completion
+from edgedistill.generation.sampling import Sampling, Token
+
+SERVE_SLOTS = 32   # rows decoded at once: a question takes 1 + samples of them, its samples only for ~15 tokens
+_ENDED = None      # a row's last event
+
+
+@runtime_checkable
+class SlotDecoder(Protocol):
+    """A backend that decodes rows in slots of one context (llama.cpp): what continuous batching needs."""
+
+    def prompt_ids(self, messages: list[dict]) -> list[int]: ...
+    def check_fits(self, prompt: list[int], max_new_tokens: int, what: str = ...) -> None: ...
+    def slot_engine(self, slots: int, choose: Callable, prefix: list[int] = ...): ...
+
+
+class Reply:
+    """One question's rows as they decode: `events()` blocks for the next (row index, Token | None at its end)."""
+
+    def __init__(self, rows: int, events: Callable[[], tuple[int, Token | None]], cancel: Callable[[], None]):
+        self.rows, self._next, self._cancel = rows, events, cancel
+        self._texts: list[str] = [""] * rows
+        self._ended: set[int] = set()
+
+    def _pump(self) -> tuple[int, Token | None]:
+        row, token = self._next()
+        if token is _ENDED:
+            self._ended.add(row)
+        else:
+            self._texts[row] = token.text
+        return row, token
+
+    def stream(self) -> Iterator[Token]:
+        """Row 0, token by token (other rows' events are kept for `texts`)."""
+        while 0 not in self._ended:
+            row, token = self._pump()
+            if row == 0 and token is not _ENDED:
+                yield token
+
+    def texts(self) -> list[str]:
+        """Every row's completion, stripped, once all have ended."""
+        while len(self._ended) < self.rows:
+            self._pump()
+        return [text.strip() for text in self._texts]
+
+    def cancel(self) -> None:
+        self._cancel()
+
+
+class SerialScheduler:
+    """One question at a time: its greedy row streamed (a single-row decode where the backend has one), then its
+    samples in one batched call with the first sample's settings."""
+
+    def __init__(self, generator):
+        self.generator = generator
+        self.lock = threading.Lock()
+
+    def submit(self, messages: list[dict], samplings: list[Sampling]) -> Reply:
+        events = self._events(messages, samplings)
+        return Reply(len(samplings), lambda: next(events), events.close)
+
+    def _events(self, messages, samplings):
+        with self.lock:
+            for token in stream_completion(self.generator, messages, samplings[0]):
+                yield 0, token
+            yield 0, _ENDED
+            if len(samplings) > 1:
+                texts = self.generator.generate([messages] * (len(samplings) - 1), samplings[1],
+                                                batch_size=len(samplings) - 1)
+                for row, text in enumerate(texts, 1):
+                    yield row, Token(text, None)
+                    yield row, _ENDED
+
+
+class ContinuousScheduler:
+    """Continuous batching on a slot decoder: requests queue here, one thread runs the decode loop."""
+
+    def __init__(self, generator: SlotDecoder, slots: int = SERVE_SLOTS):
+        self.generator, self.slots = generator, slots
+        self.waiting: deque[Prompt] = deque()
+        self.wake = threading.Condition()
+        self.stopping = False
+        self.steps = self.rows_decoded = 0    # decodes run, and rows they advanced: rows per step is the batching
+        self.thread = threading.Thread(target=self._loop, name="edgedistill-decoder", daemon=True)
+        self.thread.start()
+        atexit.register(self.close)   # a decode still running while the interpreter frees llama.cpp aborts it
+
+    def close(self) -> None:
+        """Stop the decode loop after its current step; questions still waiting are not answered."""
+        with self.wake:
+            self.stopping = True
+            self.wake.notify()
+        self.thread.join(timeout=60)
+
+    def submit(self, messages: list[dict], samplings: list[Sampling]) -> Reply:
+        if len(samplings) > self.slots:
+            raise UserError(f"{len(samplings)} rows for one question; this app decodes {self.slots} at once: "
+                            f"ask for fewer samples")
+        ids = self.generator.prompt_ids(messages)
+        for sampling in samplings:
+            self.generator.check_fits(ids, sampling.max_new_tokens)
+        events: queue.Queue = queue.Queue()
+
+        def row(index: int, sampling: Sampling) -> LiveRow:
+            return LiveRow(Row(sampling, self.generator.decode, self.generator.encode, self.generator.eos),
+                           on_done=lambda r: events.put((index, _ENDED)),
+                           on_token=lambda r, p: events.put((index, Token(r.text, p))),
+                           generator=torch.Generator().manual_seed(sampling.seed))
+        prompt = Prompt(ids, [row(i, s) for i, s in enumerate(samplings)], fail=lambda exc: events.put((-1, exc)))
+        with self.wake:
+            self.waiting.append(prompt)
+            self.wake.notify()
+
+        def next_event():
+            index, item = events.get()
+            if index < 0:
+                raise UserError(f"the model failed while answering ({type(item).__name__}: {item})")
+            return index, item
+        return Reply(len(samplings), next_event, lambda: setattr(prompt, "cancelled", True))
+
+    def _loop(self) -> None:
+        engine = self.generator.slot_engine(self.slots, choose_each_row)
+        while True:
+            with self.wake:
+                while not self.waiting and not engine.busy() and not self.stopping:
+                    self.wake.wait()
+                if self.stopping:
+                    return
+            try:
+                self.rows_decoded += engine.step(self.waiting)
+                self.steps += 1
+            except Exception as exc:   # noqa: BLE001  every request in flight hears of it; the loop goes on
+                traceback.print_exc()
+                for prompt in {id(p): p for p, _ in engine.live.values()}.values():
+                    prompt.fail(exc)
+                engine = self.generator.slot_engine(self.slots, choose_each_row)
+
+
+def choose_each_row(logits: torch.Tensor, rows: list[LiveRow]) -> list[int]:
+    """Each row by its own sampling and random stream: a greedy answer and its samples decode side by side."""
+    return [choose_tokens(logits[i:i + 1], live.row.sampling, live.generator)[0] for i, live in enumerate(rows)]
+
+
+def scheduler_for(generator, slots: int = SERVE_SLOTS) -> SerialScheduler | ContinuousScheduler:
+    """Continuous batching where the backend decodes in slots, one question at a time elsewhere."""
+    if isinstance(generator, SlotDecoder):
+        return ContinuousScheduler(generator, slots=slots)
+    return SerialScheduler(generator)

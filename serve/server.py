@@ -1,0 +1,89 @@
+"""`edgedistill serve`: the page (serve/app.py) and the OpenAI-compatible API (serve/api.py) in one process, on
+one port, over one model and one scheduler; checked before the model loads, bound to loopback unless told.
+
+Offline by default: 127.0.0.1, Gradio analytics off, system fonts (no web fonts, no CDN), no share link, no API docs
+page (FastAPI's fetches its files from a CDN).
+"""
+from __future__ import annotations
+
+import errno
+import socket
+from pathlib import Path
+
+from edgedistill import UserError
+from edgedistill.config import ServeConfig
+from edgedistill.generation import load_generator
+from edgedistill.serve.api import add_openai_routes
+from edgedistill.serve.app import QA, FeedbackLog, build_app
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Pre-flight: bind the port as gradio will (SO_REUSEADDR), so a port in use is reported before the model loads,
+    not as a traceback after."""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except (OSError, OverflowError) as exc:
+        hint = ("another program (an earlier `edgedistill serve`?) is listening there: stop it, or pass --port "
+                "with a free port" if getattr(exc, "errno", None) == errno.EADDRINUSE else "check --host and --port")
+        raise UserError(f"cannot listen on {host}:{port} ({getattr(exc, 'strerror', None) or exc}): {hint}") from None
+
+
+def parse_auth(auth: str | None, auth_file: str | None) -> list[tuple[str, str]] | None:
+    """USER:PASSWORD, or a file of such lines."""
+    lines = [auth] if auth else []
+    if auth_file:
+        path = Path(auth_file)
+        if not path.is_file():
+            raise UserError(f"{auth_file}: no such auth file (one USER:PASSWORD per line)")
+        lines += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    pairs = []
+    for number, line in enumerate(lines, 1):
+        user, sep, password = line.partition(":")
+        if not sep or not user or not password:
+            raise UserError(f"auth entry {number} must be USER:PASSWORD, both non-empty")
+        pairs.append((user, password))
+    return pairs or None
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def serve(model: str, settings: ServeConfig, auth: list[tuple[str, str]] | None = None,
+          calibration_file: str | None = None, allow_network: bool = False, load=load_generator) -> None:
+    """`load`: how the model spec becomes a generator (load_generator's signature; tests pass stand-ins)."""
+    from edgedistill.calibration import calibration_path_for, load_calibration
+    if settings.host not in LOOPBACK and not auth:
+        raise UserError(f"--host {settings.host} opens the app to the network: give --auth USER:PASSWORD (or "
+                        f"--auth-file) so only your people can use it")
+    # pre-flight: what would otherwise fail only once the model has loaded (minutes on a CPU)
+    check_port_free(settings.host, settings.port)
+    feedback = FeedbackLog(settings.feedback, model, settings.answer_type, settings.max_question_chars)
+    found = Path(calibration_file) if calibration_file else calibration_path_for(model)
+    calibration = load_calibration(found) if calibration_file or found.is_file() else None
+    generator = load(model, allow_network, threads=settings.threads or None)
+    qa = QA(generator, settings, calibration)
+    app, theme = build_app(qa, feedback, model)
+    how = (f"calibrated by {found} (k={calibration.k})" if calibration
+           else f"uncalibrated ({found} not found): raw agreement of {qa.samples} samples")
+    print(f"edgedistill: serving {model} ({generator.backend}) on http://{settings.host}:{settings.port}; "
+          f"confidence {how}; feedback to {feedback.path}  (Ctrl+C stops)", flush=True)
+    app.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
+    import gradio as gr
+    import uvicorn
+    from fastapi import FastAPI
+    api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)   # no Swagger page fetching its files from a CDN
+    add_openai_routes(api, qa, api_model_name(model), auth)
+    site = gr.mount_gradio_app(api, app, path="/", auth=auth, theme=theme, ssr_mode=False, enable_monitoring=False,
+                               footer_links=["api"], show_error=True, server_name=settings.host,
+                               server_port=settings.port)
+    print(f"OpenAI-compatible API: http://{settings.host}:{settings.port}/v1 (model {api_model_name(model)!r})",
+          flush=True)
+    uvicorn.run(site, host=settings.host, port=settings.port, log_level="warning")
+
+
+def api_model_name(model: str) -> str:
+    """The model's name in /v1/models: its file or folder name (what a client shows in its model list)."""
+    return Path(str(model).rstrip("/")).name or str(model)

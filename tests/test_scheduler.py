@@ -1,0 +1,123 @@
+"""The scheduler under the app: questions from many users decode together on llama.cpp (continuous batching,
+one prefill per question for its answer and its samples), a question alone streams exactly what the single-row
+decode writes, a user who leaves frees the batch, and a failed decode is told to the users in it."""
+import threading
+from collections import deque
+
+import pytest
+
+from edgedistill import UserError
+from edgedistill.formats import chat
+from edgedistill.generation import Sampling
+from edgedistill.generation.decoding import stream_completion
+from edgedistill.generation.scheduler import ContinuousScheduler, SerialScheduler, scheduler_for
+
+QUESTIONS = ["A pallet holds 24 boxes of 36 bolts. How many bolts are on 5 pallets?",
+             "Line 3 makes 48 housings an hour. How many housings in a 7.5-hour shift?",
+             "A pump moves 120 litres a minute. How many minutes to fill a 4200-litre tank?",
+             "Which sensor shows a bearing fault first?", "What is 6 times 7?", "Name a failure mode of a valve."]
+GREEDY = Sampling(max_new_tokens=40, stop_after_answer=False)
+SAMPLES = [Sampling(max_new_tokens=24, temperature=0.7, seed=1 + i) for i in range(4)]
+
+
+@pytest.fixture(scope="module")
+def gguf():
+    from edgedistill.models import resolve
+    return str(resolve("smollm2-135m-instruct").path)
+
+
+@pytest.fixture(scope="module")
+def scheduler(gguf):
+    from edgedistill.generation.llamacpp import LlamaCppGenerator
+    scheduler = scheduler_for(LlamaCppGenerator(gguf))
+    yield scheduler
+    scheduler.close()
+
+
+def test_llama_cpp_gets_continuous_batching_and_others_one_at_a_time(scheduler):
+    assert isinstance(scheduler, ContinuousScheduler)
+    assert isinstance(scheduler_for(object()), SerialScheduler)
+
+
+def test_a_question_alone_streams_what_the_single_row_decode_writes(scheduler, gguf):
+    from edgedistill.generation.llamacpp import LlamaCppGenerator
+    single = LlamaCppGenerator(gguf)     # a context of its own: the scheduler's belongs to its thread
+    for question in QUESTIONS[:3]:
+        alone = [t.text for t in stream_completion(single, chat(question), GREEDY)]
+        streamed = [t.text for t in scheduler.submit(chat(question), [GREEDY]).stream()]
+        assert streamed == alone
+
+
+def test_questions_from_many_users_decode_together(scheduler):
+    steps, rows = scheduler.steps, scheduler.rows_decoded
+    replies = {}
+
+    def user(i, question):
+        replies[i] = scheduler.submit(chat(question), [GREEDY, *SAMPLES]).texts()
+    threads = [threading.Thread(target=user, args=(i, q)) for i, q in enumerate(QUESTIONS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert sorted(replies) == list(range(len(QUESTIONS)))
+    assert all(len(texts) == 5 and all(texts) for texts in replies.values())
+    rows_per_step = (scheduler.rows_decoded - rows) / (scheduler.steps - steps)
+    assert rows_per_step > 4          # 6 questions x 5 rows: most decodes carried many rows at once
+
+
+def test_a_user_who_leaves_frees_the_batch(scheduler):
+    reply = scheduler.submit(chat(QUESTIONS[0]), [Sampling(max_new_tokens=300, stop_after_answer=False)])
+    stream = reply.stream()
+    next(stream), next(stream)
+    steps = scheduler.steps
+    reply.cancel()
+    after = scheduler.submit(chat(QUESTIONS[1]), [GREEDY]).texts()
+    assert after[0] and scheduler.steps - steps < 80      # the 300-token row did not run on
+
+
+class FailingOnce:
+    """A slot decoder whose first decode fails, then works: one row, three tokens."""
+    def __init__(self):
+        self.failed, self.eos = False, {0}
+
+    def prompt_ids(self, messages):
+        return [1]
+
+    def check_fits(self, prompt, max_new_tokens, what="the prompt"):
+        pass
+
+    def encode(self, text):
+        return [ord(c) for c in text]
+
+    def decode(self, ids):
+        return "".join(map(chr, ids))
+
+    def slot_engine(self, slots, choose, prefix=()):
+        decoder = self
+
+        class Engine:
+            live = {}
+
+            def busy(self):
+                return bool(self.live)
+
+            def step(self, waiting: deque):
+                prompt = waiting.popleft()
+                if not decoder.failed:
+                    decoder.failed = True
+                    self.live = {0: (prompt, prompt.rows[0])}
+                    raise RuntimeError("decode failed (code 1)")
+                for ch in "ok":
+                    prompt.rows[0].row.step(ord(ch))
+                    prompt.rows[0].on_token(prompt.rows[0].row, None)
+                prompt.rows[0].on_done(prompt.rows[0].row)
+                return 1
+        return Engine()
+
+
+def test_a_failed_decode_is_told_to_its_users_and_the_next_question_is_answered():
+    scheduler = ContinuousScheduler(FailingOnce())
+    with pytest.raises(UserError, match="decode failed"):
+        scheduler.submit([], [GREEDY]).texts()
+    assert scheduler.submit([], [GREEDY]).texts() == ["ok"]
+    scheduler.close()
