@@ -3,8 +3,9 @@ together, the figure batching across users rests on.
 
     .venv/bin/python benchmarks/batch_rows.py [--model runs/quickstart/export/student-Q4_K_M.gguf]   # about a minute
 
-Each pass decodes `rows` held-out shop-floor questions at once (the same continuous-batching loop the app's
-scheduler runs), greedy, with their reasoning (up to --tokens new tokens each), after one warm-up pass. Tokens per
+Each pass decodes the same 16 held-out shop-floor questions, `rows` at a time (the same continuous-batching loop the
+app's scheduler runs: a finished row's slot takes the next question), greedy, with their reasoning (up to --tokens
+new tokens each), after one warm-up pass. Tokens per
 second counts completion tokens over the wall clock of the pass, prefill included. The last line is
 `rows_1_tok_s=A rows_4_tok_s=B rows_16_tok_s=C speedup_16=C/A`.
 """
@@ -36,7 +37,7 @@ def main():
     rates = {}
     for rows in args.rows:
         before, started = generator.generated_tokens, time.perf_counter()
-        generator.generate(conversations[:rows], sampling, batch_size=rows)
+        generator.generate(conversations[:max(args.rows)], sampling, batch_size=rows)
         seconds = time.perf_counter() - started
         rates[rows] = (generator.generated_tokens - before) / seconds
         print(f"  {rows:>3} rows: {generator.generated_tokens - before:>5} tokens in {seconds:6.2f} s = "

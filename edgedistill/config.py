@@ -127,7 +127,8 @@ TOKENS = dict(low=1, high=1 << 20)
 class TrainSource(Section):
     """One source of training questions in a `data.train` list: `{source: shopfloor:evolved, weight: 1.0}`."""
     SECTION: ClassVar[str] = "data.train[]"
-    source: str = option(text=True, help="a shipped split (shopfloor:train, shopfloor:evolved, fmc:train, fsiq:train) or a JSONL/CSV path")
+    source: str = option(text=True, help="a shipped split (shopfloor:train, shopfloor:evolved, fmc:train, "
+                                         "fmc:evolved, fsiq:train) or a JSONL/CSV path, app feedback included")
     weight: float = option(1.0, low=0.0, high=100.0, help="loss weight of this source's training records")
     limit: int | None = option(None, **COUNT, help="first N questions of this source (null: data.train_limit, "
                                                    "else all)")

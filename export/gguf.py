@@ -215,7 +215,8 @@ def write_runners(gguf: Path) -> dict:
         "if command -v llama-server >/dev/null; then\n"
         f"  exec llama-server -m {gguf.name} --jinja -c 2048 -t 2 --temp 0 --host 127.0.0.1 --port 8080\n"
         "fi\n"
-        f"exec python -m llama_cpp.server --model {gguf.name} --n_ctx 2048 --n_threads 2 --host 127.0.0.1 --port 8080\n")
+        f"exec python -m llama_cpp.server --model {gguf.name} --n_ctx 2048 --n_threads 2 --host 127.0.0.1 "
+        "--port 8080\n")
     server.chmod(0o755)
     note_calculator(gguf)     # "not measured yet": the eval stage writes its figures there
     return {"modelfile": str(modelfile), "server": str(server), "stops": sorted(stops)}

@@ -306,6 +306,7 @@ def check_writable(path: Path) -> None:
                         f"in a folder this user can write") from None
 
 
+UPDATES_PER_S = 10
 NOT_ANSWERED = ("", "", "", [])   # the thumbs' (question, answer, answer type, options) before an answer is complete
 
 
@@ -332,11 +333,16 @@ def build_app(qa: QA, feedback: FeedbackLog, model_name: str):
         try:
             asked = qa.question(question, MODES.get(mode or default_mode), options)
             asking = qa.ask(asked, answer_only)
+            shown_before, last_update = "", 0.0
             for text, _ in asking.stream():
                 shown, reasoning, _ = split_stream(text)
                 shown = readable(shown)          # empty until the calculator has written the value
-                yield (f"## {shown}" if shown else "", computations(text), readable(reasoning), "", "",
-                       NOT_ANSWERED)
+                # at most UPDATES_PER_S page updates (each is a diff sent to the browser: with a shop of users
+                # their Python costs the decode), but the answer's first appearance at once
+                if time.monotonic() - last_update >= 1 / UPDATES_PER_S or (shown and not shown_before):
+                    last_update, shown_before = time.monotonic(), shown
+                    yield (f"## {shown}" if shown else "", computations(text), readable(reasoning), "", "",
+                           NOT_ANSWERED)
             shown, reasoning, _ = split_stream(text)
             model_answer = extract_answer(text, asked.answer_type)
             final = (f"## {chosen(asked, shown) or '(no answer)'}", computations(text),

@@ -88,3 +88,15 @@ def test_a_thumbs_up_trains_at_the_model_confirmed_weight(tmp_path):
     old = tmp_path / "old.jsonl"
     old.write_text(json.dumps({"question": "q", "answer": "5", "verdict": "up", "model_answer": "5"}) + "\n")
     assert load_questions(old)[0].checked_by == "model"
+
+
+def test_a_missing_or_bad_feedback_file_stops_the_run_before_any_stage(tmp_path, tiny_model_dir, capsys):
+    config = flywheel_config(tmp_path, tiny_model_dir)
+    assert main(["run", "--config", str(config), "--feedback", str(tmp_path / "nope.jsonl"),
+                 "--out", str(tmp_path / "run")]) == 2
+    assert "nope.jsonl: no such file" in capsys.readouterr().err
+    bad = tmp_path / "feedback.jsonl"
+    bad.write_text(json.dumps({"question": "q", "answer": "1", "checked_by": "boss"}) + "\n")
+    assert main(["run", "--config", str(config), "--feedback", str(bad), "--out", str(tmp_path / "run")]) == 2
+    assert "feedback.jsonl:1: checked_by must be one of" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "teacher").exists()

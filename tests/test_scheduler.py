@@ -75,6 +75,30 @@ def test_a_user_who_leaves_frees_the_batch(scheduler):
     assert after[0] and scheduler.steps - steps < 80      # the 300-token row did not run on
 
 
+def test_reasoning_rows_wait_every_other_step_while_an_answer_is_being_written(scheduler, gguf):
+    """answers_first: a row past its Answer line goes into every other decode while another row writes its own."""
+    from edgedistill.generation.base import LiveRow, Prompt, Row
+    from edgedistill.generation.llamacpp import LlamaCppGenerator
+    from edgedistill.generation.scheduler import choose_each_row
+    model = LlamaCppGenerator(gguf)
+    engine = model.slot_engine(4, choose_each_row, answers_first=True)
+    long = Sampling(max_new_tokens=200, stop_after_answer=False)
+
+    def row():
+        return LiveRow(Row(long, model.decode, model.encode, model.eos), on_done=lambda r: None)
+    reasoning, answering = row(), row()
+    waiting = deque([Prompt(model.prompt_ids(chat(QUESTIONS[0])), [reasoning])])
+    engine.step(waiting)
+    reasoning.row.answered = True           # as if its Answer line were written: the rest is reasoning
+    for _ in range(4):                      # alone, it goes on every step
+        engine.step(waiting)
+    assert len(reasoning.row.tokens) == 5
+    waiting.append(Prompt(model.prompt_ids(chat(QUESTIONS[1])), [answering]))
+    for _ in range(10):
+        engine.step(waiting)
+    assert len(answering.row.tokens) == 10 and len(reasoning.row.tokens) == 5 + 5
+
+
 class FailingOnce:
     """A slot decoder whose first decode fails, then works: one row, three tokens."""
     def __init__(self):
@@ -92,7 +116,7 @@ class FailingOnce:
     def decode(self, ids):
         return "".join(map(chr, ids))
 
-    def slot_engine(self, slots, choose, prefix=()):
+    def slot_engine(self, slots, choose, prefix=(), answers_first=False):
         decoder = self
 
         class Engine:

@@ -31,6 +31,7 @@ class Row:
     tokens: list[int] = field(default_factory=list)
     queue: list[int] = field(default_factory=list)    # calculator tokens still to force
     text: str = ""
+    answered: bool = False                            # its Answer: line is written (the rest is reasoning)
 
     def step(self, chosen: int) -> int | None:
         token = self.queue.pop(0) if self.queue else chosen
@@ -44,7 +45,9 @@ class Row:
                 self.queue = self.encode(fill)
         if len(self.tokens) >= self.sampling.max_new_tokens:
             return None
-        if self.sampling.stop_after_answer and not self.queue and ANSWER_LINE_DONE.search(self.text):
+        if not self.answered and not self.queue and ANSWER_LINE_DONE.search(self.text):
+            self.answered = True
+        if self.sampling.stop_after_answer and self.answered:
             return None
         return token
 

@@ -155,9 +155,9 @@ class LlamaCppGenerator:
         return outputs
 
     def slot_engine(self, slots: int, choose: Callable[[torch.Tensor, list[LiveRow]], list[int]],
-                    prefix: list[int] = ()) -> "SlotEngine":
+                    prefix: list[int] = (), answers_first: bool = False) -> "SlotEngine":
         """The decode loop's engine on this model's context, for a scheduler that feeds it prompts as they come."""
-        return SlotEngine(self, slots, choose, prefix)
+        return SlotEngine(self, slots, choose, prefix, answers_first)
 
     def check_fits(self, prompt: list[int], max_new_tokens: int, what: str = "the prompt") -> None:
         if len(prompt) + max_new_tokens > self.context_per_row:
@@ -208,11 +208,17 @@ class SlotEngine:
     are prefilled in the same call (continuous batching: a finished row's slot is taken at once). A prompt is
     decoded into its first row's slot and copied into the others (`llama_memory_seq_cp` shares the cells), so a
     question's greedy row and its confidence samples cost one prefill. `prefix`: tokens every prompt starting
-    with them shares (a system turn, worked examples), decoded once into a sequence of its own."""
+    with them shares (a system turn, worked examples), decoded once into a sequence of its own.
+
+    `answers_first` (the app): while some row is still writing its Answer: line, or a prompt waits, the rows past
+    theirs (writing reasoning) go into every other decode only. On a CPU a decode costs about its rows, so the
+    answers people wait for come sooner, and the reasoning, read after, a little later."""
 
     def __init__(self, model: "LlamaCppGenerator", slots: int,
-                 choose: Callable[[torch.Tensor, list[LiveRow]], list[int]], prefix: list[int] = ()):
+                 choose: Callable[[torch.Tensor, list[LiveRow]], list[int]], prefix: list[int] = (),
+                 answers_first: bool = False):
         self.model, self.lib, self.slots, self.choose = model, model._lib, slots, choose
+        self.answers_first, self.turn = answers_first, 0
         self.ctx = model._context(slots)
         self.memory = self.lib.llama_get_memory(self.ctx)
         self.lib.llama_memory_clear(self.memory, True)
@@ -232,15 +238,21 @@ class SlotEngine:
     def step(self, waiting: deque) -> int:
         """One decode: the busy rows' last tokens, then prompts popped from the left of `waiting` while they fit.
         Returns how many rows it advanced."""
-        entries, readers = [], []          # batch rows; (slot, batch row whose logits it reads)
+        entries, readers, later = [], [], []   # batch rows; (slot, batch row its logits are); rows left for later
+        self.turn += 1
+        reasoning_waits = self.answers_first and self.turn % 2 == 0 and (
+            bool(waiting) or any(not self.live[slot][1].row.answered for slot, _ in self.pending))
         for slot, token in self.pending:
             if self.live[slot][0].cancelled:
                 del self.live[slot]
                 continue
+            if reasoning_waits and self.live[slot][1].row.answered:
+                later.append((slot, token))
+                continue
             readers.append((slot, len(entries)))
             entries.append((token, self.live[slot][1].position, slot, True))
             self.live[slot][1].position += 1
-        self.pending, copies = [], []
+        self.pending, copies = later, []
         while waiting and (placed := self._place(waiting[0], entries, readers)):
             waiting.popleft()
             copies.append(placed)
