@@ -22,7 +22,7 @@ from pathlib import Path
 
 from edgedistill import UserError
 from edgedistill.rundir import file_sha256
-from edgedistill.runners import modelfile_path, note_calculator, server_script_path
+from edgedistill.runners import RUNNERS, calculator_note, modelfile_path, server_script_path, with_note
 
 LLAMA_CPP_VERSION = "0.3.36"
 
@@ -201,8 +201,9 @@ def write_runners(gguf: Path) -> dict:
     lines += [f'SYSTEM """{INSTRUCTION}"""', *[f'PARAMETER stop "{s}"' for s in sorted(stops)],
               "PARAMETER temperature 0", "PARAMETER num_ctx 2048"]
     modelfile, server = modelfile_path(gguf), server_script_path(gguf)
-    modelfile.write_text("\n".join(lines) + "\n")
-    server.write_text(
+    # each with its calculator note ("not measured yet": the eval stage writes its figures there)
+    modelfile.write_text(with_note("\n".join(lines) + "\n", calculator_note(RUNNERS[modelfile_path])))
+    server.write_text(with_note(
         "#!/bin/sh\n"
         f'cd "$(dirname "$0")"\n'
         "# With edgedistill installed: the Q&A page and an OpenAI-compatible API (/v1) on 127.0.0.1:8080, the\n"
@@ -216,7 +217,6 @@ def write_runners(gguf: Path) -> dict:
         f"  exec llama-server -m {gguf.name} --jinja -c 2048 -t 2 --temp 0 --host 127.0.0.1 --port 8080\n"
         "fi\n"
         f"exec python -m llama_cpp.server --model {gguf.name} --n_ctx 2048 --n_threads 2 --host 127.0.0.1 "
-        "--port 8080\n")
+        "--port 8080\n", calculator_note(RUNNERS[server_script_path])))
     server.chmod(0o755)
-    note_calculator(gguf)     # "not measured yet": the eval stage writes its figures there
     return {"modelfile": str(modelfile), "server": str(server), "stops": sorted(stops)}

@@ -30,10 +30,9 @@ from starlette.concurrency import run_in_threadpool
 
 from edgedistill import UserError
 from edgedistill.checkers import extract_answer
-from edgedistill.records import Question
-from edgedistill.serve.app import MODES, QA, Confidence, band, chosen, computations, readable, split_stream
+from edgedistill.records import ANSWER_TYPES, Question
+from edgedistill.serve.app import QA, Confidence, band, chosen, computations, readable, split_stream
 
-ANSWER_TYPES = sorted(set(MODES.values()) | {"number"})
 OPEN = "<"    # a trailing "<" may start a calculator annotation: held back until the next token says
 
 
@@ -122,9 +121,7 @@ class Completion:
             rest = shown_text(raw, final=True).rstrip()
             if rest.startswith(sent) and len(rest) > len(sent):
                 yield self._event(delta={"content": rest[len(sent):]})
-            confidence = asking.confidence(extract_answer(raw, self.q.answer_type))
-            yield self._event(delta={}, finish_reason="stop",
-                              edgedistill=summary(self.q, raw.strip(), confidence, self.qa.settings.supervisor_below))
+            yield self._event(delta={}, finish_reason="stop", edgedistill=self._summary(asking, raw))
             yield "data: [DONE]\n\n"
         except UserError as exc:
             yield f"data: {json.dumps(error_body(str(exc), 'server_error'))}\n\n"
@@ -141,12 +138,17 @@ class Completion:
             raw = ""
             for raw, _ in asking.stream():
                 pass
-            confidence = asking.confidence(extract_answer(raw, self.q.answer_type))
+            extra = self._summary(asking, raw)
         finally:
             asking.cancel()
         message = {"role": "assistant", "content": shown_text(raw, final=True).strip()}
         return self._frame("chat.completion", choices=[{"index": 0, "message": message, "finish_reason": "stop"}],
-                           edgedistill=summary(self.q, raw.strip(), confidence, self.qa.settings.supervisor_below))
+                           edgedistill=extra)
+
+    def _summary(self, asking, raw: str) -> dict:
+        """The `edgedistill` object of a finished answer: waits for its confidence samples."""
+        confidence = asking.confidence(extract_answer(raw, self.q.answer_type))
+        return summary(self.q, raw.strip(), confidence, self.qa.settings.supervisor_below)
 
 
 def error_body(message: str, kind: str = "invalid_request_error") -> dict:

@@ -36,6 +36,11 @@ def draw_tokens(logits: torch.Tensor, sampling: Sampling, uniform: torch.Tensor)
     return torch.searchsorted(cdf, uniform * cdf[:, -1:]).clamp(max=probs.shape[-1] - 1).squeeze(-1).tolist()
 
 
+def token_probability(logits: torch.Tensor, token: int) -> float:
+    """The model's probability of `token` at temperature 1, from one row's logits ([vocab])."""
+    return float(torch.softmax(logits.float(), -1)[token])
+
+
 def stream_row(first_logits: torch.Tensor, feed: Callable[[int], torch.Tensor], row: Row, sampling: Sampling,
                generator: torch.Generator | None = None) -> Iterator[Token]:
     """Decode one completion token by token: `first_logits` ([1, vocab]) are the prompt's, `feed(token)` runs one
@@ -47,7 +52,7 @@ def stream_row(first_logits: torch.Tensor, feed: Callable[[int], torch.Tensor], 
         token = row.step(choose_tokens(logits, sampling, generator)[0])
         if len(row.tokens) > before:
             chosen = row.tokens[-1]
-            probability = None if forced else float(torch.softmax(logits[0].float(), -1)[chosen])
+            probability = None if forced else token_probability(logits[0], chosen)
             yield Token(row.text, probability)
         if token is None:
             return

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from edgedistill import UserError
 from edgedistill.generation.base import MIN_SHARED_PREFIX, LiveRow, Prompt, Row, shared_prefix
-from edgedistill.generation.decoding import choose_tokens
+from edgedistill.generation.decoding import choose_tokens, token_probability
 from edgedistill.generation.sampling import Sampling
 from edgedistill.generation.templates import llama_chat_renderer
 
@@ -270,9 +270,9 @@ class SlotEngine:
 
     def _place(self, prompt: Prompt, entries: list, readers: list) -> tuple[int, list[int]] | None:
         """Admit `prompt` into this step if its rows have slots and its tokens room; (first slot, other slots)."""
-        free = self.free_slots()
-        if prompt.cancelled:
+        if prompt.cancelled:         # its user left while it waited: taken off the queue, nothing decoded
             return -1, []
+        free = self.free_slots()
         uses_prefix = len(prompt.ids) > len(self.prefix) > 0 and prompt.ids[:len(self.prefix)] == self.prefix
         start = len(self.prefix) if uses_prefix else 0
         suffix = prompt.ids[start:]
@@ -303,7 +303,7 @@ class SlotEngine:
         token = live.row.step(choice)
         if live.on_token and len(live.row.tokens) > before:
             chosen = live.row.tokens[-1]
-            live.on_token(live.row, None if forced else float(torch.softmax(logits.float(), -1)[chosen]))
+            live.on_token(live.row, None if forced else token_probability(logits, chosen))
         if token is None:
             del self.live[slot]
             live.on_done(live.row)

@@ -48,14 +48,18 @@ _ENDED = None      # a row's last event
 @runtime_checkable
 class SlotDecoder(Protocol):
     """A backend that decodes rows in slots of one context (llama.cpp): what continuous batching needs."""
+    eos: set
 
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, ids: list[int]) -> str: ...
     def prompt_ids(self, messages: list[dict]) -> list[int]: ...
     def check_fits(self, prompt: list[int], max_new_tokens: int, what: str = ...) -> None: ...
     def slot_engine(self, slots: int, choose: Callable, prefix: list[int] = ..., answers_first: bool = ...): ...
 
 
 class Reply:
-    """One question's rows as they decode: `events()` blocks for the next (row index, Token | None at its end)."""
+    """One question's rows as they decode, read from `events`, a call that blocks for the next (row index, Token,
+    or None once that row has ended)."""
 
     def __init__(self, rows: int, events: Callable[[], tuple[int, Token | None]], cancel: Callable[[], None]):
         self.rows, self._next, self._cancel = rows, events, cancel
