@@ -35,7 +35,8 @@ from edgedistill.formats import answer_first_target, chat
 from edgedistill.records import load_questions
 from edgedistill.student import dpo, loop
 from edgedistill.student.batching import collate, tokenise
-from edgedistill.student.loop import autocast_dtype, load_student, train_loop
+from edgedistill.device import choose
+from edgedistill.student.loop import load_student, train_loop
 from edgedistill.student.sft import batch_loss
 
 WARMUP, WINDOW, WINDOWS = 2, 10, 3
@@ -182,7 +183,7 @@ def main():
         STEPS = WARMUP + WINDOW * WINDOWS
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
-    amp = autocast_dtype()
+    amp = choose(training=True).amp
     cfg = StudentConfig(model=args.model, lora_layers_fraction=0.67, batch_size=8, max_length=320,
                         learning_rate=1e-3, warmup_steps=0, checkpoint_every=10_000, report_to=[],
                         precision="bf16" if amp else "fp32")

@@ -332,6 +332,12 @@ class OnlineConfig(Section):
     beta: float = option(0.5, low=0.0, help="GRAO: imitation weight")
     lam: float = option(0.6, low=0.0, help="GRAO: alignment regulariser")
     centred: bool = option(False, help="k-sample objectives: centred leave-one-out (optimises k-1 samples)")
+    sampler: Literal["transformers", "vllm"] = option(
+        "transformers", help="where the samples are drawn: transformers (the policy itself, any device) or vllm (an "
+                             "engine on the same CUDA GPU, the policy's weights pushed into it every step; "
+                             "pip install vllm)")
+    vllm_memory: float = option(0.3, above=0.0, high=0.95, help="sampler vllm: the share of the GPU's memory vLLM "
+                                                                "may take (the rest is training's)")
 
 
 StudentStage = Literal["sft", "dpo", "online"]

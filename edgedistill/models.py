@@ -299,14 +299,16 @@ def _gguf_parsed_once():
         gguf_py.GGUFReader = original
 
 
-def load_model(spec: str | Path, allow_network: bool = False, dtype=None):
-    """(model, tokenizer) in eval mode from anything `resolve` takes, via its Hugging Face folder."""
-    import torch
+def load_model(spec: str | Path, allow_network: bool = False, placement=None):
+    """(model, tokenizer) in eval mode from anything `resolve` takes, via its Hugging Face folder, on `placement`
+    (edgedistill.device; default `choose()`: the GPU in its compute dtype when there is one, else the CPU in fp32)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from edgedistill.device import choose
+    placement = placement or choose()
     folder = resolve(str(spec), allow_network).hf_folder()
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32, use_safetensors=True,
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=placement.weights, use_safetensors=True,
                                                  trust_remote_code=False, local_files_only=True)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model.eval(), tokenizer
+    return placement.put(model).eval(), tokenizer

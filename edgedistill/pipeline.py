@@ -82,8 +82,11 @@ def stage_key(stage: str, config: Config, run: RunDir, keys: dict) -> str:
         teacher = run.teacher
         inputs = [teacher.sft_answer_first, teacher.sft_rationale_first, teacher.preferences]
         dev = [(config.data.dev, file_sha256(data_path(config.data.dev)))] if config.student.eval_every else []
-        return fingerprint(config.seed, config.section("student"), dev,
-                           [file_sha256(f) if f.exists() else None for f in inputs])
+        student = config.section("student")
+        if config.student.online.sampler == "transformers":    # the default sampler: earlier keys hold
+            for name in ("sampler", "vllm_memory"):
+                student["online"].pop(name)
+        return fingerprint(config.seed, student, dev, [file_sha256(f) if f.exists() else None for f in inputs])
     if stage == "export":
         return fingerprint(config.section("export"), keys["train"])
     return fingerprint(config.section("eval"), config.data.eval, config.data.eval_limit, keys["train"],

@@ -125,9 +125,10 @@ def read_calibration(sft_jsonl: Path, limit: int = 32) -> list[list[dict]]:
 def calibration_importance(merged: Path, conversations: list[list[dict]], limit: int = 32) -> dict:
     """Importance matrix of the merged student over up to `limit` conversations, under the GGUF's tensor names."""
     from edgedistill.generation import render_prompt
+    from edgedistill.device import exact_cpu
     from edgedistill.models import load_model
     from edgedistill.export.imatrix import collect_importance, gguf_names
-    model, tokenizer = load_model(str(merged))
+    model, tokenizer = load_model(str(merged), placement=exact_cpu())   # the importance of the exact weights
     rows = []
     for messages in conversations[:limit]:
         prompt = render_prompt(tokenizer, messages[:-1]) + messages[-1]["content"]

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgedistill.device import choose, host, model_scope
 from edgedistill.formats import answer_first_target, chat
 from edgedistill.generation import load_generator, render_prompt
 from edgedistill.records import write_json_atomic
@@ -28,11 +29,12 @@ from edgedistill.export.probe import measure_in_subprocess
 
 
 class SourceModel:
-    """The merged student in transformers, fp32: the reference every artifact is compared with."""
+    """The merged student in transformers, fp32 (on the GPU when there is one): the reference every artifact is
+    compared with."""
 
     def __init__(self, merged: Path):
         from edgedistill.models import load_model
-        self.model, self.tokenizer = load_model(str(merged))
+        self.model, self.tokenizer = load_model(str(merged), placement=choose("fp32"))
         self.model.eval()
 
     def prompt_ids(self, messages):
@@ -40,14 +42,17 @@ class SourceModel:
 
     @torch.no_grad()
     def greedy(self, ids: list[int], new_tokens: int) -> list[int]:
-        out = self.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                  max_new_tokens=new_tokens, do_sample=False, pad_token_id=self.tokenizer.eos_token_id)
+        with model_scope(self.model):
+            out = self.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                      max_new_tokens=new_tokens, do_sample=False,
+                                      pad_token_id=self.tokenizer.eos_token_id)
         return out[0, len(ids):].tolist()
 
     @torch.no_grad()
     def logprobs(self, ids: list[int]) -> np.ndarray:
-        logits = self.model(input_ids=torch.tensor([ids])).logits[0].float()
-        return torch.log_softmax(logits, -1).numpy()
+        with model_scope(self.model):
+            logits = self.model(input_ids=torch.tensor([ids])).logits[0].float()
+        return host(torch.log_softmax(logits, -1)).numpy()
 
 
 class GgufScorer:

@@ -26,8 +26,10 @@ PROMPT = [{"role": "system", "content": "Write 'Answer:' first, arithmetic as <<
 
 class TorchModel:
     def __init__(self, path: str):
+        from edgedistill.device import exact_cpu
         from edgedistill.models import load_model
-        self.model, self.tokenizer = load_model(path)
+        # the probe measures what the student costs on the CPU it ships to (speed, RSS), not on this machine's GPU
+        self.model, self.tokenizer = load_model(path, placement=exact_cpu())
         self.model.eval()
 
     def prompt_ids(self):
@@ -67,7 +69,8 @@ class TorchGenerate(TorchModel):
 
 class GgufModel:
     """Through edgedistill's own llama.cpp runtime (the one evaluation and the app use): llama_decode on a context
-    of ours, logits read only for the last position, no per-token copy of a scores matrix."""
+    of ours, logits read only for the last position, no per-token copy of a scores matrix. Its layers sit where
+    evaluation's would (device.gpu_layers(): all on the GPU with a GPU build of llama-cpp-python, else the CPU)."""
 
     def __init__(self, path: str, threads: int):
         from edgedistill.generation.llamacpp import LlamaCppGenerator
@@ -81,6 +84,8 @@ class GgufModel:
 
 
 class OnnxModel:
+    """Through edgedistill's ONNX runtime, on the provider evaluation would use (device.onnx_provider())."""
+
     def __init__(self, path: str, threads: int):
         from edgedistill.generation.onnx import OnnxGenerator
         self.generator = OnnxGenerator(path, threads)

@@ -112,6 +112,7 @@ def merge_adapter(adapter: Path, target: Path, base: str | None = None) -> Path:
     adapter's small update. The merged folder (safetensors, tokenizer) appears at `target` by atomic rename."""
     import json
     from peft import PeftModel
+    from edgedistill.device import exact_cpu
     from edgedistill.models import load_model
     if not (adapter / "adapter_model.safetensors").is_file():
         raise UserError(f"{adapter}: no adapter_model.safetensors (edgedistill never loads pickled adapter_model.bin)")
@@ -119,7 +120,7 @@ def merge_adapter(adapter: Path, target: Path, base: str | None = None) -> Path:
     base = base or config.get("base_model_name_or_path")
     if not base:
         raise UserError(f"{adapter}/adapter_config.json names no base model: pass --base")
-    model, tokenizer = load_model(base)
+    model, tokenizer = load_model(base, placement=exact_cpu())
     try:
         model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     except (ValueError, RuntimeError, KeyError) as exc:

@@ -171,7 +171,8 @@ class QA:
         self.generator, self.settings, self.calibration = generator, settings, calibration
         self.samples = calibration.k if calibration else settings.samples
         self.temperature = calibration.temperature if calibration else settings.temperature
-        self.scheduler = scheduler or scheduler_for(generator)
+        # the system turn every question is asked with: decoded once, not once per question
+        self.scheduler = scheduler or scheduler_for(generator, shared_turns=chat("")[:1])
         self._labels: list[str] | None = None
 
     @property

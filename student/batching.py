@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from edgedistill import UserError
+from edgedistill.device import host
 from edgedistill.generation import encode_completion, render_prompt
 
 
@@ -104,12 +105,12 @@ class FrozenBottom:
             finally:
                 hook.remove()
             for i, length, h in zip(ids, lengths, captured["h"]):
-                self.states[i] = h[:length].clone()
+                self.states[i] = host(h[:length]).clone()     # kept in the CPU's memory, not the GPU's
             return hidden
         width = batch["input_ids"].shape[1]
         embeds = torch.zeros(len(ids), width, self.states[ids[0]].shape[-1], dtype=self.states[ids[0]].dtype)
         for row, i in enumerate(ids):
-            embeds[row, :len(self.states[i])] = self.states[i]
+            embeds[row, :len(self.states[i])] = self.states[i]     # torch copies across devices on assignment
         all_layers = self.decoder.layers
         self.decoder.layers = all_layers[self.n_frozen:]   # the decoder runs whatever `layers` holds, in order
         try:

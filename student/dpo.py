@@ -23,7 +23,7 @@ from edgedistill import UserError
 from edgedistill.config import Config
 from edgedistill.records import read_jsonl, write_json_atomic
 from edgedistill.student.batching import check_trainable, collate, token_logps, tokenise
-from edgedistill.student.loop import autocast, finish_stage, load_student, shard, train_loop
+from edgedistill.student.loop import finish_stage, load_student, shard, train_loop
 from edgedistill.student.objectives import dpo_loss, sequence_logp
 
 
@@ -45,23 +45,22 @@ def pair_logps(backbone, pairs: list[tuple[dict, dict]], pad_id: int) -> tuple[t
 
 
 @torch.no_grad()
-def reference_logps(student, pairs, pad_id: int, path: Path, batch_size: int = 8, precision: str = "auto"
-                    ) -> torch.Tensor:
-    """[n, 2] reference log-probabilities, from `path` when an earlier (killed) run stored them; in the training
-    precision (bf16 autocast where the loop uses it), so the loss is log 2 at step 0 exactly there too."""
+def reference_logps(student, pairs, pad_id: int, path: Path, batch_size: int = 8) -> torch.Tensor:
+    """[n, 2] reference log-probabilities on the student's device, from `path` when an earlier (killed) run stored
+    them; in the training precision (the loop's autocast), so the loss is log 2 at step 0 exactly there too."""
     if path.exists():
         stored = json.loads(path.read_text())
         if len(stored) == len(pairs):
-            return torch.tensor(stored)
+            return student.placement.put(torch.tensor(stored))
     student.model.eval()
     values = []
     for start in range(0, len(pairs), batch_size):
-        with autocast(precision):
+        with student.placement.scope():
             chosen, rejected = pair_logps(student.backbone, pairs[start:start + batch_size], pad_id)
         values += torch.stack([chosen, rejected], -1).tolist()
     student.model.train()
     write_json_atomic(path, values)
-    return torch.tensor(values)
+    return student.placement.put(torch.tensor(values))
 
 
 def run_dpo(config: Config, preferences_file: Path, out: Path, model: str, merged: Path | None = None,
@@ -80,7 +79,7 @@ def run_dpo(config: Config, preferences_file: Path, out: Path, model: str, merge
     pairs = pair_examples(student.tokenizer, rows, cfg.max_length)
     # chosen and rejected share the prompt: a pair whose chosen side has no token left has none on either side
     empty = check_trainable([chosen for chosen, _ in pairs], cfg.max_length, preferences_file, "preference pairs")
-    reference = reference_logps(student, pairs, pad, out / "reference_logps.json", precision=cfg.precision)
+    reference = reference_logps(student, pairs, pad, out / "reference_logps.json")
     rank, world = shard()      # with N processes a step takes N x batch_size pairs, each process its equal slice
     global_size = dpo.batch_size * world
     batches_per_epoch = math.ceil(len(pairs) / global_size)

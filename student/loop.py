@@ -4,7 +4,11 @@
                `lora_layers_fraction` of layers (or full fine-tuning), the trainable parameters
     loop       `train_loop`: per optimizer step, `accumulation` micro-batches each give a loss (the recipe's
                closure: offline recipes read a batch, online ones sample from the current policy first); AdamW,
-               linear warmup then cosine decay, gradient clipping at 1; bf16 autocast where the CPU has it
+               linear warmup then cosine decay, gradient clipping at 1; on the device and in the precision
+               edgedistill.device chooses (a GPU with bf16 autocast when there is one, bf16 autocast on a CPU
+               with native bf16, else fp32)
+    processes  `accelerate launch` runs it data-parallel (DDP), sharded (FSDP) or under DeepSpeed ZeRO: the model
+               and optimizer are prepared together, as FSDP and DeepSpeed need (configs/accelerate/)
     log        train_log.jsonl always, TensorBoard by default (`report_to`), MLflow or W&B when configured
     evaluate   the recipe's dev evaluation every `eval_every` steps (pass@1, maj@k), logged like the loss
     checkpoint every `checkpoint_every` steps: trainable weights, optimizer state, RNG state, step (an atomic
@@ -28,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 from edgedistill import UserError
+from edgedistill.device import Placement, choose
 from edgedistill.models import load_model
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -41,11 +46,15 @@ class Student:
     params: list                  # what the optimizer updates
     first_trainable_layer: int    # layers below it never change (LoRA on the top layers only)
     is_lora: bool
+    placement: Placement          # the device and precision it trains in
+    reload: Callable[[], "Student"] | None = None    # the same student afresh (FSDP/ZeRO: the trained weights,
+    gathered: dict | None = None                     # gathered from every process, go into it to be saved)
 
 
 def load_student(cfg, model_spec: str, allow_network: bool = False) -> Student:
-    """`cfg` is a StudentConfig (method, lora_r, lora_alpha, lora_dropout, lora_layers_fraction)."""
-    model, tokenizer = load_model(model_spec, allow_network)
+    """`cfg` is a StudentConfig (method, lora_r, lora_alpha, lora_dropout, lora_layers_fraction, precision)."""
+    placement = choose(cfg.precision, training=True)
+    model, tokenizer = load_model(model_spec, allow_network, placement)   # PEFT puts LoRA beside its layer
     first = 0
     if cfg.method == "lora":
         from peft import LoraConfig, get_peft_model
@@ -58,28 +67,8 @@ def load_student(cfg, model_spec: str, allow_network: bool = False) -> Student:
     model.train()
     backbone = model.get_base_model() if cfg.method == "lora" else model
     params = [p for p in model.parameters() if p.requires_grad]
-    return Student(model, backbone, tokenizer, params, first, cfg.method == "lora")
-
-
-def autocast_dtype(precision: str = "auto") -> torch.dtype | None:
-    """bf16 autocast where the CPU has native bf16 (AVX512-BF16 or AMX) or on a GPU; elsewhere it is slower than
-    fp32. precision: auto | bf16 | fp32."""
-    if precision != "auto":
-        return torch.bfloat16 if precision == "bf16" else None
-    if torch.cuda.is_available():
-        return torch.bfloat16
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else None
-
-
-def autocast(precision: str = "auto"):
-    """The autocast context training runs in (a no-op in fp32): the DPO reference runs in it too, so the policy
-    and its reference agree exactly at step 0."""
-    amp = autocast_dtype(precision)
-    return torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=amp, enabled=amp is not None)
+    return Student(model, backbone, tokenizer, params, first, cfg.method == "lora", placement,
+                   reload=lambda: load_student(cfg, model_spec, allow_network))
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
@@ -147,13 +136,20 @@ def train_loop(student: Student, out: Path, cfg, total_steps: int,
                evaluate: Callable[[int], dict] | None = None, name: str = "train") -> dict:
     """Run optimizer steps up to `total_steps` (resuming from out/checkpoints): step N's loss is the mean of
     `micro_loss(N, m)` over m < cfg.accumulation, each backpropagated as it is made (memory of one micro-batch).
-    `cfg`: learning_rate, warmup_steps, accumulation, checkpoint_every, eval_every, precision, report_to."""
+    `cfg`: learning_rate, warmup_steps, accumulation, batch_size, checkpoint_every, eval_every, precision, report_to."""
     out.mkdir(parents=True, exist_ok=True)
     optimizer = torch.optim.AdamW(student.params, lr=cfg.learning_rate, weight_decay=0.0)
     checkpoints = out / "checkpoints"
-    step = load_checkpoint(checkpoints, student.model, optimizer)
-    parallel = DataParallel(student.model, micro_loss)
+    parallel = Processes(student, micro_loss, cfg.accumulation, cfg.batch_size)
+    # FSDP and ZeRO hold each process's shard of the weights and optimizer: a killed run restarts its stage
+    step = 0 if parallel.sharded else load_checkpoint(checkpoints, student.model, optimizer)
+    optimizer = parallel.prepare(optimizer)
     main_process = parallel.rank == 0
+    if main_process:
+        print(f"{name}: {parallel.describe()} on {student.placement.describe()}", flush=True)
+        if parallel.sharded and evaluate and cfg.eval_every:
+            print(f"{name}: no dev evaluation during training under {parallel.kind} (each process holds a shard)",
+                  flush=True)
     log = MetricsLog(out, list(cfg.report_to) if main_process else [], name, resumed_at=step)
     bar = tqdm(total=total_steps, initial=step, desc=name, unit="step", disable=not main_process)
     started, values = time.time(), {}
@@ -162,30 +158,38 @@ def train_loop(student: Student, out: Path, cfg, total_steps: int,
             group["lr"] = lr_at(step, total_steps, cfg.warmup_steps, cfg.learning_rate)
         totals: dict[str, float] = {}
         for micro in range(cfg.accumulation):
-            with parallel.sync(micro == cfg.accumulation - 1), autocast(cfg.precision):
+            with parallel.accumulate(), student.placement.scope():
                 loss, metrics = parallel(step, micro)
-                parallel.backward(loss / cfg.accumulation)
+                parallel.backward(loss)
             for key, value in {"loss": parallel.total(loss), **metrics}.items():
                 totals[key] = totals.get(key, 0.0) + value / cfg.accumulation
-        grad_norm = torch.nn.utils.clip_grad_norm_(student.params, 1.0)
+        grad_norm = parallel.clip_grad_norm(student.params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
         values = {**{k: round(v, 6) for k, v in totals.items()}, "lr": optimizer.param_groups[0]["lr"],
-                  "grad_norm": round(float(grad_norm), 6)}
-        if evaluate and main_process and cfg.eval_every and (step % cfg.eval_every == 0 or step == total_steps):
+                  "grad_norm": round(grad_norm, 6)}
+        if evaluate and main_process and not parallel.sharded and cfg.eval_every and (step % cfg.eval_every == 0 or step == total_steps):
             student.model.eval()
             values.update({f"dev/{k}": v for k, v in evaluate(step).items()})
             student.model.train()
         if main_process:
             log.write(step, values)
-            if step % cfg.checkpoint_every == 0 and step < total_steps:
+            if step % cfg.checkpoint_every == 0 and step < total_steps and not parallel.sharded:
                 save_checkpoint(checkpoints, student.model, optimizer, step)
         bar.set_postfix(loss=f"{values['loss']:.3f}")
         bar.update(1)
     bar.close()
+    if parallel.sharded:          # every process takes part in gathering; the first saves (finish_stage)
+        gathered = parallel.full_state()
+        student.gathered = gathered if main_process else None
     return {"steps": total_steps, "final": values, "train_seconds": round(time.time() - started, 1),
             "processes": parallel.world}
+
+
+def sharded_launch() -> bool:
+    """Started by `accelerate launch` with FSDP or DeepSpeed (which set these for the processes they start)."""
+    return any(os.environ.get(name, "").lower() == "true" for name in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"))
 
 
 def shard() -> tuple[int, int]:
@@ -194,38 +198,71 @@ def shard() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-class DataParallel:
-    """Data-parallel training through accelerate (DDP: gloo on CPUs, NCCL on GPUs) when launched with
-    `accelerate launch --num_processes N`; a plain call otherwise.
+class Processes:
+    """One process, or several through accelerate (`accelerate launch`; configs/accelerate/ has DDP, FSDP and
+    DeepSpeed ZeRO-2 files). A plain call with one process.
 
-    DDP averages gradients over processes, so a recipe scales its local loss to the global batch (local sum over
-    global token count, times the number of processes): N processes then train exactly as one with an N times
-    larger batch. The recipe's loss runs inside this module's forward, because DDP synchronises only what runs
-    through the module it wraps."""
+    DDP and FSDP average gradients over processes, so a recipe scales its local loss to the global batch (local sum
+    over global token count, times the number of processes): N processes then train exactly as one with an N
+    times larger batch. The recipe's loss runs inside this module's forward, because DDP synchronises, and FSDP
+    gathers weights for, only what runs through the module it wraps. The model and the optimizer are prepared
+    together: FSDP shards the parameters the optimizer holds, and DeepSpeed builds its engine from both."""
 
-    def __init__(self, model: torch.nn.Module, micro_loss: Callable):
+    def __init__(self, student: Student, micro_loss: Callable, accumulation: int, batch_size: int):
         self.rank, self.world = shard()
-        self.step_module = _LossModule(model, micro_loss)
-        self.accelerator = None
+        self.accumulation, self.batch_size = accumulation, batch_size
+        self.step_module = _LossModule(student.model, micro_loss)
+        self.accelerator, self.kind = None, "one process"
         if self.world > 1:
             from accelerate import Accelerator
-            self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
-            self.step_module = self.accelerator.prepare_model(self.step_module)
+            # accelerate divides each micro-batch's loss by the accumulation (DeepSpeed's engine does it for it)
+            self.accelerator = Accelerator(cpu=not student.placement.on_gpu, gradient_accumulation_steps=accumulation)
+            self.kind = {"MULTI_GPU": "DDP", "MULTI_CPU": "DDP (gloo)", "FSDP": "FSDP", "DEEPSPEED": "DeepSpeed"}.get(
+                self.accelerator.distributed_type.name, self.accelerator.distributed_type.name)
+
+    @property
+    def sharded(self) -> bool:
+        """Each process holds a shard of the weights (FSDP, DeepSpeed ZeRO): no per-process checkpoint or eval."""
+        return self.kind in ("FSDP", "DeepSpeed")
+
+    def describe(self) -> str:
+        return self.kind if self.world == 1 else f"{self.world} processes, {self.kind}"
+
+    def prepare(self, optimizer):
+        if self.accelerator is None:
+            return optimizer
+        if self.kind == "DeepSpeed":   # its engine wants the micro-batch size, which it reads from a DataLoader we lack
+            plugin = self.accelerator.state.deepspeed_plugin
+            plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = self.batch_size
+        self.step_module, optimizer = self.accelerator.prepare(self.step_module, optimizer)
+        if self.accelerator.gradient_accumulation_steps != self.accumulation:   # a launcher's or DeepSpeed's value won
+            raise UserError(f"accelerate accumulates {self.accelerator.gradient_accumulation_steps} micro-batches "
+                            f"(--gradient_accumulation_steps, or gradient_accumulation_steps in the deepspeed_config) "
+                            f"but student.accumulation is {self.accumulation}: make them equal")
+        return optimizer
 
     def __call__(self, step: int, micro: int):
         return self.step_module(step, micro)
 
-    def sync(self, last_micro_batch: bool):
-        """Gradients are exchanged once per optimizer step, after its last micro-batch."""
-        if self.accelerator is None or last_micro_batch:
-            return contextlib.nullcontext()
-        return self.step_module.no_sync()
+    def accumulate(self):
+        """Gradients are exchanged once per optimizer step, after its last micro-batch (accelerate counts them)."""
+        return contextlib.nullcontext() if self.accelerator is None else self.accelerator.accumulate(self.step_module)
 
     def backward(self, loss: torch.Tensor) -> None:
         if self.accelerator is None:
-            loss.backward()
+            (loss / self.accumulation).backward()
         else:
             self.accelerator.backward(loss)
+
+    def clip_grad_norm(self, params: list, max_norm: float) -> float:
+        """Clip and return the global gradient norm (FSDP: over every shard; DeepSpeed clips in its engine, by
+        `gradient_clipping` in its config, and reports the norm)."""
+        if self.accelerator is None:
+            norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        else:
+            norm = self.accelerator.clip_grad_norm_(self.step_module.parameters(), max_norm)
+        norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm     # FSDP2: a sharded tensor
+        return float(norm) if norm is not None else float("nan")
 
     def total(self, loss: torch.Tensor) -> float:
         """The global batch's loss: the mean over processes of their scaled local losses."""
@@ -233,11 +270,20 @@ class DataParallel:
             return loss.item()
         return self.accelerator.reduce(loss.detach(), reduction="mean").item()
 
+    def full_state(self) -> dict:
+        """The whole model's weights, gathered from every process's shard (all must call), under the model's own
+        names; only the first process gets them."""
+        state = self.accelerator.get_state_dict(self.step_module)
+        return {name.removeprefix("model."): tensor for name, tensor in state.items()}
+
 
 class _LossModule(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, micro_loss: Callable):
         super().__init__()
         self.model, self.micro_loss = model, micro_loss
+        # FSDP's transformer-based wrapping shards each decoder layer on its own: the classes it looks for
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self._no_split_modules = getattr(inner, "_no_split_modules", None)
 
     def forward(self, step: int, micro: int):
         return self.micro_loss(step, micro)
@@ -295,6 +341,10 @@ def finish_stage(student: Student, out: Path, merged: Path) -> None:
     """Merge and save the model, then drop the stage's checkpoints (the merged model supersedes them). With
     several processes the first writes; the others wait for it."""
     if shard()[0] == 0:
+        if student.gathered is not None:      # FSDP/ZeRO: the gathered weights, in a student of one piece
+            trained = student.reload()
+            trained.model.load_state_dict(student.gathered)
+            student = trained
         save_merged(student, merged)
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     if shard()[1] > 1:

@@ -26,10 +26,10 @@ from edgedistill import UserError
 from edgedistill.checkers import canonical, extract_answer, is_correct
 from edgedistill.config import Config
 from edgedistill.generation import Sampling, encode_with_calculator_flags, render_prompt
-from edgedistill.generation.transformers import TransformersGenerator
 from edgedistill.records import Question, read_jsonl
 from edgedistill.student.batching import check_trainable, collate, pad_by_row, token_logps, tokenise
-from edgedistill.student.loop import finish_stage, load_student, train_loop
+from edgedistill.student.loop import finish_stage, load_student, shard, sharded_launch, train_loop
+from edgedistill.student.policy_sampler import policy_sampler
 from edgedistill.student.objectives import grao_advantages, grao_loss, loo_advantages, mean_logp, policy_gradient_loss, \
     sequence_logp
 
@@ -62,6 +62,9 @@ def sample_examples(tokenizer, prompt: list[dict], texts: list[str], max_length:
 def run_online(config: Config, sft_file: Path, out: Path, model: str, merged: Path | None = None,
                evaluate_factory=None) -> dict:
     cfg, online = config.student, config.student.online
+    if sharded_launch():
+        raise UserError("online RL samples from the whole policy in every process, which FSDP and DeepSpeed shard: "
+                        "run it with DDP (configs/accelerate/ddp.yaml) or in one process")
     rows = [row for _, row in read_jsonl(sft_file)]
     if not rows:
         raise UserError(f"{sft_file}: no questions with a verified reference; nothing to train on")
@@ -69,7 +72,7 @@ def run_online(config: Config, sft_file: Path, out: Path, model: str, merged: Pa
     out.mkdir(parents=True, exist_ok=True)
     student = load_student(cfg, model, config.allow_network)
     tokenizer, pad = student.tokenizer, student.tokenizer.pad_token_id
-    generator = TransformersGenerator(student.model, tokenizer)
+    sampler = policy_sampler(online, student, model, config.allow_network)
     questions = [question_of(row) for row in rows]
     references = tokenise(tokenizer, rows, cfg.max_length)          # y: the teacher's verified completions
     # a sample is cut at max_length like its reference: a prompt that leaves y no token leaves the samples none
@@ -78,13 +81,18 @@ def run_online(config: Config, sft_file: Path, out: Path, model: str, merged: Pa
     print(f"student online ({online.objective}): {online.steps} steps of {online.prompts_per_step} prompts x {G} "
           f"samples", flush=True)
 
+    rank, world = shard()      # with N processes (DDP) a step takes N x prompts_per_step prompts, each its slice
+
     def micro_loss(step: int, micro: int):
-        picked = random.Random(config.seed * 1_000_003 + step * 131 + micro).sample(
-            range(len(rows)), min(online.prompts_per_step, len(rows)))
+        everyone = random.Random(config.seed * 1_000_003 + step * 131 + micro).sample(
+            range(len(rows)), min(online.prompts_per_step * world, len(rows)))
+        picked = everyone[rank::world]
         sampling = Sampling(max_new_tokens=online.max_new_tokens, temperature=online.temperature,
-                            stop_after_answer=False, seed=config.seed + step * 1009 + micro)
+                            stop_after_answer=False, seed=config.seed + step * 1009 + micro + rank * 7919)
         student.model.eval()
-        texts = generator.generate([rows[i]["prompt"] for i in picked for _ in range(G)], sampling, batch_size=64)
+        # outside the step's autocast: a sample is drawn as the model decodes everywhere else (on this CPU, fp32)
+        with student.placement.full_precision():
+            texts = sampler.generate([rows[i]["prompt"] for i in picked for _ in range(G)], sampling, step)
         student.model.train()
         rewards, answers, examples, flags = [], [], [], []
         for n, i in enumerate(picked):

@@ -62,17 +62,19 @@ def embed(texts: list[str], folder: Path, batch_size: int = 64) -> np.ndarray:
     """Sentence embeddings, as sentence-transformers computes all-MiniLM-L6-v2's: mean of token states, unit length."""
     import torch
     from transformers import AutoModel, AutoTokenizer
+    from edgedistill.device import choose, host
+    placement = choose("fp32")   # the GPU when there is one, in fp32 (bf16 would move near-ties between clusters)
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    model = AutoModel.from_pretrained(folder, local_files_only=True, use_safetensors=True).eval()
+    model = placement.put(AutoModel.from_pretrained(folder, local_files_only=True, use_safetensors=True).eval())
     out = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            batch = tokenizer(texts[start:start + batch_size], padding=True, truncation=True, max_length=256,
-                              return_tensors="pt")
+            batch = placement.put(dict(tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
+                                                 max_length=256, return_tensors="pt")))
             states = model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).float()
             pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
+            out.append(host(torch.nn.functional.normalize(pooled, dim=-1)).numpy())
     return np.concatenate(out) if out else np.zeros((0, 1), dtype=np.float32)
 
 

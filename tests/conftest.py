@@ -8,6 +8,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The suite's expectations are the CPU's (fp32 weights, CPU tensors fed to models it loads): on a GPU machine it
+# runs there unless EDGEDISTILL_DEVICE=auto is set; the GPU paths' own check is benchmarks/gpu_check.py.
+os.environ.setdefault("EDGEDISTILL_DEVICE", "cpu")
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 

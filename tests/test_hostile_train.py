@@ -7,7 +7,7 @@ import pytest
 
 from edgedistill import UserError
 from edgedistill.config import Config, DataConfig, StudentConfig
-from edgedistill.student import batching, dpo, online, sft
+from edgedistill.student import batching, dpo, online, policy_sampler, sft
 
 SYSTEM = [{"role": "system", "content": "Write 'Answer:' first."}]
 LONG = "The press line ran a shift with a stop for a jammed die, then the same again after lunch. " * 30
@@ -81,8 +81,8 @@ def test_online_rl_with_every_prompt_over_max_length_fails_before_sampling(tmp_p
     config.student.online.steps, config.student.online.samples = 1, 2
     config.student.online.prompts_per_step, config.student.online.max_new_tokens = 2, 4
     sampled = []
-    real = online.TransformersGenerator.generate
-    monkeypatch.setattr(online.TransformersGenerator, "generate",
+    real = policy_sampler.TransformersGenerator.generate
+    monkeypatch.setattr(policy_sampler.TransformersGenerator, "generate",
                         lambda *a, **k: sampled.append(1) or real(*a, **k))
     data = write_jsonl(tmp_path / "sft.jsonl", sft_rows())
     with pytest.raises(UserError, match=r"sft\.jsonl: all 6 questions are too long for student\.max_length=320"):

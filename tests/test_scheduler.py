@@ -48,6 +48,23 @@ def test_a_question_alone_streams_what_the_single_row_decode_writes(scheduler, g
         assert streamed == alone
 
 
+def test_the_shared_system_turn_is_prefilled_once_not_per_question(gguf):
+    from edgedistill.generation.llamacpp import LlamaCppGenerator
+    generator = LlamaCppGenerator(gguf)
+    decoded = []     # tokens of each llama_decode call
+    original = generator._decode
+    generator._decode = lambda ctx, entries: (decoded.append(len(entries)), original(ctx, entries))[1]
+    scheduler = scheduler_for(generator, shared_turns=chat("")[:1])
+    try:
+        for question in QUESTIONS[:2]:     # one token each: a decode call is a prefill
+            assert scheduler.submit(chat(question), [Sampling(max_new_tokens=1)]).texts()[0]
+        shared = len(scheduler.prefix)
+        assert shared >= 16
+        assert decoded == [shared, *(len(generator.prompt_ids(chat(q))) - shared for q in QUESTIONS[:2])]
+    finally:
+        scheduler.close()
+
+
 def test_questions_from_many_users_decode_together(scheduler):
     steps, rows = scheduler.steps, scheduler.rows_decoded
     replies = {}

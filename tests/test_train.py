@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from edgedistill.checkers import extract_answer
 from edgedistill.config import Config, DataConfig, StudentConfig
+from edgedistill.device import choose
 from edgedistill.generation import Sampling
 from edgedistill.generation.transformers import TransformersGenerator
 from edgedistill.models import load_model
@@ -55,7 +56,7 @@ def test_dpo_starts_at_log_two_uses_the_stored_reference_and_learns_the_preferen
     # the reference is the starting model's: recomputed from the base it matches what was stored
     student = loop.load_student(config.student, str(tiny_model_dir))
     pairs = dpo.pair_examples(student.tokenizer, preference_rows(), config.student.max_length)
-    with torch.no_grad(), loop.autocast(config.student.precision):     # bf16 where training used it
+    with torch.no_grad(), student.placement.scope():     # bf16 where training used it
         chosen, rejected = dpo.pair_logps(student.backbone, pairs, student.tokenizer.pad_token_id)
     assert torch.tensor(stored)[:, 0].tolist() == pytest.approx(chosen.tolist(), abs=1e-4)
     assert result["steps"] == 8 and (tmp_path / "dpo" / "merged" / "model.safetensors").exists()
@@ -136,7 +137,7 @@ def test_bf16_autocast_loss_tracks_fp32(tiny_model_dir):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             bf16 = batching.token_logps(model, batch)[0].sum()
     assert abs(bf16.item() - fp32.item()) / abs(fp32.item()) < 0.01
-    assert loop.autocast_dtype("fp32") is None and loop.autocast_dtype("bf16") is torch.bfloat16
+    assert choose("fp32", training=True).amp is None and choose("bf16", training=True).amp is torch.bfloat16
 
 
 def test_answer_first_early_stop_gives_the_same_answer_as_decoding_everything(tmp_path, tiny_model_dir):
@@ -155,8 +156,10 @@ def test_answer_first_early_stop_gives_the_same_answer_as_decoding_everything(tm
     assert extract_answer(short, "number") == extract_answer(full, "number") == "6"
 
 
-def test_two_processes_under_accelerate_train_like_one_with_the_doubled_batch(tmp_path, tiny_model_dir):
-    """DDP on CPU (gloo), 2 processes x 3 examples per step against 1 process x 6: the same merged weights."""
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_two_processes_under_accelerate_train_like_one_with_the_doubled_batch(tmp_path, tiny_model_dir, mode):
+    """DDP or FSDP on CPU (gloo), 2 processes x 3 examples per step against 1 process x 6: the same merged weights
+    and losses."""
     import os
     import subprocess
     import sys
@@ -171,10 +174,11 @@ def test_two_processes_under_accelerate_train_like_one_with_the_doubled_batch(tm
     launched = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
          "--mixed_precision", "no", "--dynamo_backend", "no", str(worker), str(tiny_model_dir), str(sft),
-         str(tmp_path / "two"), "3"],
+         str(tmp_path / "two"), "3", mode],
         capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert launched.returncode == 0, launched.stdout[-2000:] + launched.stderr[-3000:]
     assert launched.stdout.count("processes 2") == 2                         # both ranks trained
+    assert f"2 processes, {'FSDP' if mode == 'fsdp' else 'DDP (gloo)'}" in launched.stdout
     one = load_file(tmp_path / "one" / "merged" / "model.safetensors")
     two = load_file(tmp_path / "two" / "merged" / "model.safetensors")
     base = load_file(tiny_model_dir / "model.safetensors")

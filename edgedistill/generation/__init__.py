@@ -37,6 +37,8 @@ def load_generator(spec: str, allow_network: bool = False, backend: str = "auto"
     llama.cpp, after dequantising) on transformers; a folder with genai_config.json (an ONNX export) on
     onnxruntime-genai. "transformers", "llama.cpp", "onnx" or "vllm" (GPU) force one. `threads`: CPU threads for
     llama.cpp and ONNX (default all cores; on a machine busy with other work, fewer decode much faster).
+    llama.cpp and ONNX go to the GPU by themselves when their builds have one (device.gpu_layers(),
+    device.onnx_provider()); EDGEDISTILL_DEVICE=cpu keeps them on the CPU.
 
     Backends are imported here, inside the call, and nowhere else in this package: each pulls in its own runtime
     (torch, llama_cpp, onnxruntime_genai, vllm), and none may depend on another.

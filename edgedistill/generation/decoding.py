@@ -9,17 +9,21 @@ from typing import Callable, Iterator
 
 import torch
 
+from edgedistill.device import host, on_host
 from edgedistill.generation.base import Row
 from edgedistill.generation.protocols import Backend, SingleRowDecoder
 from edgedistill.generation.sampling import Sampling, Token
 
 
 def choose_tokens(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> list[int]:
-    """Next token per row: argmax, or a draw at `temperature` from the smallest set holding `top_p` of the mass."""
+    """Next token per row: argmax, or a draw at `temperature` from the smallest set holding `top_p` of the mass.
+    On the host, with the row's CPU random stream: a seeded sample does not depend on the device."""
+    logits = host(logits)
     if sampling.temperature <= 0:
         return logits.argmax(-1).tolist()
-    uniform = torch.rand(logits.shape[0], 1, generator=generator, dtype=torch.float64)
-    return draw_tokens(logits, sampling, uniform)
+    with on_host():       # the decoding loop may run in a GPU's device context
+        uniform = torch.rand(logits.shape[0], 1, generator=generator, dtype=torch.float64)
+        return draw_tokens(logits, sampling, uniform)
 
 
 def draw_tokens(logits: torch.Tensor, sampling: Sampling, uniform: torch.Tensor) -> list[int]:

@@ -1,4 +1,4 @@
-"""llama.cpp backend (llama-cpp-python): GGUF files, with the calculator, batched, on the CPU.
+"""llama.cpp backend (llama-cpp-python): GGUF files, with the calculator, batched, on the CPU or a GPU.
 
 The decoding loop is ours, not `create_completion`'s: the calculator must append tokens the model did not choose
 (`<<expr=` is followed by the forced `value>>`), and llama-cpp-python's custom-logits hook is marked "probably
@@ -11,6 +11,10 @@ row of a fixed batch. The token prefix all prompts share (system turn, worked ex
 sequence of its own and copied into each slot (`llama_memory_seq_cp`: the cells are shared, not recomputed).
 The prompt is rendered with the chat template stored in the GGUF, exactly as transformers renders it
 (templates.llama_chat_renderer).
+
+Every layer goes to the GPU when llama-cpp-python was built with a GPU backend (`device.gpu_layers()`: -1; build it
+with CMAKE_ARGS="-DGGML_CUDA=on"), none on a CPU build or with EDGEDISTILL_DEVICE=cpu. The layers are placed when
+the model loads, so our own contexts, made on that model, decode where its weights are.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from edgedistill import UserError
+from edgedistill import UserError, device
 from edgedistill.generation.base import MIN_SHARED_PREFIX, LiveRow, Prompt, Row, shared_prefix
 from edgedistill.generation.decoding import choose_tokens, token_probability
 from edgedistill.generation.sampling import Sampling
@@ -44,7 +48,9 @@ def rows_this_call(suffix_tokens: int) -> int:
 class LlamaCppGenerator:
     backend = "llama.cpp"
 
-    def __init__(self, gguf_path: str, context_per_row: int = 1024, threads: int | None = None):
+    def __init__(self, gguf_path: str, context_per_row: int = 1024, threads: int | None = None,
+                 gpu_layers: int | None = None):
+        """`gpu_layers`: llama.cpp's n_gpu_layers (-1: all; 0: the CPU); None asks `device.gpu_layers()`."""
         self.threads = threads or os.cpu_count()
         self.context_per_row = context_per_row
         self.generated_tokens = 0   # completion tokens so far, for progress reports (tokens/s)
@@ -54,8 +60,10 @@ class LlamaCppGenerator:
             raise UserError("GGUF generation needs llama-cpp-python: `make setup` installs it "
                             "(or pip install llama-cpp-python)") from None
         self._lib = llama_cpp
+        self.gpu_layers = device.gpu_layers() if gpu_layers is None else gpu_layers
         try:   # the Llama object gives us the model, its tokenizer and metadata; decoding uses our own context
-            self.llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=256, n_threads=self.threads, verbose=False)
+            self.llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=256, n_threads=self.threads,
+                                       n_gpu_layers=self.gpu_layers, verbose=False)
         except (ValueError, RuntimeError) as exc:
             raise UserError(f"{gguf_path}: llama.cpp cannot load this GGUF ({exc}); it may be truncated") from None
         self.n_vocab = self.llm.n_vocab()

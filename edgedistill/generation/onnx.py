@@ -1,10 +1,14 @@
-"""ONNX backend (onnxruntime-genai): the folder the export stage writes, with the calculator, on the CPU.
+"""ONNX backend (onnxruntime-genai): the folder the export stage writes, with the calculator, on the CPU or a GPU.
 
 The folder holds model.onnx (+ .data), genai_config.json and the tokenizer files the model builder saved. Prompts
 are rendered and tokenised by the transformers tokenizer saved beside the model, the same template as training, and
 decoding is our own loop on onnxruntime-genai's generator: `append_tokens` feeds the chosen (or the calculator's
 forced) token, `get_logits` reads the next distribution. One conversation at a time: a row's forced calculator
 tokens would desynchronise a batch, and at 135M parameters a CPU decodes one row near its memory bandwidth anyway.
+
+The model runs on CUDA when onnxruntime-genai's build has it (the `gpu` extra: onnxruntime-genai-cuda) and
+EDGEDISTILL_DEVICE is not cpu (`device.onnx_provider()`), else on the CPU; the folder's own provider list is
+never used, whichever it is.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from edgedistill import UserError
+from edgedistill import UserError, device
 from edgedistill.generation.base import Row
 from edgedistill.generation.decoding import stream_row
 from edgedistill.generation.sampling import Sampling
@@ -118,9 +122,11 @@ def _check_session_options(options, where: str, path: Path) -> None:
     providers = options.get(PROVIDER_OPTIONS, [])
     if not isinstance(providers, list):
         raise UserError(f"{path}: {where}.{PROVIDER_OPTIONS} must be a list")
-    # We run on the CPU (clear_providers), so a provider entry matters only through its options, and those are
-    # where execution providers take code: QNN's backend_path, TensorRT's plugin and engine-decryption libraries,
-    # OpenVINO's and VitisAI's config files. A provider named with no options ({"cuda": {}}) stays allowed.
+    # We pick the provider ourselves (clear_providers, then CUDA or nothing: the CPU), so a provider entry in the
+    # file matters only through its options, and those are where execution providers take code: QNN's
+    # backend_path, TensorRT's plugin and engine-decryption libraries, OpenVINO's and VitisAI's config files. A
+    # provider named with no options ({"cuda": {}}) stays allowed, so the CUDA provider we append finds no options
+    # of the file's to take.
     for i, entry in enumerate(providers):
         if not isinstance(entry, dict):
             raise UserError(f"{path}: {where}.{PROVIDER_OPTIONS}[{i}] must be an object")
@@ -131,12 +137,14 @@ def _check_session_options(options, where: str, path: Path) -> None:
 
 def _refuse(path: Path, where: str, what: str) -> None:
     raise UserError(f"{path}: {where} sets {what}, which could make onnxruntime-genai load code; edgedistill loads "
-                    f"models as data only, so it refuses this model. Remove {where} (edgedistill runs the model on "
-                    f"the CPU with its own session options), or run a model you trust with onnxruntime-genai itself")
+                    f"models as data only, so it refuses this model. Remove {where} (edgedistill picks the execution "
+                    f"provider, CPU or CUDA, and the session options itself), or run a model you trust with "
+                    f"onnxruntime-genai itself")
 
 
 def load_onnx(folder: Path, threads: int | None = None):
-    """(og.Model, the genai config as a dict), with `threads` intra-op threads (default: all cores).
+    """(og.Model, the genai config as a dict, the provider it runs on: "cuda" or "cpu"), with `threads` intra-op
+    threads (default: all cores).
 
     The config is read and checked first (read_genai_config): onnxruntime-genai acts on what it reads while it
     builds the model, so a check after og.Model would come after a planted library had already run."""
@@ -145,13 +153,19 @@ def load_onnx(folder: Path, threads: int | None = None):
         import onnxruntime_genai as og
     except ImportError:
         raise UserError("ONNX models need onnxruntime-genai: pip install onnxruntime-genai") from None
+    provider = device.onnx_provider()
     try:
         config = og.Config(str(folder))
-        config.clear_providers()                        # the CPU
+        config.clear_providers()                        # no provider left: the CPU
+        if provider == "cuda":                          # by name only: no options, so nothing from the file
+            config.append_provider(provider)
         config.overlay(json.dumps({"model": {"decoder": {"session_options": {
             "intra_op_num_threads": threads or os.cpu_count(), "inter_op_num_threads": 1}}}}))
-        return og.Model(config), genai_config
+        return og.Model(config), genai_config, provider or "cpu"
     except (OSError, ValueError, RuntimeError) as exc:     # onnxruntime raises RuntimeError on a damaged file
+        if provider == "cuda":
+            raise UserError(f"{folder}: onnxruntime-genai's CUDA provider failed ({str(exc).strip()[:300]}); set "
+                            f"EDGEDISTILL_DEVICE=cpu to run it on the CPU") from None
         raise UserError(f"{folder}: onnxruntime-genai cannot load this ONNX model ({str(exc).strip()[:300]}); "
                         f"it may be truncated: export it again") from None
 
@@ -162,7 +176,7 @@ class OnnxGenerator:
     def __init__(self, folder: str, threads: int | None = None):
         from transformers import AutoTokenizer
         self.folder = Path(folder)
-        self.model, genai_config = load_onnx(self.folder, threads)
+        self.model, genai_config, self.provider = load_onnx(self.folder, threads)   # provider: "cuda" or "cpu"
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder, trust_remote_code=False, local_files_only=True)
         eos = genai_config["model"].get("eos_token_id", self.tokenizer.eos_token_id)
         self.eos = set(eos if isinstance(eos, list) else [eos])

@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 from transformers import DynamicCache
 
+from edgedistill.device import model_scope
 from edgedistill.generation.base import MIN_SHARED_PREFIX, Row, shared_prefix
 from edgedistill.generation.decoding import choose_tokens
 from edgedistill.generation.sampling import Sampling
@@ -42,6 +43,11 @@ class TransformersGenerator:
         examples) is run through the model once; each batch starts from a copy of its KV cache, so a few-shot
         prompt costs only its question.
         """
+        with model_scope(self.model):       # token ids, masks and positions made beside the model
+            return self._generate(conversations, sampling, batch_size, progress)
+
+    def _generate(self, conversations: list[list[dict]], sampling: Sampling, batch_size: int,
+                  progress: str | None) -> list[str]:
         prompts = [self.prompt_ids(m) for m in conversations]
         prefix = shared_prefix(prompts)
         prefix_cache = self._prefill(prefix) if len(prefix) >= MIN_SHARED_PREFIX else None
@@ -77,7 +83,7 @@ class TransformersGenerator:
         cache = DynamicCache()
 
         def run(input_ids: list[int]) -> torch.Tensor:
-            with torch.inference_mode():
+            with torch.inference_mode(), model_scope(self.model):
                 return self.model(input_ids=torch.tensor([input_ids]), past_key_values=cache, use_cache=True,
                                   logits_to_keep=1).logits[:, -1]
         return run(ids), lambda token: run([token])
