@@ -62,11 +62,14 @@ class Placement:
             return type(value)(self.put(item) for item in value)
         return value
 
+    @property
+    def device_type(self) -> str:
+        return "cuda" if self.on_gpu else "cpu"
+
     def autocast(self):
         """Autocast in `amp` (a no-op context in fp32)."""
         import torch
-        device_type = "cuda" if self.on_gpu else "cpu"
-        return torch.autocast(device_type, dtype=self.amp, enabled=self.amp is not None)
+        return torch.autocast(self.device_type, dtype=self.amp, enabled=self.amp is not None)
 
     @contextlib.contextmanager
     def scope(self):
@@ -77,13 +80,11 @@ class Placement:
         with (torch.device(self.device) if self.on_gpu else contextlib.nullcontext()), self.autocast():
             yield
 
-    @contextlib.contextmanager
     def full_precision(self):
         """No autocast inside a training step's scope: sampling from the policy (online RL) decodes in the
         weights' dtype, as it does outside training, so a sample does not depend on being drawn mid-step."""
         import torch
-        with torch.autocast("cuda" if self.on_gpu else "cpu", enabled=False):
-            yield
+        return torch.autocast(self.device_type, enabled=False)
 
     def describe(self) -> str:
         amp = f", {str(self.amp).removeprefix('torch.')} autocast" if self.amp is not None else ""
@@ -94,27 +95,23 @@ def choose(precision: str = "auto", training: bool = False) -> Placement:
     """The placement for this process. `training`: fp32 weights with autocast (an optimizer steps fp32 weights);
     otherwise, on a GPU, the weights in the compute dtype."""
     import torch
+    from edgedistill import UserError
     if precision not in PRECISIONS:
-        from edgedistill import UserError
         raise UserError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    if gpu_wanted() and torch.cuda.is_available():
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
-        if precision == "auto":
-            compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            # fp16 training needs a loss scaler the loop does not have: such GPUs train in fp32
-            amp = None if training and compute == torch.float16 else compute
-        else:
-            amp = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
-        if training and amp == torch.float16:
-            from edgedistill import UserError
-            raise UserError("fp16 training needs a loss scaler the loop does not have: use precision bf16 or fp32")
-        weights = torch.float32 if training or amp is None else amp
-        return Placement(device, weights, amp)
-    if precision == "auto":
-        amp = torch.bfloat16 if cpu_has_bf16() else None
-    else:
+    on_gpu = gpu_wanted() and torch.cuda.is_available()
+    if precision != "auto":
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
-    return Placement("cpu", torch.float32, amp)   # CPU inference keeps fp32 weights: bf16 matmuls there are autocast's
+        if training and amp == torch.float16:
+            raise UserError("fp16 training needs a loss scaler the loop does not have: use precision bf16 or fp32")
+    elif on_gpu:
+        compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        amp = None if training and compute == torch.float16 else compute   # fp16 GPUs train in fp32 (no scaler)
+    else:
+        amp = torch.bfloat16 if cpu_has_bf16() else None
+    if not on_gpu:   # CPU inference keeps fp32 weights: bf16 matmuls there are autocast's
+        return Placement("cpu", torch.float32, amp)
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
+    return Placement(device, torch.float32 if training or amp is None else amp, amp)
 
 
 def gpu_wanted() -> bool:

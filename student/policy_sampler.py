@@ -97,15 +97,13 @@ def policy_sampler(online, student, model_spec: str, allow_network: bool = False
     if not student.placement.on_gpu:
         raise UserError("student.online.sampler: vllm needs a CUDA GPU (this process trains on "
                         f"{student.placement.device}): use sampler: transformers")
-    try:
-        from vllm import LLM
-    except ImportError:
-        raise UserError("student.online.sampler: vllm needs vLLM: pip install vllm (or sampler: transformers)") from None
-    from edgedistill.models import resolve
+    from edgedistill.generation.vllm import load_vllm_generator
     from edgedistill.student.loop import shard
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")   # the engine in this process: its model reachable
     rank, world = shard()
     options = {"distributed_executor_backend": "external_launcher"} if world > 1 else {}
-    llm = LLM(model=str(resolve(model_spec, allow_network).hf_folder()), trust_remote_code=False, seed=rank,
-              gpu_memory_utilization=online.vllm_memory, **options)
-    return VLLMSampler(student, llm)
+    from edgedistill.models import resolve
+    folder = str(resolve(model_spec, allow_network).hf_folder())    # a GGUF base: its dequantised folder
+    engine = load_vllm_generator(folder, allow_network, seed=rank, gpu_memory_utilization=online.vllm_memory,
+                                 **options)       # the teacher's loader, which says how to install vLLM
+    return VLLMSampler(student, engine.llm)

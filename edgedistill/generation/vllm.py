@@ -61,7 +61,7 @@ class VLLMGenerator:
         return [finish(text, sampling) for text in texts]
 
 
-def load_vllm_generator(spec: str, allow_network: bool = False, **engine_options) -> VLLMGenerator:
+def load_vllm_generator(spec: str, allow_network: bool = False, seed: int = 0, **engine_options) -> VLLMGenerator:
     """An engine for `spec` (local folder or hub id); `engine_options` go to `vllm.LLM` (gpu_memory_utilization,
     tensor_parallel_size, dtype, max_model_len ...)."""
     try:
@@ -75,5 +75,5 @@ def load_vllm_generator(spec: str, allow_network: bool = False, **engine_options
     if resolved.kind == "gguf":
         raise UserError(f"{spec}: vLLM takes Hugging Face folders or hub ids; a GGUF file runs with backend "
                         f"llama.cpp (or auto)")
-    llm = LLM(model=str(resolved.path), trust_remote_code=False, seed=0, **engine_options)
+    llm = LLM(model=str(resolved.path), trust_remote_code=False, seed=seed, **engine_options)
     return VLLMGenerator(llm, llm.get_tokenizer())
