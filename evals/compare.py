@@ -94,39 +94,61 @@ def compare(models: list[str], datasets: list[str], out: str | Path, settings: E
     selection = {"seed": seed, "limit": limit, "skip": skip, "format": fmt}
     report = write_comparison(out, results, settings, selection)
     if settings.calibrate:
-        report["calibration"] = write_calibrations(results, settings)
+        report["calibration"] = write_calibrations(results, settings, benchmarks)
         write_json_atomic(out / "report.json", report)
     return report
 
 
 def fitted_calibration(agreements: list[int], corrects: list[bool], settings: EvalConfig, data: str,
-                       spec) -> Calibration:
-    """The app's calibration fitted on these answers, with the "likely right" threshold they support
-    (calibration.likely_right_threshold) and the fit's ECE/Brier, raw and cross-fitted, in `extra`."""
+                       spec, signals: list | None = None) -> Calibration:
+    """The app's calibration fitted on these answers, with the "likely right" threshold they support and the fit's
+    ECE/Brier, raw and cross-fitted, in `extra`. With each answer's `signals` (edgedistill.confidence) and
+    `settings.confidence == "combined"`, the probability is their fitted combination and the threshold is chosen
+    where the lower bound of the fitting answers' precision holds 90%; else the agreement table
+    (calibration.likely_right_threshold)."""
     k = settings.samples
     calibration = fit_calibration(agreements, corrects, k, settings.temperature, data, str(spec))
-    threshold = likely_right_threshold(calibration, agreements, corrects)
-    calibration.likely_right_at = threshold["at"]
     measured = calibration_metrics(agreements, corrects, k, settings.temperature)
     calibration.extra = {"ece_raw": measured["ece_raw"], "brier_raw": measured["brier_raw"],
-                         "ece_cross_fitted": measured["ece"], "brier_cross_fitted": measured["brier"],
-                         "likely_right_coverage": threshold["coverage"],
-                         "likely_right_precision": threshold["precision"]}
+                         "ece_cross_fitted": measured["ece"], "brier_cross_fitted": measured["brier"]}
+    if signals is not None and settings.confidence == "combined":
+        from edgedistill.calibration import brier_score, expected_calibration_error
+        from edgedistill.confidence import cross_fitted, fit_combined, threshold_for, vetoed
+        combined = fit_combined(signals, corrects)
+        calibration.combined = combined.to_dict()
+        calibration.signal = "a fitted combination of " + ", ".join(combined.signals)
+        honest = cross_fitted(signals, corrects)      # for the calibration error: no answer judged by its own fit
+        # the threshold on the probabilities the app will show (the fit's own scale: cross-fitted ones run higher
+        # or lower than it); what guards it against the fit's optimism is the lower bound threshold_for demands
+        threshold = threshold_for([combined.probability(s) for s in signals], corrects,
+                                  vetoes=[vetoed(s) for s in signals])
+        calibration.extra.update({"ece_combined_cross_fitted": round(expected_calibration_error(honest, corrects), 4),
+                                  "brier_combined_cross_fitted": round(brier_score(honest, corrects), 4)})
+    else:
+        threshold = likely_right_threshold(calibration, agreements, corrects)
+    calibration.likely_right_at = threshold["at"]
+    calibration.extra.update({"likely_right_coverage": threshold["coverage"],
+                              "likely_right_precision": threshold["precision"]})
     return calibration
 
 
-def write_calibrations(results: list[dict], settings: EvalConfig) -> dict:
-    """Per model, the agreement -> accuracy calibration over all its benchmarks, beside the model (where the app
-    reads it). A packaged name or hub id has no place of its own: it is skipped, and the report says so."""
+def write_calibrations(results: list[dict], settings: EvalConfig, benchmarks: dict) -> dict:
+    """Per model, the confidence calibration over all its benchmarks (`benchmarks`: {data spec: its questions}),
+    beside the model (where the app reads it). A packaged name or hub id has no place of its own: it is skipped,
+    and the report says so."""
+    from edgedistill.confidence import signals_of_rows
     written = {}
     k = settings.samples
     for spec in dict.fromkeys(r["model_spec"] for r in results):
-        rows = [row for r in results if r["model_spec"] == spec for row in r["rows"] if row["agreement"] is not None]
+        mine = [r for r in results if r["model_spec"] == spec]
+        rows = [row for r in mine for row in r["rows"] if row["agreement"] is not None]
         if not rows or k < 2:
             continue
         agreements, corrects = [row["agreement"] for row in rows], [row["correct"] for row in rows]
-        data = ", ".join(r["data"] for r in results if r["model_spec"] == spec)
-        calibration = fitted_calibration(agreements, corrects, settings, data, spec)
+        signals = [s for r in mine for s in signals_of_rows([row for row in r["rows"] if row["agreement"] is not None],
+                                                            benchmarks[r["data_spec"]])]
+        data = ", ".join(r["data"] for r in mine)
+        calibration = fitted_calibration(agreements, corrects, settings, data, spec, signals)
         if not Path(spec).exists():
             written[spec] = "skipped: not a file or folder (a packaged name or hub id)"
             continue

@@ -18,6 +18,22 @@ def relative(path: str | Path) -> str:
     return os.path.relpath(Path(path).resolve(), Path.cwd())
 
 
+def precision_coverage_table(result: dict) -> list[str]:
+    """The confidence's precision/coverage curve on the eval questions, the app's threshold marked."""
+    curve = result.get("precision_coverage")
+    if not curve:
+        return []
+    at = result.get("likely_right_at")
+    lines = ["", f"Confidence ({result.get('confidence_signal', 'agreement')}) on these questions: answering only "
+                 "at or above each threshold covers this share of them, this share of which is right.", "",
+             "| threshold | coverage | precision |", "|---|---|---|"]
+    above = [i for i, point in enumerate(curve) if at is not None and point["at"] >= at]
+    for i, point in enumerate(curve):
+        mark = f" (nearest above the app's \"likely right\", {at:.3f})" if above and i == above[-1] else ""
+        lines.append(f"| {point['at']:.3f}{mark} | {point['coverage']:.1%} | {point['precision']:.1%} |")
+    return lines
+
+
 def write_report(run_root: Path, results: dict, seconds: dict, artifacts: dict, extra: dict) -> dict:
     """`results`: {name: edgedistill.metrics.evaluate result} for base, student, gguf, onnx."""
     named = [dict(r, model=name, data=r.get("data", "eval")) for name, r in results.items()]
@@ -48,6 +64,7 @@ def write_report(run_root: Path, results: dict, seconds: dict, artifacts: dict, 
                           if r["likely_right_at"] is not None else
                           f"**Selective answering ({name})**: no confidence level was 90% right on the dev split, so "
                           "the app calls no answer \"likely right\"."]
+            lines += precision_coverage_table(r)
     lines += ["", "| stage | seconds |", "|---|---|"] + [f"| {k} | {v} |" for k, v in seconds.items()]
     lines += ["", "Artifacts:"] + [f"- {name}: `{path}`" for name, path in report["artifacts"].items()]
     for key, value in extra.items():

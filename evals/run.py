@@ -22,7 +22,8 @@ import dataclasses
 import os
 from pathlib import Path
 
-from edgedistill.calibration import Calibration, calibration_path_for, save_calibration, selective
+from edgedistill.calibration import Calibration, calibration_path_for, save_calibration
+from edgedistill.confidence import selective, signals_of_rows
 from edgedistill.config import Config
 from edgedistill.datasets import load_benchmark, worked_examples
 from edgedistill.formats import answer_first_target
@@ -34,11 +35,11 @@ from edgedistill.evals.evaluate import Model, evaluate_cached
 from edgedistill.evals.report import write_report
 
 
-def calibrate_on(dev: dict, spec, data: str, cfg) -> Calibration:
-    """The app's calibration fitted on the dev result `dev`, with the "likely right" threshold dev supports, saved
-    beside the model (where `edgedistill serve` reads it)."""
+def calibrate_on(dev: dict, spec, data: str, cfg, questions) -> Calibration:
+    """The app's calibration fitted on the dev result `dev` (of `questions`), with the "likely right" threshold dev
+    supports, saved beside the model (where `edgedistill serve` reads it)."""
     agreements, corrects = [r["agreement"] for r in dev["rows"]], [r["correct"] for r in dev["rows"]]
-    calibration = fitted_calibration(agreements, corrects, cfg, data, spec)
+    calibration = fitted_calibration(agreements, corrects, cfg, data, spec, signals_of_rows(dev["rows"], questions))
     path = calibration_path_for(spec)
     save_calibration(calibration, path)
     print(f"[eval] calibration of {Path(str(spec)).name} fitted on {data} (n={len(corrects)}): {path}; likely right "
@@ -46,6 +47,13 @@ def calibrate_on(dev: dict, spec, data: str, cfg) -> Calibration:
           f"precision {calibration.extra['likely_right_precision']})",
           flush=True)
     return calibration
+
+
+def judged_on_eval(calibration: Calibration, rows: list[dict], questions) -> dict:
+    """How the app's confidence, fitted on dev, does on the eval questions it never saw: what "likely right" covers
+    and how often it is right there, and the precision/coverage curve of the probability it shows."""
+    return {**selective(calibration, signals_of_rows(rows, questions), [r["correct"] for r in rows]),
+            "likely_right_at": calibration.likely_right_at, "confidence_signal": calibration.signal}
 
 
 def cache_name(data: str) -> str:
@@ -89,7 +97,7 @@ def run(config: Config, rundir: RunDir) -> dict:
     calibrated: dict[str, Path] = {}
     scored: dict[str, tuple[str, str]] = {}   # name: (model spec, backend), for the eval.also rows below
     for name, spec, backend, label in (("student", str(merged), "transformers", "eval student"),
-                                       ("gguf", gguf, "llama.cpp", f"eval gguf {config.export.quant}"),
+                                       ("gguf", gguf, "llama.cpp", f"eval gguf {export.get('quant', config.export.quant)}"),
                                        ("onnx", onnx, "onnx", "eval onnx")):
         if spec:
             results[name] = score(name, spec, backend, label, k=cfg.samples if name in served else 1,
@@ -97,12 +105,10 @@ def run(config: Config, rundir: RunDir) -> dict:
             artifacts[name], scored[name] = Path(spec), (spec, backend)
             if name in served and cfg.calibrate and cfg.samples > 1:
                 # the app's confidence is calibrated on dev, then judged on the eval data it was not fitted on
-                dev = score(f"{name}-dev", spec, backend, f"{label} dev", on=load_benchmark(config.data.dev, limit=cfg.calibration_questions),
-                            data=config.data.dev)
-                calibration = calibrate_on(dev, spec, config.data.dev, cfg)
-                results[name].update(selective(calibration, [r["agreement"] for r in results[name]["rows"]],
-                                               [r["correct"] for r in results[name]["rows"]]))
-                results[name]["likely_right_at"] = calibration.likely_right_at
+                dev_questions = load_benchmark(config.data.dev, limit=cfg.calibration_questions)
+                dev = score(f"{name}-dev", spec, backend, f"{label} dev", on=dev_questions, data=config.data.dev)
+                calibration = calibrate_on(dev, spec, config.data.dev, cfg, dev_questions)
+                results[name].update(judged_on_eval(calibration, results[name]["rows"], questions))
                 calibrated[name] = calibration_path_for(spec)
     # the other tasks, each on its own questions: what the app serves, and the base before it
     also_models = ([("base", config.student.model, "transformers")] if cfg.base else []) + \
@@ -123,6 +129,8 @@ def run(config: Config, rundir: RunDir) -> dict:
                                          for path in calibrated.values())
     if gguf:
         extra["serve"] = f"edgedistill serve --model {os.path.relpath(gguf)}"
+        if export.get("served"):      # which GGUF serves, by the export's measured bar
+            extra["served_file"] = export["served"]["reason"]
     write_report(rundir.root, results, seconds, artifacts, extra)
     for name, r in results.items():
         print(f"[eval] {name}: pass@1 {r['pass@1']:.1%} (95% CI {r['ci95'][0]:.1%}-{r['ci95'][1]:.1%}, n={r['n']})")

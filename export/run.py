@@ -31,7 +31,7 @@ def run(config: Config, rundir: RunDir) -> dict:
     questions = load_questions(config.data.eval, limit=config.data.eval_limit) if cfg.parity else []
     result = run_export(cfg, rundir.student.merged, rundir.export_dir, calibration, questions)
     if result.get("gguf"):
-        print(f"[export] {result['gguf']} ({result['files'][cfg.quant]['bytes'] / 2**20:.1f} MiB), "
+        print(f"[export] serves {result['gguf']} ({result['files'][result['quant']]['bytes'] / 2**20:.1f} MiB), "
               f"convert {result['convert_seconds']} s, quantize {result['quantize_seconds']} s", flush=True)
     return {"gguf": None, **result}
 
@@ -91,9 +91,12 @@ def run_export(cfg, merged: Path, out: Path, calibration: list[list[dict]] | Non
             shutil.rmtree(candidate)
             print(f"[export] ONNX {setting}: agreement {report['agreement']:.1%} < {cfg.min_agreement:.0%}, "
                   f"trying the next setting", flush=True)
+    if cfg.gguf:
+        result.update(serve_choice(cfg, result, reports))
     if reports:
         text = table(reports)
-        write_text_atomic(out / "parity.md", f"# Parity of each exported artifact with {merged}\n\n{text}\n")
+        served = f"\n**Served:** {result['served']['reason']}\n" if result.get("served") else ""
+        write_text_atomic(out / "parity.md", f"# Parity of each exported artifact with {merged}\n\n{text}\n{served}")
         print(text, flush=True)
         result["parity"] = {name: {k: v for k, v in r.items() if k != "artifact"} for name, r in reports.items()}
         result["parity_files"] = {name: str(parity_path(artifacts[name][1])) for name in reports}
@@ -104,6 +107,18 @@ def run_export(cfg, merged: Path, out: Path, calibration: list[list[dict]] | Non
                             f"file does not behave like the student (see {out / 'parity.md'}). Use a higher-precision "
                             f"setting, or --force / export.force: true to keep it anyway")
     return result
+
+
+def serve_choice(cfg, result: dict, reports: dict[str, dict]) -> dict:
+    """The GGUF the app serves, chosen by the serving bar (export/serving.py): {"gguf", "quant", "served"}, which
+    the eval stage, the report and the printed serve command follow."""
+    from edgedistill.export.serving import ServingBar, choose_served
+    measured = {q: reports[f"GGUF {q}"] for q in result["quants"] if f"GGUF {q}" in reports}
+    choice = choose_served(measured, cfg.quant, ServingBar(cfg.serve_min_agreement, cfg.serve_max_kl))
+    print(f"[export] {'warning: ' if choice.overruled or not choice.holds_bar and measured else ''}{choice.reason}",
+          flush=True)
+    return {"gguf": result["files"][choice.quant]["path"], "quant": choice.quant, "preferred_quant": cfg.quant,
+            "served": choice.to_dict()}
 
 
 def merge_adapter(adapter: Path, target: Path, base: str | None = None) -> Path:

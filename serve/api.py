@@ -86,11 +86,10 @@ def shown_text(raw: str, final: bool = False) -> str:
 
 def summary(q: Question, raw: str, confidence: Confidence, supervisor_below: float) -> dict:
     answer, _, _ = split_stream(raw)
-    likely_right_at = confidence.calibration.likely_right_at if confidence.calibration else None
     return {"answer": chosen(q, readable(answer)), "answer_type": q.answer_type,
             "computations": computations(raw).removeprefix("Computation: "),
             "confidence": round(confidence.probability, 4) if confidence.samples else None,
-            "band": band(confidence.probability, supervisor_below, likely_right_at) if confidence.samples else None,
+            "band": band(confidence.probability, supervisor_below, confidence.likely_right_at) if confidence.samples else None,
             "agreeing": confidence.agreeing, "samples": confidence.samples,
             "calibrated": confidence.calibration is not None, "raw": raw}
 

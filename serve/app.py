@@ -1,6 +1,6 @@
 """The factory-floor Q&A app: the answer first, the computation it rests on, the reasoning, and a confidence.
 
-    edgedistill serve --model runs/quickstart/export/student-Q4_K_M.gguf
+    edgedistill serve --model runs/quickstart
 
 One question, in order:
 1. the answer streams in as the model writes its `Answer:` line; the calculator fills each `<<expr=` with its value
@@ -39,6 +39,7 @@ from edgedistill import UserError  # noqa: E402
 from edgedistill.calculator import ANNOTATION, CalculatorError, evaluate, format_number  # noqa: E402
 from edgedistill.calibration import Calibration  # noqa: E402
 from edgedistill.checkers import canonical, extract_answer  # noqa: E402
+from edgedistill.confidence import Signals, signals_of, vetoed  # noqa: E402
 from edgedistill.config import ServeConfig  # noqa: E402
 from edgedistill.datasets import work_order_question  # noqa: E402
 from edgedistill.formats import chat  # noqa: E402
@@ -129,6 +130,15 @@ class Confidence:
     calibration: Calibration | None
     token_probability: float | None       # geometric mean of the model's probabilities of the answer's tokens
     others: list[str] = field(default_factory=list)
+    signals: Signals | None = None        # what the probability was read from (edgedistill/confidence.py)
+
+    @property
+    def likely_right_at(self) -> float | None:
+        """The calibration's "likely right" threshold for this answer: None without one, and None for an answer
+        the signals veto (a number the question does not show, an answer that is not of its type)."""
+        if self.calibration is None or (self.calibration.combined and self.signals and vetoed(self.signals)):
+            return None
+        return self.calibration.likely_right_at
 
 
 def band(probability: float, supervisor_below: float, likely_right_at: float | None = None) -> str:
@@ -144,10 +154,16 @@ def band(probability: float, supervisor_below: float, likely_right_at: float | N
 def confidence_markdown(c: Confidence, supervisor_below: float) -> str:
     if not c.samples:
         return "Confidence not measured (samples = 0)."
-    likely_right_at = c.calibration.likely_right_at if c.calibration else None
-    lines = [f"### Confidence {c.probability:.0%} · {band(c.probability, supervisor_below, likely_right_at)}",
+    lines = [f"### Confidence {c.probability:.0%} · {band(c.probability, supervisor_below, c.likely_right_at)}",
              f"{c.agreeing} of {c.samples} sampled answers agree with this one."]
-    if c.calibration:
+    if c.signals is not None and not c.signals.grounded:
+        lines.append("**The computation uses a number the question does not show**: check where it comes from.")
+    if c.calibration and c.calibration.combined:
+        cal = c.calibration
+        lines.append(f"Calibrated on {cal.n} questions of `{cal.data or 'an evaluation set'}`, worded apart from "
+                     f"the training questions, from the samples' agreement, whether they compute it the same way, "
+                     f"whether the computation uses the question's own numbers and whether the answer is sane.")
+    elif c.calibration:
         cal = c.calibration
         lines.append(f"Calibrated on {cal.n} questions of `{cal.data or 'an evaluation set'}`: answers with "
                      f"{c.agreeing} of {cal.k} agreeing were right {c.probability:.0%} of the time.")
@@ -207,7 +223,9 @@ class QA:
         return Asking(self, q, self.scheduler.submit(chat(q), [greedy, *samples]))
 
     def confidence(self, q: Question, answer: str | None, answer_probabilities: list[float],
-                   sampled_texts: list[str]) -> Confidence:
+                   sampled_texts: list[str], text: str | None = None) -> Confidence:
+        """`answer`: the greedy answer as read; `text`: the greedy completion it was read from (its computation),
+        None where only the answer is known."""
         token_probability = (math.exp(sum(math.log(max(p, 1e-12)) for p in answer_probabilities)
                              / len(answer_probabilities)) if answer_probabilities else None)
         if not self.samples:
@@ -215,9 +233,10 @@ class QA:
         sampled = [canonical(extract_answer(t, q.answer_type), q) for t in sampled_texts]
         agreeing = agreement(answer, sampled, q)
         mine = canonical(answer, q)
-        probability = self.calibration.probability(agreeing) if self.calibration else agreeing / self.samples
+        signals = signals_of(q, text if text is not None else f"Answer: {answer or ''}", sampled_texts)
+        probability = self.calibration.probability_of(signals) if self.calibration else agreeing / self.samples
         others = [f"{a} ({n})" for a, n in Counter(s or "no answer" for s in sampled if s != mine).most_common(3)]
-        return Confidence(agreeing, self.samples, probability, self.calibration, token_probability, others)
+        return Confidence(agreeing, self.samples, probability, self.calibration, token_probability, others, signals)
 
 
 class Asking:
@@ -237,7 +256,7 @@ class Asking:
             yield token.text, self.answer_probabilities
 
     def confidence(self, answer: str | None) -> Confidence:
-        return self.qa.confidence(self.q, answer, self.answer_probabilities, self.reply.texts()[1:])
+        return self.qa.confidence(self.q, answer, self.answer_probabilities, self.reply.texts()[1:], self.text)
 
     def cancel(self) -> None:
         self.reply.cancel()

@@ -113,20 +113,25 @@ def test_modelfile_and_server_command_carry_template_and_stop_token(exported, sm
     assert server.index("exec edgedistill serve --model student-Q8_0.gguf") < server.index("exec llama-server")
 
 
+def another_random_model(folder, tokenizer):
+    """A random model that is not the tiny student: untied and wider than it (two tied random models both just
+    repeat the last token, and agree)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(1)
+    other = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         initializer_range=0.2, tie_word_embeddings=False,
+                                         eos_token_id=tokenizer.eos_token_id))
+    other.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def test_an_artifact_that_is_not_its_source_fails_the_gate(tmp_path, tiny_model_dir, smollm_tokenizer):
     """A stale GGUF of another random model sits in the export folder (the export reuses existing files): the
     parity check sees it does not behave like the source, and the export fails naming it, unless forced."""
-    from transformers import LlamaConfig, LlamaForCausalLM
     from edgedistill.export.gguf import export_gguf
-    torch.manual_seed(1)
-    other = LlamaForCausalLM(LlamaConfig(vocab_size=len(smollm_tokenizer), hidden_size=64, intermediate_size=128,
-                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                         initializer_range=0.2, tie_word_embeddings=False,
-                                         eos_token_id=smollm_tokenizer.eos_token_id))
-    # (untied and wider than the tiny model: two tied random models both just repeat the last token, and agree)
-    other.save_pretrained(tmp_path / "other")
-    smollm_tokenizer.save_pretrained(tmp_path / "other")
-    export_gguf(tmp_path / "other", tmp_path / "out", "Q8_0")
+    export_gguf(another_random_model(tmp_path / "other", smollm_tokenizer), tmp_path / "out", "Q8_0")
     config = small_config(onnx="none")
     with pytest.raises(UserError, match=r"GGUF Q8_0 \(agreement"):
         run_export(config, tiny_model_dir, tmp_path / "out", None, questions())
@@ -185,3 +190,74 @@ def test_a_lora_adapter_is_merged_in_full_precision_then_exported(tmp_path, tiny
     torch.testing.assert_close(merged[name], expected)
     assert merged[name].dtype == torch.float32
     assert result["parity"]["GGUF Q8_0"]["agreement"] >= 0.9
+
+
+# --- which GGUF serves: the serving bar (export/serving.py) -------------------------------------------------------
+
+def parity(agreement, kl, mib, template_ok=True):
+    return {"agreement": agreement, "kl": kl, "bytes": mib << 20, "template_ok": template_ok}
+
+
+def bar():
+    from edgedistill.export.serving import ServingBar
+    return ServingBar(min_agreement=0.98, max_kl=0.01)
+
+
+def test_the_preferred_type_serves_when_it_holds_the_bar_even_if_a_smaller_one_does():
+    from edgedistill.export.serving import choose_served
+    reports = {"Q5_K_M": parity(0.985, 0.008, 120), "Q4_K_M": parity(0.99, 0.005, 100)}
+    choice = choose_served(reports, "Q5_K_M", bar())
+    assert (choice.quant, choice.holds_bar, choice.overruled) == ("Q5_K_M", True, False)
+
+
+def test_a_preferred_type_below_the_bar_is_overruled_by_the_smallest_that_holds_it():
+    from edgedistill.export.serving import choose_served
+    reports = {"Q4_K_M": parity(0.924, 0.081, 100), "Q8_0": parity(0.99, 0.0013, 160),
+               "Q6_K": parity(0.985, 0.004, 130), "Q5_K_M": parity(0.99, 0.011, 115)}   # Q5_K_M: KL just over
+    choice = choose_served(reports, "Q4_K_M", bar())
+    assert (choice.quant, choice.holds_bar, choice.overruled) == ("Q6_K", True, True)
+    assert "instead of the preferred Q4_K_M" in choice.reason and "92.4%" in choice.reason
+
+
+def test_with_no_file_under_the_bar_the_closest_serves_and_says_so():
+    from edgedistill.export.serving import choose_served
+    reports = {"Q4_K_M": parity(0.90, 0.09, 100), "Q8_0": parity(0.97, 0.02, 160),
+               "Q6_K": parity(0.999, 0.001, 130, template_ok=False)}      # a different chat prompt never serves
+    choice = choose_served(reports, "Q4_K_M", bar())
+    assert (choice.quant, choice.holds_bar, choice.overruled) == ("Q8_0", False, True)
+    assert "no file written holds the bar" in choice.reason
+
+
+def test_without_parity_the_preferred_type_serves_unmeasured():
+    from edgedistill.export.serving import choose_served
+    choice = choose_served({}, "Q4_K_M", bar())
+    assert (choice.quant, choice.holds_bar, choice.overruled) == ("Q4_K_M", False, False)
+    assert "not measured" in choice.reason
+
+
+def test_the_export_serves_the_file_that_holds_the_bar_not_the_preferred_one(tmp_path, tiny_model_dir,
+                                                                             smollm_tokenizer):
+    """A stale Q4_0 of another model stands where the preferred type goes: measured, it is far from the student,
+    so the export serves its Q8_0, says why in parity.md, and hands that file on as the one to evaluate and serve."""
+    from edgedistill.export.gguf import export_gguf
+    export_gguf(another_random_model(tmp_path / "other", smollm_tokenizer), tmp_path / "out", "Q4_0")
+    (tmp_path / "out" / "student-f16.gguf").unlink()          # the student's own f16 is converted afresh
+    config = small_config(quant="Q4_0", more_quants=["Q8_0"], onnx="none", parity_eval=0, force=True,
+                          serve_min_agreement=0.9, serve_max_kl=0.05)
+    result = run_export(config, tiny_model_dir, tmp_path / "out", None, questions())
+    assert result["parity"]["GGUF Q4_0"]["agreement"] < 0.9 <= result["parity"]["GGUF Q8_0"]["agreement"]
+    assert result["quant"] == "Q8_0" and result["gguf"].endswith("student-Q8_0.gguf")
+    assert result["served"]["overruled"] is True and result["preferred_quant"] == "Q4_0"
+    assert "Q8_0 serves instead of the preferred Q4_0" in (tmp_path / "out" / "parity.md").read_text()
+
+
+def test_the_source_continues_each_prompt_once_for_all_artifacts(tiny_model_dir):
+    from edgedistill.export.parity import SourceModel
+    source = SourceModel(tiny_model_dir)
+    calls = []
+    original = source._greedy
+    source._greedy = lambda ids, n: calls.append(tuple(ids)) or original(ids, n)
+    first = source.greedy([1, 2, 3], 4)
+    assert source.greedy([1, 2, 3], 4) == first and calls == [(1, 2, 3)]     # the second artifact reuses it
+    source.greedy([1, 2, 4], 4)
+    assert len(calls) == 2

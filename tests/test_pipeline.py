@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import yaml
 
+from edgedistill import UserError
 from edgedistill.cli import main
 
 QUESTIONS = [
@@ -171,3 +173,28 @@ def test_duplicate_question_id_names_both_lines(tmp_path, capsys):
     data = write_jsonl(tmp_path / "dup.jsonl", [QUESTIONS[0], QUESTIONS[1], dict(QUESTIONS[2], id="q0")])
     assert main(["eval", "--model", "smollm2-135m-instruct", "--data", str(data)]) == 2
     assert f"{data}:3: id 'q0' already used on line 1" in capsys.readouterr().err
+
+
+def test_a_run_folder_names_the_model_it_serves(tmp_path, monkeypatch):
+    """`serve --model runs/x` and `eval --model runs/x` take the GGUF the export chose, found from the run folder
+    wherever the command is started; a run without a model says what to run; anything else passes through."""
+    import json
+    from edgedistill.rundir import served_by_run
+    run = tmp_path / "runs" / "plant"
+    (run / "export").mkdir(parents=True)
+    (run / "export" / "student-Q5_K_M.gguf").write_bytes(b"GGUF")
+    manifest = {"stages": {"train": {"status": "done"}, "export": {"status": "done", "outputs": {
+        "gguf": "runs/plant/export/student-Q5_K_M.gguf", "quant": "Q5_K_M"}}}}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.chdir(tmp_path)
+    assert served_by_run("runs/plant") == Path("runs/plant/export/student-Q5_K_M.gguf")
+    monkeypatch.chdir(run)                      # the relative path no longer resolves: found in the run's export/
+    assert served_by_run(run) == run / "export" / "student-Q5_K_M.gguf"
+    assert served_by_run(tmp_path / "elsewhere.gguf") is None and served_by_run("qwen2.5-coder-0.5b-instruct") is None
+    manifest["stages"]["export"]["status"] = "interrupted"
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="no exported or trained model yet"):
+        served_by_run(run)
+    (run / "manifest.json").write_text("{not json")
+    with pytest.raises(UserError, match="not a run manifest"):
+        served_by_run(run)

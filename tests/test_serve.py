@@ -290,3 +290,35 @@ def test_feedback_keeps_the_kind_of_question(tmp_path):
     assert (row["answer_type"], row["options"], row["answer"]) == ("choice", ["A. x", "B. y", "C. z"], "C")
     (seed,) = load_questions(tmp_path / "feedback.jsonl")                 # a seed the teacher reads as a choice
     assert seed.answer_type == "choice" and seed.options[2] == "C. z"
+
+
+def test_confidence_reads_the_fitted_signals_when_the_calibration_has_them(qa):
+    """With a combination in the calibration file, the page's probability is that combination of the answer's
+    signals, and an answer whose computation uses a number the question does not show says so."""
+    from edgedistill.confidence import Signals, fit_combined
+    calibration = fit_calibration([5] * 4 + [1] * 4, [True] * 4 + [False] * 4, k=5, temperature=0.7, data="dev_reworded")
+    calibration.combined = fit_combined([Signals(1, 1, 1, 1)] * 4 + [Signals(0.2, 0.2, 0, 1)] * 4,
+                                        [True] * 4 + [False] * 4).to_dict()
+    model = qa(["48*7.5", "48*7.5", "360", "48*8", "x"], calibration)
+    question = model.question("Line 3 makes 48 housings an hour. How many in a 7.5-hour shift?")
+    grounded = model.confidence(question, "360", [], ["Answer: <<48*7.5=360>>"] * 5, text=GREEDY)
+    assert grounded.signals == Signals(1.0, 1.0, 1.0, 1.0)
+    assert grounded.probability == pytest.approx(calibration.probability_of(grounded.signals))
+    invented = model.confidence(question, "384", [], ["Answer: <<48*8=384>>"] * 5, text="Answer: <<48*8=384>>")
+    assert invented.signals.grounded == 0.0 and invented.probability < grounded.probability
+    text = confidence_markdown(invented, supervisor_below=0.6)
+    assert "uses a number the question does not show" in text and "worded apart from the training" in text
+    assert "does not show" not in confidence_markdown(grounded, supervisor_below=0.6)
+
+
+def test_an_answer_over_a_number_the_question_does_not_show_is_never_likely_right(qa):
+    from edgedistill.confidence import Signals, fit_combined
+    calibration = fit_calibration([5] * 4, [True] * 4, k=5, temperature=0.7, data="dev_reworded")
+    calibration.combined = fit_combined([Signals(1, 1, 1, 1)] * 4 + [Signals(0.2, 0.2, 1, 1)] * 4,
+                                        [True] * 4 + [False] * 4).to_dict()
+    calibration.likely_right_at = 0.5
+    model = qa(["48*8"] * 5, calibration)
+    question = model.question("Line 3 makes 48 housings an hour. How many in a 7.5-hour shift?")
+    invented = model.confidence(question, "384", [], ["Answer: <<48*8=384>>"] * 5, text="Answer: <<48*8=384>>")
+    assert invented.probability >= 0.5 and invented.likely_right_at is None      # agreed by all, yet vetoed
+    assert "likely right" not in confidence_markdown(invented, supervisor_below=0.6).split("\n")[0]
