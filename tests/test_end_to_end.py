@@ -33,10 +33,18 @@ def test_micro_run_on_packaged_model(tmp_path):
     for name in ("base", "student"):
         assert report[name]["n"] == 8 and set(report[name]) >= {"pass@1", "ci95", "n"}
     assert set(report["seconds"]) == {"teach", "train", "export", "eval"}
-    assert report["gguf"]["n"] == 8 and report["artifacts"]["gguf"].endswith("student-Q4_K_M.gguf")
+    # the GGUF evaluated and served is the one the serving bar chose (Q4_K_M preferred; 2 training steps leave a
+    # student whose Q4_K_M may not hold 98% agreement, and then Q8_0 serves)
+    exported = json.loads((out / "manifest.json").read_text())["stages"]["export"]["outputs"]
+    q4 = exported["parity"]["GGUF Q4_K_M"]
+    holds = q4["agreement"] >= 0.98 and q4["kl"] <= 0.01 and q4["template_ok"]
+    served = "Q4_K_M" if holds else "Q8_0"
+    assert exported["quant"] == served and exported["preferred_quant"] == "Q4_K_M"
+    assert report["gguf"]["n"] == 8 and report["artifacts"]["gguf"].endswith(f"student-{served}.gguf")
+    assert f"{served} serve" in report["served_file"]
     assert report["onnx"]["n"] == 8 and (out / "export" / "onnx" / "parity.json").exists()
     # the app's confidence: the served GGUF is sampled and calibrated, the ONNX scored greedy only
-    calibration = json.loads((out / "export" / "student-Q4_K_M.gguf.calibration.json").read_text())
+    calibration = json.loads((out / "export" / f"student-{served}.gguf.calibration.json").read_text())
     assert calibration["n"] == 8 and len(calibration["accuracy"]) == calibration["k"] + 1 == 5
     assert calibration["data"] == "shopfloor:dev" and "likely_right_at" in calibration   # fitted on dev
     assert {"likely_right_coverage", "likely_right_precision", "likely_right_at"} <= set(report["gguf"])
@@ -52,9 +60,8 @@ def test_micro_run_on_packaged_model(tmp_path):
     result = json.loads(answered.stdout.strip().splitlines()[-1])
     assert result["n"] == 2
 
-    # the quantized GGUF reloads on llama.cpp and answers, with the calculator
-    gguf = out / "export" / "student-Q4_K_M.gguf"
-    answered = run_cli("eval", "--model", str(gguf), "--data", "shopfloor:dev", "--limit", "2", "--json")
+    # the served GGUF, named by the run folder, reloads on llama.cpp and answers, with the calculator
+    answered = run_cli("eval", "--model", str(out), "--data", "shopfloor:dev", "--limit", "2", "--json")
     assert answered.returncode == 0, answered.stderr[-3000:]
     assert json.loads(answered.stdout.strip().splitlines()[-1])["n"] == 2
 
