@@ -18,18 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 
 from edgedistill.calibration import fit_calibration, likely_right_threshold, selective
-from edgedistill.calculator import ANNOTATION
-from edgedistill.expressions import simplify
+from edgedistill.confidence import expression_of
 from edgedistill.formats import answer_line
-
-
-def expression_of(line: str | None) -> str | None:
-    """The expression of an Answer line's annotation, spaces dropped and parentheses normalised."""
-    found = ANNOTATION.findall(line or "")
-    return simplify(re.sub(r"\s+", "", found[-1][0])) if found else None
 
 
 def levels(rows: list[dict], signal: str) -> tuple[list[int], int]:

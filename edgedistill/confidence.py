@@ -84,6 +84,7 @@ def signals_of(question: Question, greedy_text: str, sampled_texts: list[str | N
     mine = canonical(answer, question)
     sampled = [canonical(extract_answer(t or "", question.answer_type), question) for t in sampled_texts]
     k = max(1, len(sampled_texts))
+    # metrics.agreement's count, written here: the kernel's calibration imports this module and metrics imports it
     agreeing = 0 if mine is None else sum(s == mine for s in sampled)
     expression = expression_of(answer_line(greedy_text))
     if question.answer_type == "number" and expression is not None:

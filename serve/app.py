@@ -45,7 +45,6 @@ from edgedistill.datasets import work_order_question  # noqa: E402
 from edgedistill.formats import chat  # noqa: E402
 from edgedistill.generation import Sampling  # noqa: E402
 from edgedistill.generation.scheduler import Reply, scheduler_for  # noqa: E402
-from edgedistill.metrics import agreement  # noqa: E402
 from edgedistill.records import AppendLog, Question, load_questions  # noqa: E402
 
 OPEN_ANNOTATION = "<<"
@@ -231,9 +230,9 @@ class QA:
         if not self.samples:
             return Confidence(0, 0, 0.0, None, token_probability)
         sampled = [canonical(extract_answer(t, q.answer_type), q) for t in sampled_texts]
-        agreeing = agreement(answer, sampled, q)
         mine = canonical(answer, q)
         signals = signals_of(q, text if text is not None else f"Answer: {answer or ''}", sampled_texts)
+        agreeing = round(signals.agreement * self.samples)     # the signals counted it already
         probability = self.calibration.probability_of(signals) if self.calibration else agreeing / self.samples
         others = [f"{a} ({n})" for a, n in Counter(s or "no answer" for s in sampled if s != mine).most_common(3)]
         return Confidence(agreeing, self.samples, probability, self.calibration, token_probability, others, signals)
