@@ -64,16 +64,12 @@ LIKELY_RIGHT_PRECISION = 0.9
 
 def likely_right_threshold(calibration: Calibration, agreements: list[int], corrects: list[bool],
                            precision: float = LIKELY_RIGHT_PRECISION) -> dict:
-    """The lowest calibrated probability p such that the answers at p or above were at least `precision` right on
-    these (fitting) questions: the most answers the app may call "likely right". {"at": p or None, "coverage",
-    "precision"} of that choice."""
-    best = {"at": None, "coverage": 0.0, "precision": None}
-    for p in sorted(set(calibration.accuracy), reverse=True):
-        chosen = [c for a, c in zip(agreements, corrects) if calibration.probability(a) >= p]
-        if chosen and sum(chosen) / len(chosen) >= precision:
-            best = {"at": p, "coverage": round(len(chosen) / len(corrects), 4),
-                    "precision": round(sum(chosen) / len(chosen), 4)}
-    return best
+    """The lowest calibrated probability p such that the answers at p or above were `precision` right with
+    confidence (the one-sided 95% lower bound of their precision, edgedistill.confidence.threshold_for) on these
+    (fitting) questions: the most answers the app may call "likely right". {"at": p or None, "coverage",
+    "precision"} of that choice. The same rule as the combined confidence's, so 9 right of 10 is not enough."""
+    from edgedistill.confidence import threshold_for
+    return threshold_for([calibration.probability(a) for a in agreements], corrects, precision)
 
 
 def selective(calibration: Calibration, agreements: list[int], corrects: list[bool]) -> dict:

@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     flag(p, "--quant", ExportConfig, "quant")
     flag(p, "--more-quants", ExportConfig, "more_quants", help="more GGUF types, comma-separated ('' for none)")
     flag(p, "--onnx", ExportConfig, "onnx")
-    flag(p, "--eval-data", DataConfig, "eval", help="questions for the parity check")
+    flag(p, "--eval-data", DataConfig, "dev", help="questions for the parity check (worded apart from the eval split "
+                                                  "you report, so the choice of the served file never reads it)")
     flag(p, "--min-agreement", ExportConfig, "min_agreement", help="top-1 agreement an artifact needs; below it the "
                                                                    "export fails, unless --force")
     p.add_argument("--no-parity", action="store_true", help="skip the parity check (not recommended)")

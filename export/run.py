@@ -22,13 +22,14 @@ from edgedistill.rundir import RunDir
 
 def run(config: Config, rundir: RunDir) -> dict:
     """The export stage's entry point: <run>/student/merged -> <run>/export/. The importance matrix is steered by
-    the student's own training conversations (what its answers look like); parity is measured on data.eval."""
+    the student's own training conversations (what its answers look like); parity is measured on data.dev, so that the
+    choice of the served file never reads the eval split the run reports as held out."""
     cfg = config.export
     if not cfg.gguf and cfg.onnx == "none":
         return {"gguf": None}
     from edgedistill.export.gguf import read_calibration
     calibration = read_calibration(rundir.teacher.sft_answer_first, cfg.calibration) if cfg.calibration else None
-    questions = load_questions(config.data.eval, limit=config.data.eval_limit) if cfg.parity else []
+    questions = load_questions(config.data.dev) if cfg.parity else []
     result = run_export(cfg, rundir.student.merged, rundir.export_dir, calibration, questions)
     if result.get("gguf"):
         print(f"[export] serves {result['gguf']} ({result['files'][result['quant']]['bytes'] / 2**20:.1f} MiB), "

@@ -100,7 +100,7 @@ def flags(command: str) -> dict:
     ("export", "--onnx", ExportConfig, "onnx"),
     ("export", "--min-agreement", ExportConfig, "min_agreement"),
     ("export", "--calibration-rows", ExportConfig, "calibration"),
-    ("export", "--eval-data", DataConfig, "eval"),
+    ("export", "--eval-data", DataConfig, "dev"),
 ])
 def test_mirrored_flags_default_to_the_field(command, name, section, key):
     action = flags(command)[name]
