@@ -449,6 +449,10 @@ class EvalConfig(Section):
                          "edgedistill/confidence.py) or agreement (the agreement of the samples alone)")
     calibration_questions: int | None = option(None, **COUNT, help="first N dev questions the calibration is "
                                                                      "fitted on (null: all)")
+    calibration_data: list[str] = option(factory=list, help="more questions worded apart from train, pooled with "
+                                                            "data.dev to fit the app's confidence (packaged splits "
+                                                            "or files; never the eval data): a fit on a few easy dev "
+                                                            "questions finds no threshold it can trust")
     calculator_row: bool = option(False, help="also greedy with the calculator off: what the calculator is worth")
     also: list[str] = option(factory=list, help="more benchmarks (packaged splits or files), each its own rows of "
                                                 "the report: the served model and the base, greedy (a factory "
@@ -626,8 +630,11 @@ def _check_files(config: Config, where) -> None:
     for key, value in named:
         if not is_packaged(value) and not is_file(value):
             raise UserError(f"{where('data.' + key)}: 'data.{key}' file not found: {value}")
+    if config.data.eval in config.eval.calibration_data:
+        raise UserError(f"{where('eval.calibration_data')}: eval.calibration_data names the eval data "
+                        f"({config.data.eval}): the confidence must be fitted on other questions than it is judged on")
     for key, values in (("teacher.select.decontaminate", config.teacher.select.decontaminate),
-                        ("eval.also", config.eval.also)):
+                        ("eval.also", config.eval.also), ("eval.calibration_data", config.eval.calibration_data)):
         for i, value in enumerate(values):
             if not is_packaged(value.partition("[")[0]) and not is_file(value.partition("[")[0]):
                 raise UserError(f"{where(key)}: {key}[{i}]: file not found: {value}")

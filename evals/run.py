@@ -105,9 +105,15 @@ def run(config: Config, rundir: RunDir) -> dict:
             artifacts[name], scored[name] = Path(spec), (spec, backend)
             if name in served and cfg.calibrate and cfg.samples > 1:
                 # the app's confidence is calibrated on dev, then judged on the eval data it was not fitted on
-                dev_questions = load_benchmark(config.data.dev, limit=cfg.calibration_questions)
-                dev = score(f"{name}-dev", spec, backend, f"{label} dev", on=dev_questions, data=config.data.dev)
-                calibration = calibrate_on(dev, spec, config.data.dev, cfg, dev_questions)
+                fit_rows, fit_questions = [], []
+                for data in [config.data.dev, *cfg.calibration_data]:     # dev, and the sets pooled with it
+                    on = load_benchmark(data, limit=cfg.calibration_questions)
+                    cached = f"{name}-dev" if data == config.data.dev else f"{name}-calibration-{cache_name(data)}"
+                    fit_rows += score(cached, spec, backend, f"{label} {data}", on=on, data=data)["rows"]
+                    fit_questions += on
+                calibration = calibrate_on({"rows": fit_rows}, spec, " + ".join([config.data.dev,
+                                                                                   *cfg.calibration_data]),
+                                           cfg, fit_questions)
                 results[name].update(judged_on_eval(calibration, results[name]["rows"], questions))
                 calibrated[name] = calibration_path_for(spec)
     # the other tasks, each on its own questions: what the app serves, and the base before it
@@ -125,7 +131,8 @@ def run(config: Config, rundir: RunDir) -> dict:
     seconds["eval"] = round(sum(r["seconds"] for r in results.values()), 1)
     extra = {"eval_data": config.data.eval, "teacher": config.teacher.kind}
     if calibrated:
-        extra["calibration"] = ", ".join(f"{os.path.relpath(path)} (fitted on {config.data.dev})"
+        fitted_on = " + ".join([config.data.dev, *cfg.calibration_data])
+        extra["calibration"] = ", ".join(f"{os.path.relpath(path)} (fitted on {fitted_on})"
                                          for path in calibrated.values())
     if gguf:
         extra["serve"] = f"edgedistill serve --model {os.path.relpath(gguf)}"

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from edgedistill import UserError
 from edgedistill.calibration import load_calibration
@@ -300,3 +301,29 @@ def test_two_students_of_one_file_name_get_told_apart(tmp_path):
         specs.append(str(gguf))
     assert model_labels(specs) == ["factory/export/student-Q4_K_M.gguf", "quickstart/export/student-Q4_K_M.gguf"]
     assert model_labels([specs[0], "smollm2-135m-instruct"]) == ["student-Q4_K_M.gguf", "smollm2-135m-instruct"]
+
+
+def test_the_confidence_is_fitted_on_dev_pooled_with_calibration_data_never_on_the_eval_data(tmp_path, monkeypatch):
+    import edgedistill.generation
+    from edgedistill.config import load_config
+    from edgedistill.evals.run import run
+    monkeypatch.setattr(edgedistill.generation, "load_generator",
+                        lambda spec, allow_network=False, backend="auto", threads=None: ScriptedGenerator())
+    data = write_arithmetic(tmp_path / "sums.jsonl", 10)
+    dev, more = tmp_path / "dev.jsonl", tmp_path / "more.jsonl"
+    for path, numbers in ((dev, range(20, 32)), (more, range(40, 70))):
+        path.write_text("".join(json.dumps({"id": f"{path.stem}-{a}", "question": f"What is {a}+{a + 3}?",
+                                            "answer": str(2 * a + 3)}) + "\n" for a in numbers))
+    config = Config(data=DataConfig(train=str(data), eval=str(data), dev=str(dev), eval_limit=8),
+                    eval=EvalConfig(samples=4, base=False, calibration_data=[str(more)]))
+    rundir = RunDir(tmp_path / "run")
+    rundir.student.merged.mkdir(parents=True)
+    run(config, rundir)
+    calibration = load_calibration(rundir.student.merged / "calibration.json")
+    assert calibration.n == 12 + 30 and calibration.data == f"{dev} + {more}"
+    assert (rundir.eval_dir / "student-calibration-more_jsonl.json").is_file()
+    refused = tmp_path / "refused.yaml"
+    refused.write_text(yaml.safe_dump({"data": {"train": str(data), "eval": str(data), "dev": str(dev)},
+                                       "eval": {"calibration_data": [str(data)]}}))
+    with pytest.raises(UserError, match="fitted on other questions than it is judged on"):
+        load_config(refused)
