@@ -182,12 +182,17 @@ def wilson_lower(right: int, n: int, z: float = LOWER_BOUND_Z) -> float:
 
 def threshold_for(probabilities: list[float], corrects: list[bool], precision: float = 0.9,
                   vetoes: list[bool] | None = None, z: float = LOWER_BOUND_Z) -> dict:
-    """The lowest probability p such that the answers at p or above (those not vetoed) were at least `precision`
-    right with confidence: the lower bound of their precision at `precision` or above. {"at": p or None,
-    "coverage", "precision"} of that choice (the most answers "likely right" may cover)."""
+    """The lowest probability p, itself at least `precision`, such that the answers at p or above (those not vetoed)
+    were at least `precision` right with confidence: the lower bound of their precision at `precision` or above.
+    {"at": p or None, "coverage", "precision"} of that choice (the most answers "likely right" may cover).
+
+    Why p itself must reach `precision`: a threshold chosen by the precision of everything above it takes in
+    answers of any probability while easier ones carry the average. Fitted on questions the student gets 93% right,
+    that rule marked every answer, answers it put at 10% included; on harder questions those answers are wrong.
+    Each answer called "likely right" must be likely right on its own."""
     vetoes = vetoes or [False] * len(probabilities)
     best = {"at": None, "coverage": 0.0, "precision": None}
-    for p in sorted(set(probabilities), reverse=True):
+    for p in sorted({q for q in probabilities if q >= precision}, reverse=True):
         chosen = [c for q, c, v in zip(probabilities, corrects, vetoes) if q >= p and not v]
         if chosen and wilson_lower(sum(chosen), len(chosen), z) >= precision:
             best = {"at": round(p, 4), "coverage": round(len(chosen) / len(corrects), 4),

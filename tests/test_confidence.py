@@ -133,3 +133,13 @@ def test_calibration_file_carries_the_combination_and_refuses_a_damaged_one(tmp_
     (tmp_path / "bad.json").write_text(raw)
     with pytest.raises(UserError, match="not a fitted combination"):
         load_calibration(tmp_path / "bad.json")
+
+
+def test_an_answer_below_90_percent_is_never_likely_right_however_easy_the_fitting_set():
+    """Fitted on questions the student nearly always gets right, the precision above any threshold stays high, and
+    the old rule took in answers the fit itself put at 10%."""
+    probabilities = [0.95] * 60 + [0.6] * 10 + [0.1] * 5
+    corrects = [True] * 60 + [True] * 9 + [False] + [True] * 4 + [False]
+    found = threshold_for(probabilities, corrects)
+    assert found["at"] == 0.95 and found["coverage"] == round(60 / 75, 4)
+    assert threshold_for([0.89] * 100, [True] * 100)["at"] is None
