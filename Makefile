@@ -63,16 +63,19 @@ quickstart: $(VENV)/.installed
 plant: $(VENV)/.installed
 	$(call timed_run,plant)
 
+# The linter first (a second, configured in pyproject.toml's [tool.ruff]), then the suite.
 test: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 test-fast: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -m "not slow"
 
 # The fuzz suite's long profile (a nightly-style run): FUZZ_EXAMPLES examples per property.
 FUZZ_EXAMPLES ?= 20000
 fuzz-long: $(VENV)/.installed-test
-	EDGEDISTILL_FUZZ=long EDGEDISTILL_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/test_fuzz.py \
+	EDGEDISTILL_FUZZ=long EDGEDISTILL_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/test_fuzz.py tests/test_fuzz_api.py \
 	    -p no:cacheprovider --hypothesis-show-statistics
 
 # The 1.1 GB Qwen2.5-Coder-1.5B-Instruct teacher (22 packages whose data files concatenate to one GGUF).

@@ -30,6 +30,7 @@ from edgedistill.generation import load_generator
 from edgedistill.metrics import evaluate
 from edgedistill.records import write_json_atomic
 from edgedistill.rundir import RunDir
+from edgedistill.results import PASS_AT_1, maj_at
 
 
 def deep_merge(base: dict, overrides: dict) -> dict:
@@ -118,9 +119,9 @@ def main():
             results[key] = {k: v for k, v in scored.items() if k != "rows"} | {"train_seconds": timings}
             write_json_atomic(out / "results.json", results)
             r = results[key]
-            print(f"{key:70} pass@1 {r['pass@1']:.1%} [{r['ci95'][0]:.0%}-{r['ci95'][1]:.0%}] "
-                  f"maj@{args.k} {r.get(f'maj@{args.k}', 0):.1%}", flush=True)
-    means = {name: sum(results[f"{name} | {d}"]["pass@1"] for d in devs) / len(devs) for name in wanted}
+            print(f"{key:70} pass@1 {r[PASS_AT_1]:.1%} [{r['ci95'][0]:.0%}-{r['ci95'][1]:.0%}] "
+                  f"maj@{args.k} {r.get(maj_at(args.k), 0):.1%}", flush=True)
+    means = {name: sum(results[f"{name} | {d}"][PASS_AT_1] for d in devs) / len(devs) for name in wanted}
     best = max(means, key=means.get)
     print(f"best={best!r} dev_pass@1={means[best]:.4f}")
 

@@ -31,6 +31,7 @@ from edgedistill.formats import INSTRUCTION_RATIONALE_FIRST, answer_first_target
 from edgedistill.generation import load_generator
 from edgedistill.records import load_questions, write_json_atomic
 from edgedistill.metrics import evaluate as evaluate_one
+from edgedistill.results import PASS_AT_1
 
 GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "train.jsonl"
 
@@ -137,7 +138,7 @@ def main():
                 return {k: v for k, v in result.items() if k != "rows"}
             results[key] = cached(out / "eval" / f"{slug}.json", evaluate)
             r = results[key]
-            print(f"{key:60} pass@1 {r['pass@1']:.1%} [{r['ci95'][0]:.0%}-{r['ci95'][1]:.0%}] pass@4 "
+            print(f"{key:60} pass@1 {r[PASS_AT_1]:.1%} [{r['ci95'][0]:.0%}-{r['ci95'][1]:.0%}] pass@4 "
                   f"{r['pass@4']:.1%} maj@4 {r['maj@4']:.1%} tokens {r['tokens_to_answer']} ({r['seconds']} s)",
                   flush=True)
     write_json_atomic(out / "results.json", {"results": results, "train_seconds": timings})

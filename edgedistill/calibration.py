@@ -146,6 +146,31 @@ def calibration_path_for(model: str | Path) -> Path:
     return path / "calibration.json" if path.is_dir() else path.with_name(path.name + ".calibration.json")
 
 
+def calibration_of(model: str | Path) -> Path | None:
+    """The app's calibration for `model`: the file beside it (`edgedistill eval --calibrate` writes one there), else
+    the one its run's eval stage fitted (named in the manifest's eval outputs, kept in the run's eval folder); None
+    when there is neither."""
+    from edgedistill.rundir import run_folder_of
+    beside = calibration_path_for(model)
+    if beside.is_file():
+        return beside
+    root = run_folder_of(model)
+    if root is None:
+        return None
+    try:
+        stages = json.loads((root / "manifest.json").read_text()).get("stages", {})
+        fitted = (stages.get("eval", {}).get("outputs") or {}).get("calibration") or {}
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    name = Path(str(model)).name
+    for written, calibration in fitted.items() if isinstance(fitted, dict) else ():
+        if Path(str(written)).name == name:
+            for candidate in (Path(calibration), root / "eval" / Path(calibration).name):
+                if candidate.is_file():
+                    return candidate
+    return None
+
+
 def save_calibration(calibration: Calibration, path: str | Path) -> None:
     write_json_atomic(path, asdict(calibration))
 

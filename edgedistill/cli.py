@@ -23,6 +23,7 @@ from pathlib import Path
 
 from edgedistill import UserError, __version__
 from edgedistill.config import DataConfig, EvalConfig, ExportConfig, ServeConfig, describe, obeys
+from edgedistill.results import PASS_AT_1, maj_at, pass_at
 
 EPILOG = """examples:
   edgedistill run --config configs/quickstart.yaml --out runs/quickstart
@@ -175,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "  edgedistill serve --model runs/plant            (a run: the file its export chose)\n"
                               "  edgedistill serve --model runs/plant/export/student-Q5_K_M.gguf\n"
                               "  edgedistill serve --model runs/quickstart/export/onnx --config my.yaml\n"
-                              "  edgedistill serve --model student.gguf --host 0.0.0.0 --auth-file users.txt",
+                              "  edgedistill serve --model student.gguf --host 0.0.0.0 --auth-file users.txt \\\n"
+                              "      --tls-cert plant.crt --tls-key plant.key     (the LAN: HTTPS, docs/serve.md)",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="a run folder (serves the GGUF its export chose by the serving "
                                                   "bar), a .gguf file (llama.cpp), an ONNX export folder, or anything "
@@ -185,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     flag(p, "--host", ServeConfig, "host", override=True,
          help="address to bind: 127.0.0.1 is this machine only; 0.0.0.0 needs --auth")
     flag(p, "--port", ServeConfig, "port", override=True)
+    flag(p, "--tls-cert", ServeConfig, "tls_cert", override=True)
+    flag(p, "--tls-key", ServeConfig, "tls_key", override=True)
     p.add_argument("--auth", default=None, metavar="USER:PASSWORD", help="require a login")
     p.add_argument("--auth-file", default=None, help="a file of USER:PASSWORD lines")
     flag(p, "--samples", ServeConfig, "samples", override=True)
@@ -260,7 +264,8 @@ def cmd_serve(args) -> int:
     from edgedistill.config import ServeConfig, load_config
     from edgedistill.serve.server import parse_auth, serve
     settings = load_config(args.config).serve if args.config else ServeConfig()
-    overrides = {"host": args.host, "port": args.port, "samples": args.samples, "feedback": args.feedback,
+    overrides = {"host": args.host, "port": args.port, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
+                 "samples": args.samples, "feedback": args.feedback,
                  "max_question_chars": args.max_question_chars, "concurrency": args.concurrency,
                  "threads": args.threads}
     settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
@@ -275,13 +280,14 @@ def skipped_note(result: dict) -> str:
 
 
 def selective_answering(model: str, result: dict, questions) -> dict:
-    """likely_right_coverage and likely_right_precision of a result (of `questions`), by the calibration file beside
-    the model (its threshold was chosen on other questions); {} without a file, or a note when the result's k is not
-    the file's."""
-    from edgedistill.calibration import calibration_path_for, load_calibration
+    """likely_right_coverage and likely_right_precision of a result (of `questions`), by the model's calibration
+    file (beside it, or its run's: its threshold was chosen on other questions); {} without one, or a note when the
+    result's k is not the file's."""
+    from edgedistill.calibration import load_calibration
     from edgedistill.confidence import selective, signals_of_rows
-    path = calibration_path_for(model)
-    if not path.is_file():
+    from edgedistill.calibration import calibration_of
+    path = calibration_of(model)
+    if path is None:
         return {}
     calibration = load_calibration(path)
     if result["k"] != calibration.k:
@@ -292,8 +298,6 @@ def selective_answering(model: str, result: dict, questions) -> dict:
 
 
 def cmd_eval(args) -> int:
-    from edgedistill.formats import answer_first_target
-    from edgedistill.generation import load_generator
     from edgedistill.rundir import served_by_run
     args.model = [str(served_by_run(m) or m) for m in args.model]     # a run folder: the model it serves
     try:
@@ -320,22 +324,20 @@ def cmd_eval(args) -> int:
                          skip=args.skip, fmt=args.format, allow_network=args.allow_network)
         for r in report["results"]:
             lo, hi = r["ci95"]
-            print(f"{r['model']} on {r['data']}: pass@1 {r['pass@1']:.1%} (95% CI {lo:.1%}-{hi:.1%}), "
-                  f"pass@{args.k} {r.get(f'pass@{args.k}', 0):.1%}, maj@{args.k} {r.get(f'maj@{args.k}', 0):.1%}, "
+            print(f"{r['model']} on {r['data']}: pass@1 {r[PASS_AT_1]:.1%} (95% CI {lo:.1%}-{hi:.1%}), "
+                  f"pass@{args.k} {r.get(pass_at(args.k), 0):.1%}, maj@{args.k} {r.get(maj_at(args.k), 0):.1%}, "
                   f"ECE {r.get('ece', 0):.3f}, n={r['n']}{skipped_note(r)}, {r['seconds']} s")
         print(f"report: {os.path.join(args.out or 'eval-report', 'report.md')}")
         if args.json:
             print(json.dumps(report))
         return 0
-    from edgedistill.datasets import load_benchmark, worked_examples
-    from edgedistill.metrics import evaluate
-    questions = load_benchmark(args.data[0], fmt=args.format, limit=args.limit, skip=args.skip)
-    examples = [(q, answer_first_target(q)) for q in worked_examples(args.data[0], shots[0])]
-    generator = load_generator(args.model[0], args.allow_network)
-    result = evaluate(generator, questions, shots=examples, k=args.k, temperature=args.temperature,
-                      batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, label="eval")
+    from edgedistill.evals.compare import evaluate_one
+    # pass@1 (and pass@k of --k samples) only: no second greedy pass without the calculator, no decode to the end
+    quick = dataclasses.replace(settings, calculator_row=False, end_subset=0)
+    result, questions = evaluate_one(args.model[0], args.data[0], quick, shots=shots[0], limit=args.limit,
+                                     skip=args.skip, fmt=args.format, allow_network=args.allow_network)
     lo, hi = result["ci95"]
-    print(f"{args.model[0]} on {args.data[0]}: pass@1 {result['pass@1']:.1%} (95% CI {lo:.1%}-{hi:.1%}), "
+    print(f"{args.model[0]} on {args.data[0]}: pass@1 {result[PASS_AT_1]:.1%} (95% CI {lo:.1%}-{hi:.1%}), "
           f"n={result['n']}{skipped_note(result)}, {result['seconds_per_question']} s/question")
     result.update(selective_answering(args.model[0], result, questions))
     if "likely_right_coverage" in result:

@@ -441,8 +441,8 @@ class EvalConfig(Section):
                                          "(0: off)")
     temperature: float = option(0.7, **TEMPERATURE, help="sampling temperature of those answers (the app samples "
                                                          "the same way)")
-    calibrate: bool = option(True, help="write the confidence calibration beside the model the app serves, "
-                                        "fitted on data.dev (never on the eval data)")
+    calibrate: bool = option(True, help="write the confidence calibration of the model the app serves, fitted on "
+                                        "data.dev (never on the eval data), into eval/ (the manifest names it)")
     confidence: Literal["combined", "agreement"] = option(
         "combined", help="the app's confidence: combined (a fitted combination of sample agreement, the "
                          "expression's agreement, whether its numbers are the question's, and the answer's sanity; "
@@ -471,6 +471,9 @@ class ServeConfig(Section):
     host: str = option("127.0.0.1", text=True, help="address to bind: 127.0.0.1 is this machine only; 0.0.0.0 "
                                                     "(the plant LAN) needs auth")
     port: int = option(7860, low=1, high=65535, help="port to bind")
+    tls_cert: str | None = option(None, text=True, help="PEM certificate file: serve HTTPS, so a LAN password never "
+                                                        "crosses the network in clear text (with tls_key)")
+    tls_key: str | None = option(None, text=True, help="PEM private key file of tls_cert")
     samples: int = option(4, low=0, help="sampled answers whose agreement is the confidence (0: off); a model's "
                                          "calibration file, when there is one, sets samples and temperature")
     temperature: float = option(0.7, **TEMPERATURE, help="sampling temperature of those answers")
@@ -511,8 +514,13 @@ class Config(Section):
     serve: ServeConfig = option(factory=ServeConfig, help="the web app (serve)")
 
     def section(self, name: str) -> dict:
-        """The part of the config a stage depends on, as a plain dict (hashed into the manifest)."""
+        """The part of the config a stage depends on, as a plain dict."""
         return dataclasses.asdict(getattr(self, name))
+
+    def changed(self, name: str) -> dict:
+        """The fields of section `name` that differ from their defaults (what a stage's key fingerprints, so a field
+        added later, at its default, leaves every earlier run's keys as they were)."""
+        return non_default(getattr(self, name))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -584,6 +592,28 @@ def _build(cls, raw: dict, prefix: str, where):
         return cls(**values)
     except ConfigValueError as exc:
         raise UserError(f"{where(exc.key)}: {exc}") from None
+
+
+def non_default(section) -> dict:
+    """A config section's fields whose values differ from the field's default, nested sections (and lists of them)
+    likewise, as plain values."""
+    changed = {}
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            if nested := non_default(value):
+                changed[f.name] = nested
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = dataclasses.MISSING          # a required field: always part of the key
+        if value != default:
+            changed[f.name] = [non_default(v) if dataclasses.is_dataclass(v) else v for v in value] \
+                if isinstance(value, list) else value
+    return changed
 
 
 def section_list(kind):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from edgedistill.calculator import evaluate, format_number
+from edgedistill.calculator import ANNOTATION, CalculatorError, evaluate, format_number
 from edgedistill.expressions import inline_annotations
 from edgedistill.records import Question
 
@@ -114,3 +114,44 @@ def split_answer_reason(text: str) -> tuple[str | None, str]:
     answer = answer_line(text)
     match = re.search(r"Reason:\s*(.*)", text, re.S)
     return answer, (match.group(1).strip() if match else "")
+
+
+# What a person reads of a completion, as it streams: the page and the API show the same.
+OPEN_ANNOTATION = "<<"
+
+
+def readable(text: str) -> str:
+    """Model text as a person reads it: each `<<expr=value>>` becomes its value; a half-written one is hidden."""
+    text = ANNOTATION.sub(lambda m: m.group(2).strip(), text)
+    return text[:text.rindex(OPEN_ANNOTATION)] if OPEN_ANNOTATION in text else text
+
+
+def split_stream(text: str) -> tuple[str, str, bool]:
+    """(answer line, reasoning, answer line finished?) of a completion so far, labels stripped."""
+    head, newline, rest = text.lstrip().partition("\n")
+    answer = head.split("Answer:", 1)[-1].strip()
+    reasoning = rest.strip()
+    if reasoning.startswith("Reason:"):
+        reasoning = reasoning[len("Reason:"):].strip()
+    return answer, reasoning, bool(newline)
+
+
+def computations(text: str) -> str:
+    """The calculator's work the answer rests on: the Answer line's computations, else the reasoning's."""
+    head, _, rest = text.partition("\n")
+    shown = calculated(head) or calculated(rest)
+    return "Computation: " + (", ".join(dict.fromkeys(shown)) or "none")
+
+
+def calculated(text: str) -> list[str]:
+    """`expr = value` for each annotation whose value is the one the calculator writes for its expression. A value
+    the model wrote itself (the calculator refused the expression, or the model closed it with its own number) is
+    no computation, and the stream does not say who wrote which token on every backend, so each is re-evaluated."""
+    shown = []
+    for expr, value in ANNOTATION.findall(text):
+        try:
+            if format_number(evaluate(expr)) == value.strip():
+                shown.append(f"`{expr.strip()} = {value.strip()}`")
+        except CalculatorError:
+            continue
+    return shown

@@ -36,6 +36,8 @@ from edgedistill.datasets import Benchmark, where_of
 from edgedistill.formats import INSTRUCTION, answer_line, chat
 from edgedistill.label_metrics import label_scores
 from edgedistill.records import Question
+from edgedistill.results import (PASS_AT_1, PASS_AT_1_AT_DELIMITER, PASS_AT_1_FULL_TEXT, PASS_AT_1_NO_CALCULATOR,
+                                 maj_at, pass_at)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -212,7 +214,7 @@ def by_topic(questions: list[Question], corrects: list[bool]) -> dict:
             n_right = topics.setdefault(q.topic, [0, 0])
             n_right[0] += 1
             n_right[1] += bool(right)
-    return {topic: {"n": n, "pass@1": round(right / n, 4)} for topic, (n, right) in sorted(topics.items())}
+    return {topic: {"n": n, PASS_AT_1: round(right / n, 4)} for topic, (n, right) in sorted(topics.items())}
 
 
 def decode_to_the_end(generator, questions: list[Question], *, shots, max_new_tokens: int, batch_size: int,
@@ -229,7 +231,7 @@ def decode_to_the_end(generator, questions: list[Question], *, shots, max_new_to
     to_end = count_tokens(generator, texts)
     cut = [t[:m.end()] if (m := ANSWER_LINE_DONE.search(t)) else t for t in texts]
     to_answer = count_tokens(generator, cut)
-    return {"n": len(questions), "pass@1_full_text": round(sum(full) / len(questions), 4),
+    return {"n": len(questions), PASS_AT_1_FULL_TEXT: round(sum(full) / len(questions), 4),
             "tokens_to_end": round(sum(to_end) / len(to_end), 1) if to_end else None,
             "tokens_to_answer": round(sum(to_answer) / len(to_answer), 1) if to_answer else None,
             "seconds_to_end": round(seconds / len(questions), 3), "max_new_tokens": max_new_tokens}
@@ -249,7 +251,7 @@ def to_the_end(generator, subset: list[Question], greedy: list[bool], *, shots, 
         return None
     end = decode_to_the_end(generator, [subset[i] for i in picked], shots=shots, max_new_tokens=end_tokens,
                             batch_size=batch_size, instruction=instruction, label=label)
-    end["pass@1_at_delimiter"] = round(sum(greedy[i] for i in picked) / len(picked), 4)
+    end[PASS_AT_1_AT_DELIMITER] = round(sum(greedy[i] for i in picked) / len(picked), 4)
     if long:
         end["skipped"] = len(long)
     return end
@@ -277,14 +279,14 @@ def evaluate(generator, questions: list[Question], *, shots: list[tuple[Question
                             max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                             batch_size=batch_size, progress=label)
     right = sum(scores["greedy"])
-    result = {"n": n, "k": k, "shots": len(shots), "correct": right, "pass@1": round(right / n, 4),
+    result = {"n": n, "k": k, "shots": len(shots), "correct": right, PASS_AT_1: round(right / n, 4),
               "ci95": wilson_interval(right, n),
               "tokens_to_answer": round(sum(scores["tokens"]) / len(scores["tokens"]), 1) if scores["tokens"] else None,
               "seconds_to_answer": round(scores["greedy_seconds"] / n, 3),
               "topics": by_topic(questions, scores["greedy"]), "skipped": len(skipped), "skipped_questions": skipped}
     if k > 1:
-        result[f"pass@{k}"] = round(scores["pass@k"] / n, 4)
-        result[f"maj@{k}"] = round(scores["maj@k"] / n, 4)
+        result[pass_at(k)] = round(scores["pass@k"] / n, 4)
+        result[maj_at(k)] = round(scores["maj@k"] / n, 4)
         result["maj_ci95"] = wilson_interval(scores["maj@k"], n)
         result["temperature"] = temperature
         result.update(calibration_metrics(scores["agreement"], scores["greedy"], k, temperature))
@@ -292,7 +294,7 @@ def evaluate(generator, questions: list[Question], *, shots: list[tuple[Question
         plain = sampled_scores(generator, questions, k=1, instruction=instruction, shots=shots, calculator=False,
                                max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
                                progress=label and f"{label} no calculator")
-        result["pass@1_no_calculator"] = round(sum(plain["greedy"]) / n, 4)
+        result[PASS_AT_1_NO_CALCULATOR] = round(sum(plain["greedy"]) / n, 4)
         result["ci95_no_calculator"] = wilson_interval(sum(plain["greedy"]), n)
     if end_subset:
         end = to_the_end(generator, questions[:end_subset], scores["greedy"], shots=shots, end_tokens=end_tokens,

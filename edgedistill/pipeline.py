@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from edgedistill.config import Config
+from edgedistill.datasets import load_benchmark
 from edgedistill.records import data_path, load_questions, load_sources
 from edgedistill.rundir import RunDir, file_sha256, fingerprint
 
@@ -22,8 +23,9 @@ def preflight(config: Config, out: str | Path) -> RunDir:
     names reads as questions (a malformed line fails here, in seconds, not after an hour of teaching)."""
     run = RunDir(out)
     load_sources(config.data.sources(), need_answers=config.teacher.kind == "dataset")
-    load_questions(config.data.eval, limit=config.data.eval_limit)
-    load_questions(config.data.dev, limit=config.student.dev_limit)
+    # the eval and dev files read as the eval stage reads them (one loader: GSM8K, SVAMP, a slice `FILE[a:b]`, ...)
+    load_benchmark(config.data.eval, limit=config.data.eval_limit)
+    load_benchmark(config.data.dev, limit=config.student.dev_limit)
     for path in config.teacher.select.decontaminate:
         load_questions(path, need_answers=False)
     return run
@@ -70,26 +72,24 @@ def clear_stage(run: RunDir, stage: str) -> None:
 
 
 def stage_key(stage: str, config: Config, run: RunDir, keys: dict) -> str:
-    """What a stage's output depends on: its config section and the hash of its input files."""
+    """What a stage's output depends on: the fields of its config section that differ from their defaults, and the
+    hash of its input files. Only changed fields count, so a field added with a default leaves earlier keys as
+    they were (docs/run.md: runs made before 2026-12-06 retrain once)."""
     if stage == "teach":   # evaluation files count: selection keeps their items out of the training data
-        sources = [(s.source, s.weight, s.limit, file_sha256(data_path(s.source)))
-                   + ((s.model_confirmed_weight,) if s.model_confirmed_weight != 0.5 else ())   # earlier keys hold
-                   for s in config.data.sources()]
+        from edgedistill.config import non_default
+        sources = [(non_default(s), file_sha256(data_path(s.source))) for s in config.data.sources()]
         files = [config.data.eval, *config.teacher.select.decontaminate]
-        return fingerprint(config.seed, config.section("teacher"), config.allow_network, sources,
+        return fingerprint(config.seed, config.changed("teacher"), config.allow_network, sources,
                            [(f, file_sha256(data_path(f))) for f in files])
     if stage == "train":
         teacher = run.teacher
         inputs = [teacher.sft_answer_first, teacher.sft_rationale_first, teacher.preferences]
         dev = [(config.data.dev, file_sha256(data_path(config.data.dev)))] if config.student.eval_every else []
-        student = config.section("student")
-        if config.student.online.sampler == "transformers":    # the default sampler: earlier keys hold
-            for name in ("sampler", "vllm_memory"):
-                student["online"].pop(name)
-        return fingerprint(config.seed, student, dev, [file_sha256(f) if f.exists() else None for f in inputs])
+        return fingerprint(config.seed, config.changed("student"), dev,
+                           [file_sha256(f) if f.exists() else None for f in inputs])
     if stage == "export":
-        return fingerprint(config.section("export"), keys["train"])
-    return fingerprint(config.section("eval"), config.data.eval, config.data.eval_limit, keys["train"],
+        return fingerprint(config.changed("export"), keys["train"])
+    return fingerprint(config.changed("eval"), config.data.eval, config.data.eval_limit, keys["train"],
                        keys["export"], config.student.model)
 
 

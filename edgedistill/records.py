@@ -53,6 +53,21 @@ class Sample:
     calculator_ok: bool = True
     origin: str = "teacher"             # teacher | self-correction | negative (a weaker model's sample)
 
+    @classmethod
+    def from_dict(cls, row: dict) -> "Sample":
+        """A sample read back from the teacher's log: the fields it has, the defaults for those an older log lacks
+        (origin "teacher", format "answer-first"), extra keys ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {key: value for key, value in row.items() if key in known}
+        for key, default in (("teacher", {}), ("answer", None), ("rationale", None)):
+            values.setdefault(key, default)
+        return cls(**values)
+
+
+def as_samples(rows: Iterable) -> list[Sample]:
+    """Samples, from records read back (dicts) or already Samples."""
+    return [row if isinstance(row, Sample) else Sample.from_dict(row) for row in rows]
+
 
 def is_file(path: str | Path) -> bool:
     """Path.is_file that says False, not OSError, for a name the system refuses (too long, a NUL byte)."""
@@ -227,11 +242,11 @@ def load_sources(sources, need_answers: bool = True) -> list[Question]:
     return questions
 
 
-def by_question(samples: Iterable[dict]) -> dict[str, list[dict]]:
-    """Sample records grouped by their question id, in file order."""
-    groups: dict[str, list[dict]] = {}
+def by_question(samples: Iterable) -> dict[str, list]:
+    """Samples (or records with a "question_id") grouped by their question id, in file order."""
+    groups: dict[str, list] = {}
     for s in samples:
-        groups.setdefault(s["question_id"], []).append(s)
+        groups.setdefault(s.question_id if isinstance(s, Sample) else s["question_id"], []).append(s)
     return groups
 
 

@@ -138,6 +138,16 @@ def served_by_run(path: str | Path) -> Path | None:
                     f"`edgedistill run --config {root / 'config.yaml'} --out {root}`")
 
 
+def run_folder_of(model: str | Path) -> Path | None:
+    """The run folder a model file or folder was written into (export/x.gguf, export/onnx, student/merged), else
+    None."""
+    path = Path(str(model))
+    for folder in list(path.parents)[:3]:
+        if (folder / "manifest.json").is_file():
+            return folder
+    return None
+
+
 class RunDir:
     def __init__(self, root: str | Path):
         self.root = writable_folder(root)

@@ -4,14 +4,14 @@
     student-Q4_K_M.server.sh    `edgedistill serve` when installed (the page and /v1, the calculator filled while
                                 decoding), else llama.cpp's server, which has no calculator (said at the top)
 
-The export stage writes them; the eval stage, which measures pass@1 with and without the calculator, rewrites the
-note between NOTE_START and NOTE_END with its figures. Both meet here, in the kernel, on these paths.
+The export stage writes them, with the note between NOTE_START and NOTE_END; the eval stage, which measures pass@1
+with and without the calculator, writes the same note with its figures into its own folder (eval/runners.md), not
+into the export's files.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from edgedistill.records import write_text_atomic
 
 NOTE_START = "# --- edgedistill: the calculator ---"
 NOTE_END = "# --- end of the calculator note ---"
@@ -36,7 +36,8 @@ def calculator_note(runner: str, with_calculator: float | None = None, without: 
         lines.append(f"# Measured on {data}: pass@1 {with_calculator:.1%} with the calculator, {without:.1%} "
                      f"without it.")
     else:
-        lines.append("# Not measured yet: `edgedistill eval --model <this gguf>` measures pass@1 with and without it.")
+        lines.append("# Measured by a run's eval stage: <run>/eval/runners.md; `edgedistill eval --model <this gguf>`")
+        lines.append("# measures pass@1 with and without it.")
     lines += ["# With the calculator: `edgedistill serve --model <this gguf> --port 8080` (or ./*.server.sh with",
               f"# edgedistill installed): the page, and an OpenAI-compatible API at {APP_API} for any client.",
               NOTE_END]
@@ -55,18 +56,3 @@ def with_note(text: str, note: str) -> str:
 
 
 RUNNERS = {modelfile_path: "Ollama", server_script_path: "llama.cpp's server (the fallback below)"}
-
-
-def note_calculator(gguf: Path, with_calculator: float | None = None, without: float | None = None,
-                    data: str | None = None) -> list[Path]:
-    """Write (or rewrite) the calculator note of each runner file beside `gguf` that exists; the files changed."""
-    changed = []
-    for path_of, runner in RUNNERS.items():
-        path = path_of(gguf)
-        if path.is_file():
-            mode = path.stat().st_mode
-            write_text_atomic(path, with_note(path.read_text(), calculator_note(runner, with_calculator, without,
-                                                                                data)))
-            path.chmod(mode)
-            changed.append(path)
-    return changed

@@ -26,6 +26,8 @@ from edgedistill.metrics import calibration_metrics
 from edgedistill.records import write_json_atomic, write_text_atomic
 from edgedistill.evals.evaluate import Model, evaluate_cached
 from edgedistill.evals.plots import write_plots
+from edgedistill.results import (PASS_AT_1, PASS_AT_1_AT_DELIMITER, PASS_AT_1_FULL_TEXT, PASS_AT_1_NO_CALCULATOR,
+                                 maj_at, pass_at)
 
 
 def model_label(spec: str) -> str:
@@ -173,9 +175,9 @@ def summary_table(results: list[dict], k: int = 4) -> list[str]:
         ece = f"{r['ece_raw']:.3f} / {r['ece']:.3f}" if "ece" in r else "-"
         brier = f"{r['brier']:.3f}" if "brier" in r else "-"
         n = f"{r['n']} ({r['skipped']} skipped)" if r.get("skipped") else r["n"]
-        lines.append(f"| {r['model']} | {r.get('backend', '-')} | {n} | **{r['pass@1']:.1%}** | "
-                     f"{lo:.1%} - {hi:.1%} | {_pct(r.get(f'pass@{k}'))} | {_pct(r.get(f'maj@{k}'))} | "
-                     f"{_pct(r.get('pass@1_no_calculator'))} | {ece} | {brier} | {r.get('tokens_to_answer') or '-'} | "
+        lines.append(f"| {r['model']} | {r.get('backend', '-')} | {n} | **{r[PASS_AT_1]:.1%}** | "
+                     f"{lo:.1%} - {hi:.1%} | {_pct(r.get(pass_at(k)))} | {_pct(r.get(maj_at(k)))} | "
+                     f"{_pct(r.get(PASS_AT_1_NO_CALCULATOR))} | {ece} | {brier} | {r.get('tokens_to_answer') or '-'} | "
                      f"{r.get('seconds_to_answer', r.get('seconds_per_question'))} | {r['seconds']} |")
     return lines
 
@@ -240,7 +242,7 @@ def end_table(results: list[dict]) -> list[str]:
              "s/question to end |", "|---|---|---|---|---|---|"]
     for r in rows:
         e = r["to_the_end"]
-        lines.append(f"| {r['model']} | {_pct(e['pass@1_at_delimiter'])} | {_pct(e['pass@1_full_text'])} | "
+        lines.append(f"| {r['model']} | {_pct(e[PASS_AT_1_AT_DELIMITER])} | {_pct(e[PASS_AT_1_FULL_TEXT])} | "
                      f"{e['tokens_to_answer'] or '-'} | {e['tokens_to_end'] or '-'} | {e['seconds_to_end']} |")
     return lines
 
@@ -252,7 +254,7 @@ def topic_table(results: list[dict]) -> list[str]:
     lines = ["", "pass@1 per topic (n):", "", "| topic | " + " | ".join(r["model"] for r in results) + " |",
              "|---|" + "---|" * len(results)]
     for topic in topics:
-        cells = [f"{r['topics'][topic]['pass@1']:.1%} ({r['topics'][topic]['n']})" if topic in r.get("topics", {})
+        cells = [f"{r['topics'][topic][PASS_AT_1]:.1%} ({r['topics'][topic]['n']})" if topic in r.get("topics", {})
                  else "-" for r in results]
         lines.append(f"| {topic} | " + " | ".join(cells) + " |")
     return lines
@@ -280,6 +282,20 @@ def crosscheck_section(results: list[dict], shown: int = 15) -> list[str]:
                       f"(parsed `{d['math_verify_parsed']}`), lm-eval {'right' if d['lm_eval'] else 'wrong'}"
                       for d in cases[:shown]]
     return lines
+
+
+def evaluate_one(spec: str, data: str, settings: EvalConfig, *, shots: int = 0, limit: int | None = None,
+                 skip: int = 0, fmt: str | None = None, seed: int = 0, allow_network: bool = False
+                 ) -> tuple[dict, list]:
+    """One model on one benchmark, through the same loader, worked examples and evaluation as `compare`, stored
+    nowhere (`edgedistill eval` with one model and no --out); (the result, its questions)."""
+    from edgedistill.datasets import load_benchmark, worked_examples
+    from edgedistill.formats import answer_first_target
+    questions = load_benchmark(data, fmt=fmt, limit=limit, skip=skip)
+    examples = [(q, answer_first_target(q)) for q in worked_examples(data, shots)]
+    model = Model(spec, allow_network=allow_network, threads=settings.threads)
+    return evaluate_cached(model, questions, cache=None, settings=settings, shots=examples, seed=seed,
+                           label="eval"), questions
 
 
 def write_comparison(out: Path, results: list[dict], settings: EvalConfig, selection: dict | None = None) -> dict:

@@ -22,6 +22,7 @@ from edgedistill.metrics import evaluate
 from edgedistill.records import Question, read_json_object, write_json_atomic
 from edgedistill.rundir import fingerprint
 from edgedistill.evals.crosscheck import crosscheck as cross_check
+from edgedistill.results import PASS_AT_1
 
 # written into a model's folder by the eval (its calibration) and the export (its parity report): not the model
 NOT_THE_MODEL = {"calibration.json", "parity.json"}
@@ -83,17 +84,17 @@ def result_key(model: Model, questions: list[Question], *, options: dict, shots=
                        where_of(questions), [[dataclasses.asdict(q), target] for q, target in shots], options, seed)
 
 
-def evaluate_cached(model: Model, questions: list[Question], *, cache: Path, settings: EvalConfig,
+def evaluate_cached(model: Model, questions: list[Question], *, cache: Path | None, settings: EvalConfig,
                     k: int | None = None, shots: list[tuple[Question, str]] = (), seed: int = 0,
                     label: str = "eval", fields: dict | None = None, crosscheck: bool = False,
                     announce: bool = False) -> dict:
     """`metrics.evaluate` of `model` on `questions` with `settings` (k: its samples unless given), stored at
-    `cache` and reused from there while its key is the same. The result also holds model_spec, backend,
+    `cache` and reused from there while its key is the same (None: neither stored nor reused). The result also holds model_spec, backend,
     load_seconds, `fields` (names, data labels) and, with `crosscheck`, the math-verify cross-check of its rows.
     `announce`: print the pass@1 of a result just computed (a reused one is always named)."""
     options = evaluation_options(settings, k=k)
     key = result_key(model, questions, options=options, shots=shots, seed=seed)
-    stored = read_json_object(cache)
+    stored = read_json_object(cache) if cache is not None else {}
     if stored.get("key") == key:
         print(f"[eval] {label}: reusing {cache}", flush=True)
         return stored
@@ -103,8 +104,9 @@ def evaluate_cached(model: Model, questions: list[Question], *, cache: Path, set
                   **(fields or {}), key=key)
     if crosscheck:
         result["crosscheck"] = cross_check(result["rows"])
-    write_json_atomic(cache, result)
+    if cache is not None:
+        write_json_atomic(cache, result)
     if announce:
         left_out = f", {result['skipped']} questions skipped (too long)" if result.get("skipped") else ""
-        print(f"[eval] {label}: pass@1 {result['pass@1']:.1%} ({result['seconds']} s){left_out}", flush=True)
+        print(f"[eval] {label}: pass@1 {result[PASS_AT_1]:.1%} ({result['seconds']} s){left_out}", flush=True)
     return result

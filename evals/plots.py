@@ -7,6 +7,7 @@ writes one PNG; it returns the file name, or None when there is nothing to draw.
 from __future__ import annotations
 
 from pathlib import Path
+from edgedistill.results import PASS_AT_1
 
 
 def _pyplot():
@@ -45,9 +46,9 @@ def accuracy_by_model(results: list[dict], path: Path) -> str | None:
             r = next((r for r in results if r["model"] == model and r["data"] == data), None)
             if r:
                 xs.append(d + (m - (len(models) - 1) / 2) * width)
-                ys.append(r["pass@1"])
-                errors[0].append(r["pass@1"] - r["ci95"][0])
-                errors[1].append(r["ci95"][1] - r["pass@1"])
+                ys.append(r[PASS_AT_1])
+                errors[0].append(r[PASS_AT_1] - r["ci95"][0])
+                errors[1].append(r["ci95"][1] - r[PASS_AT_1])
         ax.bar(xs, ys, width, yerr=errors, capsize=3, label=model)
     ax.set_xticks(range(len(datasets)), datasets, rotation=15, ha="right")
     ax.set_ylabel("pass@1 (greedy, calculator on)")
@@ -77,7 +78,7 @@ def accuracy_by_topic(results: list[dict], path: Path) -> str | None:
         height = 0.8 / len(rows)
         for m, r in enumerate(rows):
             ax.barh([t + (m - (len(rows) - 1) / 2) * height for t in range(len(topics))],
-                    [r["topics"].get(topic, {}).get("pass@1", 0) for topic in topics], height, label=r["model"])
+                    [r["topics"].get(topic, {}).get(PASS_AT_1, 0) for topic in topics], height, label=r["model"])
         counts = [next((r["topics"][t]["n"] for r in rows if t in r.get("topics", {})), 0) for t in topics]
         ax.set_yticks(range(len(topics)), [f"{t} (n={n})" for t, n in zip(topics, counts)], fontsize=7)
         ax.invert_yaxis()   # topics top to bottom in order, each model's bar in the legend's order
@@ -122,13 +123,13 @@ def speed_vs_accuracy(results: list[dict], path: Path) -> str | None:
     markers = "osD^vP*X"
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for r in results:
-        ax.scatter(r["seconds_to_answer"], r["pass@1"], color=f"C{datasets.index(r['data']) % 10}",
+        ax.scatter(r["seconds_to_answer"], r[PASS_AT_1], color=f"C{datasets.index(r['data']) % 10}",
                    marker=markers[models.index(r["model"]) % len(markers)], s=50)
     for m, model in enumerate(models):
         ax.scatter([], [], color="black", marker=markers[m % len(markers)], label=model)
     for d, data in enumerate(datasets):
         ax.scatter([], [], color=f"C{d % 10}", marker="s", label=data)
-    ax.set(xlabel="seconds per question to the answer (batched)", ylabel="pass@1", ylim=(0, 1))
+    ax.set(xlabel="seconds per question to the answer (batched)", ylabel=PASS_AT_1, ylim=(0, 1))
     ax.set_xlim(left=0)
     ax.legend(fontsize=7)
     ax.set_title("Speed against accuracy")

@@ -11,6 +11,7 @@ from pathlib import Path
 from edgedistill.records import write_json_atomic, write_text_atomic
 from edgedistill.evals.compare import skipped_section, summary_table
 from edgedistill.evals.plots import write_plots
+from edgedistill.results import PASS_AT_1
 
 
 def relative(path: str | Path) -> str:
@@ -47,7 +48,7 @@ def write_report(run_root: Path, results: dict, seconds: dict, artifacts: dict, 
     k = max([r.get("k", 1) for r in results.values()] + [1])
     lines = ["# edgedistill run report", ""] + summary_table(named, k) + skipped_section(named)
     if "base" in results and "student" in results:
-        gain = results["student"]["pass@1"] - results["base"]["pass@1"]
+        gain = results["student"][PASS_AT_1] - results["base"][PASS_AT_1]
         lines += ["", f"The student is **{gain * 100:+.1f} points** of pass@1 above the base model."]
     if k > 1:
         lines += ["", f"pass@{k}, maj@{k}: {k} samples per question; ECE raw / calibrated: the app's confidence (the "

@@ -8,8 +8,8 @@ report.
 
 pass@1 for each; for what the app serves by default (the main GGUF, else the ONNX folder, else the merged student)
 also k = eval.samples sampled answers: pass@k, maj@k, and the calibration of the app's confidence, fitted on the dev
-split (data.dev, never the eval data) and written beside the model (where `edgedistill serve` reads it) with the
-"likely right" threshold at which dev answers were at least 90% right; the eval data then says how that threshold
+split (data.dev, never the eval data) and written to eval/calibration-<name>.json (named in the manifest, where
+`edgedistill serve` finds it for the run's model) with the "likely right" threshold at which dev answers were at least 90% right; the eval data then says how that threshold
 does on questions it was not fitted on (likely_right_coverage, likely_right_precision). Each benchmark of `eval.also`
 (a factory student's other tasks) adds rows: the served model and the base, greedy. Each result goes to eval/<name>.json through the stage's one result cache
 (evals/evaluate.py), so a rerun with the same model files, questions and settings reuses it instead of decoding
@@ -22,31 +22,40 @@ import dataclasses
 import os
 from pathlib import Path
 
-from edgedistill.calibration import Calibration, calibration_path_for, save_calibration
+from edgedistill.calibration import Calibration, save_calibration
 from edgedistill.confidence import selective, signals_of_rows
 from edgedistill.config import Config
 from edgedistill.datasets import load_benchmark, worked_examples
 from edgedistill.formats import answer_first_target
-from edgedistill.records import is_packaged
+from edgedistill.records import is_packaged, write_text_atomic
 from edgedistill.rundir import RunDir
-from edgedistill.runners import note_calculator
+from edgedistill.runners import RUNNERS, calculator_note
 from edgedistill.evals.compare import fitted_calibration
 from edgedistill.evals.evaluate import Model, evaluate_cached
 from edgedistill.evals.report import write_report
+from edgedistill.results import PASS_AT_1, PASS_AT_1_NO_CALCULATOR
 
 
-def calibrate_on(dev: dict, spec, data: str, cfg, questions) -> Calibration:
+def calibrate_on(dev: dict, spec, data: str, cfg, questions, path: Path) -> Calibration:
     """The app's calibration fitted on the dev result `dev` (of `questions`), with the "likely right" threshold dev
-    supports, saved beside the model (where `edgedistill serve` reads it)."""
+    supports, saved to `path` in the eval stage's folder (the app finds it through the run's manifest)."""
     agreements, corrects = [r["agreement"] for r in dev["rows"]], [r["correct"] for r in dev["rows"]]
     calibration = fitted_calibration(agreements, corrects, cfg, data, spec, signals_of_rows(dev["rows"], questions))
-    path = calibration_path_for(spec)
     save_calibration(calibration, path)
     print(f"[eval] calibration of {Path(str(spec)).name} fitted on {data} (n={len(corrects)}): {path}; likely right "
           f"from {calibration.likely_right_at} (dev coverage {calibration.extra['likely_right_coverage']:.0%}, "
           f"precision {calibration.extra['likely_right_precision']})",
           flush=True)
     return calibration
+
+
+def write_runner_note(path: Path, gguf: str, measured: dict, data: str) -> None:
+    """What running the served GGUF without edgedistill's runtime costs (Ollama, llama.cpp's server: no
+    calculator), measured, in the eval folder; the export's runner files point here."""
+    notes = [calculator_note(runner, measured[PASS_AT_1], measured.get(PASS_AT_1_NO_CALCULATOR), data)
+             for runner in RUNNERS.values()]
+    write_text_atomic(path, f"# Running {Path(gguf).name} without the calculator\n\n```\n" + "\n".join(notes)
+                      + "```\n")
 
 
 def judged_on_eval(calibration: Calibration, rows: list[dict], questions) -> dict:
@@ -94,7 +103,7 @@ def run(config: Config, rundir: RunDir) -> dict:
     # ONNX folder, else the merged student; the others greedy only. Sampling the ONNX too (one row at a time) took
     # 7 more minutes in the quickstart; `edgedistill eval --model <onnx> --calibrate` does it when wanted.
     served = {"gguf"} if gguf else {"onnx"} if onnx else {"student"}
-    calibrated: dict[str, Path] = {}
+    calibrated: dict[str, Path] = {}          # model spec: its calibration, for the manifest (where the app looks)
     scored: dict[str, tuple[str, str]] = {}   # name: (model spec, backend), for the eval.also rows below
     for name, spec, backend, label in (("student", str(merged), "transformers", "eval student"),
                                        ("gguf", gguf, "llama.cpp", f"eval gguf {export.get('quant', config.export.quant)}"),
@@ -111,11 +120,11 @@ def run(config: Config, rundir: RunDir) -> dict:
                     cached = f"{name}-dev" if data == config.data.dev else f"{name}-calibration-{cache_name(data)}"
                     fit_rows += score(cached, spec, backend, f"{label} {data}", on=on, data=data)["rows"]
                     fit_questions += on
+                calibrated[spec] = rundir.eval_dir / f"calibration-{name}.json"
                 calibration = calibrate_on({"rows": fit_rows}, spec, " + ".join([config.data.dev,
                                                                                    *cfg.calibration_data]),
-                                           cfg, fit_questions)
+                                           cfg, fit_questions, calibrated[spec])
                 results[name].update(judged_on_eval(calibration, results[name]["rows"], questions))
-                calibrated[name] = calibration_path_for(spec)
     # the other tasks, each on its own questions: what the app serves, and the base before it
     also_models = ([("base", config.student.model, "transformers")] if cfg.base else []) + \
         [(name, *scored[name]) for name in sorted(served & set(scored))]
@@ -124,9 +133,8 @@ def run(config: Config, rundir: RunDir) -> dict:
         for name, spec, backend in also_models:
             results[f"{name} {data}"] = score(f"{name}-{cache_name(data)}", spec, backend, f"eval {name} {data}",
                                                task_shots if name == "base" else (), k=1, on=on, data=data)
-    if gguf and "gguf" in results:    # the runner files beside the GGUF say what running it without us costs
-        measured = results["gguf"]
-        note_calculator(Path(gguf), measured["pass@1"], measured.get("pass@1_no_calculator"), config.data.eval)
+    if gguf and "gguf" in results:    # what running the GGUF without us costs, measured: eval/runners.md
+        write_runner_note(rundir.eval_dir / "runners.md", gguf, results["gguf"], config.data.eval)
     seconds = {stage: rundir.stage(stage).get("seconds") for stage in ("teach", "train", "export")}
     seconds["eval"] = round(sum(r["seconds"] for r in results.values()), 1)
     extra = {"eval_data": config.data.eval, "teacher": config.teacher.kind}
@@ -140,5 +148,8 @@ def run(config: Config, rundir: RunDir) -> dict:
             extra["served_file"] = export["served"]["reason"]
     write_report(rundir.root, results, seconds, artifacts, extra)
     for name, r in results.items():
-        print(f"[eval] {name}: pass@1 {r['pass@1']:.1%} (95% CI {r['ci95'][0]:.1%}-{r['ci95'][1]:.1%}, n={r['n']})")
-    return {"report": str(rundir.report_json)}
+        print(f"[eval] {name}: pass@1 {r[PASS_AT_1]:.1%} (95% CI {r['ci95'][0]:.1%}-{r['ci95'][1]:.1%}, n={r['n']})")
+    outputs = {"report": str(rundir.report_json)}
+    if calibrated:
+        outputs["calibration"] = {str(spec): str(path) for spec, path in calibrated.items()}
+    return outputs

@@ -26,6 +26,7 @@ from edgedistill.formats import answer_first_target, chat
 from edgedistill.generation import load_generator, render_prompt
 from edgedistill.records import write_json_atomic
 from edgedistill.export.probe import measure_in_subprocess
+from edgedistill.results import PASS_AT_1
 
 
 class SourceModel:
@@ -136,7 +137,7 @@ def accuracy(model, questions, backend: str = "auto") -> float:
     if not questions:
         return 0.0
     generator = load_generator(model, backend=backend) if isinstance(model, (str, Path)) else model
-    return evaluate(generator, questions, k=1, batch_size=16, label=None)["pass@1"]
+    return evaluate(generator, questions, k=1, batch_size=16, label=None)[PASS_AT_1]
 
 
 def parity_report(kind: str, artifact: Path, source: SourceModel, questions, source_accuracy: float | None,
@@ -147,7 +148,7 @@ def parity_report(kind: str, artifact: Path, source: SourceModel, questions, sou
               else sum(f.stat().st_size for f in artifact.iterdir() if f.is_file())}
     report.update(compare(source, scorer_for(kind, artifact, threads), questions, n_prompts))
     if eval_limit:
-        report["pass@1"] = accuracy(str(artifact), questions[:eval_limit])
+        report[PASS_AT_1] = accuracy(str(artifact), questions[:eval_limit])
         report["source_pass@1"] = source_accuracy
         report["eval_questions"] = min(eval_limit, len(questions))
     if speed:
@@ -164,7 +165,7 @@ def parity_path(artifact: Path) -> Path:
 def table(reports: dict[str, dict]) -> str:
     """Markdown table of parity reports, one row per artifact."""
     columns = [("agreement", "top-1 agreement", "{:.1%}"), ("kl", "KL nats/token", "{:.4f}"),
-               ("pass@1", "pass@1", "{:.1%}"), ("source_pass@1", "source pass@1", "{:.1%}"),
+               (PASS_AT_1, PASS_AT_1, "{:.1%}"), ("source_pass@1", "source pass@1", "{:.1%}"),
                ("bytes", "MiB", None), ("load_seconds", "load s", "{}"), ("prefill_tokens_per_s", "prefill tok/s", "{}"),
                ("decode_tokens_per_s", "decode tok/s", "{}"), ("peak_memory_mb", "peak MB", "{}"),
                ("template_ok", "template", "{}")]

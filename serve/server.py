@@ -2,19 +2,26 @@
 one port, over one model and one scheduler; checked before the model loads, bound to loopback unless told.
 
 Offline by default: 127.0.0.1, Gradio analytics off, system fonts (no web fonts, no CDN), no share link, no API docs
-page (FastAPI's fetches its files from a CDN).
+page (FastAPI's fetches its files from a CDN). On the LAN: a login (--auth) always, HTTPS (--tls-cert, --tls-key)
+so that the password does not cross the network in clear text; without TLS the app starts with a warning.
+The page takes no files, so Gradio's upload route is off; errors reach a client as one line, never as Python's
+descriptions of objects, and the console keeps the traceback.
 """
 from __future__ import annotations
 
 import errno
 import socket
+import ssl
+import sys
 from pathlib import Path
 
 from edgedistill import UserError
 from edgedistill.config import ServeConfig
 from edgedistill.generation import load_generator
 from edgedistill.serve.api import add_openai_routes
-from edgedistill.serve.app import QA, FeedbackLog, build_app
+from edgedistill.serve.answering import QA
+from edgedistill.serve.app import build_app
+from edgedistill.serve.feedback import FeedbackLog
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -51,24 +58,61 @@ def parse_auth(auth: str | None, auth_file: str | None) -> list[tuple[str, str]]
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+def check_tls(settings: ServeConfig) -> bool:
+    """Pre-flight of serve.tls_cert / tls_key: both or neither, and a pair Python's ssl loads. True: HTTPS."""
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise UserError("HTTPS needs both --tls-cert and --tls-key (PEM files)")
+    if not settings.tls_cert:
+        return False
+    for what, path in (("--tls-cert", settings.tls_cert), ("--tls-key", settings.tls_key)):
+        if not Path(path).is_file():
+            raise UserError(f"{what} {path}: no such file")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise UserError(f"cannot use {settings.tls_cert} with {settings.tls_key} for HTTPS ({exc}): give a PEM "
+                        f"certificate and its private key (docs/serve.md shows how to make them)") from None
+    return True
+
+
+def without_uploads(site):
+    """`site` with Gradio's upload route answered 404: it writes whatever it is sent under the temp folder, and this
+    page has no file input. Plain ASGI, not an HTTP middleware: those hide a client's disconnect from the routes."""
+    from fastapi.responses import JSONResponse
+
+    async def guarded(scope, receive, send):
+        if scope["type"] == "http" and scope["path"].rstrip("/").endswith("/upload"):
+            await JSONResponse({"detail": "this app takes no files"}, status_code=404)(scope, receive, send)
+            return
+        await site(scope, receive, send)
+    return guarded
+
+
 def serve(model: str, settings: ServeConfig, auth: list[tuple[str, str]] | None = None,
           calibration_file: str | None = None, allow_network: bool = False, load=load_generator) -> None:
     """`load`: how the model spec becomes a generator (load_generator's signature; tests pass stand-ins)."""
-    from edgedistill.calibration import calibration_path_for, load_calibration
+    from edgedistill.calibration import calibration_of, calibration_path_for, load_calibration
     if settings.host not in LOOPBACK and not auth:
         raise UserError(f"--host {settings.host} opens the app to the network: give --auth USER:PASSWORD (or "
                         f"--auth-file) so only your people can use it")
     # pre-flight: what would otherwise fail only once the model has loaded (minutes on a CPU)
+    https = check_tls(settings)
+    if settings.host not in LOOPBACK and not https:
+        print(f"edgedistill: WARNING: {settings.host} is reachable from the network over plain HTTP: passwords and "
+              f"answers cross it in clear text. Give --tls-cert and --tls-key (docs/serve.md, 'On the LAN').",
+              file=sys.stderr, flush=True)
     check_port_free(settings.host, settings.port)
     feedback = FeedbackLog(settings.feedback, model, settings.answer_type, settings.max_question_chars)
-    found = Path(calibration_file) if calibration_file else calibration_path_for(model)
+    # given, else beside the model, else the one its run's eval stage fitted (the run's manifest names it)
+    found = Path(calibration_file) if calibration_file else calibration_of(model) or calibration_path_for(model)
     calibration = load_calibration(found) if calibration_file or found.is_file() else None
     generator = load(model, allow_network, threads=settings.threads or None)
     qa = QA(generator, settings, calibration)
     app, theme = build_app(qa, feedback, model)
     how = (f"calibrated by {found} (k={calibration.k})" if calibration
            else f"uncalibrated ({found} not found): raw agreement of {qa.samples} samples")
-    print(f"edgedistill: serving {model} ({generator.backend}) on http://{settings.host}:{settings.port}; "
+    scheme = "https" if https else "http"
+    print(f"edgedistill: serving {model} ({generator.backend}) on {scheme}://{settings.host}:{settings.port}; "
           f"confidence {how}; feedback to {feedback.path}  (Ctrl+C stops)", flush=True)
     app.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
     import gradio as gr
@@ -76,12 +120,14 @@ def serve(model: str, settings: ServeConfig, auth: list[tuple[str, str]] | None 
     from fastapi import FastAPI
     api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)   # no Swagger page fetching its files from a CDN
     add_openai_routes(api, qa, api_model_name(model), auth)
+    # show_error off: the page's own handlers say what went wrong in words; Gradio's would send exception texts
     site = gr.mount_gradio_app(api, app, path="/", auth=auth, theme=theme, ssr_mode=False, enable_monitoring=False,
-                               footer_links=["api"], show_error=True, server_name=settings.host,
+                               footer_links=["api"], show_error=False, server_name=settings.host,
                                server_port=settings.port)
-    print(f"OpenAI-compatible API: http://{settings.host}:{settings.port}/v1 (model {api_model_name(model)!r})",
+    print(f"OpenAI-compatible API: {scheme}://{settings.host}:{settings.port}/v1 (model {api_model_name(model)!r})",
           flush=True)
-    uvicorn.run(site, host=settings.host, port=settings.port, log_level="warning")
+    uvicorn.run(without_uploads(site), host=settings.host, port=settings.port, log_level="warning",
+                **({"ssl_certfile": settings.tls_cert, "ssl_keyfile": settings.tls_key} if https else {}))
 
 
 def api_model_name(model: str) -> str:

@@ -9,10 +9,11 @@ from edgedistill.datasets import load_benchmark
 from edgedistill.generation.transformers import TransformersGenerator
 from edgedistill.metrics import evaluate
 from edgedistill.records import Question
+from edgedistill.results import PASS_AT_1, maj_at
 
 
 def dev_evaluator(config):
-    """A factory: student -> (step -> {"pass@1", "maj@k"}); None when dev evaluation is off."""
+    """A factory: student -> (step -> {pass@1, maj@k}); None when dev evaluation is off."""
     cfg = config.student
     if not cfg.eval_every:
         return None
@@ -25,6 +26,6 @@ def dev_evaluator(config):
 
 
 def evaluate_dev(generator, questions: list[Question], *, k: int, seed: int = 0, max_new_tokens: int = 48) -> dict:
-    """{"pass@1", "maj@k" (k > 1)} of the kernel's one evaluation, quietly (no progress bars)."""
+    """{pass@1, maj@k (k > 1)} of the kernel's one evaluation, quietly (no progress bars)."""
     result = evaluate(generator, questions, k=k, seed=seed, max_new_tokens=max_new_tokens, label=None)
-    return {key: result[key] for key in ("pass@1", f"maj@{k}") if key in result}
+    return {key: result[key] for key in (PASS_AT_1, maj_at(k)) if key in result}

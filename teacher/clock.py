@@ -18,9 +18,13 @@ def unfinished_chunks(items: list, size: int, unfinished) -> list[tuple[int, lis
     return [(index, chunk) for index, chunk in enumerate(chunks) if any(unfinished(item) for item in chunk)]
 
 
-def chunk_seed(seed: int, round_offset: int, index: int) -> int:
+# Each round draws from its own seeds: a round's chunk i never shares a seed with another round's chunk i.
+SEED_OFFSETS = {"sample": 0, "correct": 100_000, "negative": 200_000, "evolve": 300_000, "rationalize": 400_000}
+
+
+def chunk_seed(seed: int, round_name: str, index: int) -> int:
     """The sampling seed of a round's chunk: the run's seed, the round's own offset, the chunk's index."""
-    return seed * 1_000_003 + round_offset + index
+    return seed * 1_000_003 + SEED_OFFSETS[round_name] + index
 
 
 class RoundClock:

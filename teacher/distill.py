@@ -30,13 +30,12 @@ uninterrupted run would have.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-import time
 from pathlib import Path
 from typing import NamedTuple
 
-from tqdm import tqdm
 
 from edgedistill.calculator import check_annotations
 from edgedistill.checkers import extract_answer, is_correct, majority
@@ -45,8 +44,8 @@ from edgedistill.formats import INSTRUCTION_RATIONALE_FIRST, answer_first_from_r
     rationale_first, reasoning_of, split_answer_reason
 from edgedistill.generation import load_generator
 from edgedistill.rundir import TeacherFiles
-from edgedistill.teacher.clock import chunk_seed
-from edgedistill.records import AppendLog, Question, Sample, by_question, load_questions, load_sources, to_dict, \
+from edgedistill.teacher.clock import RoundClock, chunk_seed, unfinished_chunks
+from edgedistill.records import AppendLog, Question, Sample, as_samples, by_question, load_questions, load_sources, to_dict, \
     write_json_atomic, write_jsonl_atomic
 
 FEW_SHOT = 2   # worked examples in a model teacher's prompt, taken from the first train questions with rationales
@@ -83,9 +82,9 @@ def run_teacher(config: Config, out: Path, load=load_generator) -> dict:
         sample_round(config, "sample", teacher, cfg.model, questions, first, cfg.temperature, log, scorer, judge)
         if cfg.self_correct:
             failed = failed_questions(questions, log.rows(), cfg.samples)
-            retry = lambda q: [teacher_chat(q) + [{"role": "assistant", "content": s["text"]},   # noqa: E731
+            retry = lambda q: [teacher_chat(q) + [{"role": "assistant", "content": s.text},   # noqa: E731
                                                  {"role": "user", "content": CORRECTION.format(
-                                                     answer=s["verdict"].get("predicted") or "none given")}]
+                                                     answer=s.verdict.get("predicted") or "none given")}]
                                for s in failed[q.id]]
             sample_round(config, "correct", teacher, cfg.model, [q for q in questions if q.id in failed], retry,
                          cfg.temperature, log, scorer, judge)
@@ -178,45 +177,44 @@ def dataset_sample(q: Question, scorer) -> Sample:
 class Round(NamedTuple):
     id_prefix: str       # sample ids: "<question>#<prefix><k>"
     origin: str          # what the sample's record says it is
-    seed_offset: int     # each round draws from its own seeds
     format: str          # how the round's prompt asks for the text: the teacher reasons first, a student answers first
 
 
-ROUNDS = {"sample": Round("", "teacher", 0, "rationale-first"),
-          "correct": Round("c", "self-correction", 100_000, "rationale-first"),
-          "negative": Round("n", "negative", 200_000, "answer-first")}
+ROUNDS = {"sample": Round("", "teacher", "rationale-first"),          # seeds: clock.SEED_OFFSETS, by round name
+          "correct": Round("c", "self-correction", "rationale-first"),
+          "negative": Round("n", "negative", "answer-first")}
 
 
 def sample_round(config: Config, name: str, generator, model: str, questions: list[Question], conversations_for,
                  temperature: float, log: AppendLog, scorer, judge=None) -> None:
-    """Sample the conversations of each question, verify, score, append; chunks already written are skipped."""
+    """Sample the conversations of each question, verify, score, append; chunks already written are skipped, and
+    a resumed chunk keeps its seed (teacher/clock.py, as the evolve and rationalize rounds)."""
     from edgedistill.generation import Sampling
     cfg = config.teacher
     written_rows = log.rows()
     done = {row["id"] for row in written_rows}
     references = first_round_references(written_rows) if name != "sample" else {}
-    chunks = [questions[i:i + max(1, cfg.batch_size)] for i in range(0, len(questions), max(1, cfg.batch_size))]
-    work = [(index, chunk, [conversations_for(q) for q in chunk]) for index, chunk in enumerate(chunks)]
-    written = [[_id(q, name, k) in done for q, c in zip(chunk, convs) for k in range(len(c))] for _, chunk, convs in work]
-    work = [w for w, flags in zip(work, written) if not all(flags)]
-    total_q = sum(len(chunk) for _, chunk, _ in work)
-    if not total_q:
+    asked = [(q, conversations_for(q)) for q in questions]
+    todo = unfinished_chunks(asked, cfg.batch_size,
+                             lambda item: any(_id(item[0], name, k) not in done for k in range(len(item[1]))))
+    if not todo:
         return
-    if any(any(flags) for flags in written):
-        print(f"teacher: resuming the {name} round, {sum(map(sum, written))} samples already written, {total_q} "
-              f"questions to go", flush=True)
-    bar = tqdm(total=total_q, desc=f"teacher {name}", unit="q")
-    started, tokens_before = time.time(), getattr(generator, "generated_tokens", 0)
-    for index, chunk, convs in work:
-        seed = chunk_seed(config.seed, ROUNDS[name].seed_offset, index)
+    written_here = sum(_id(q, name, k) in done for q, per_q in asked for k in range(len(per_q)))
+    if written_here:
+        print(f"teacher: resuming the {name} round, {written_here} samples already written, "
+              f"{sum(len(chunk) for _, chunk in todo)} questions to go", flush=True)
+    clock = RoundClock(log.path.with_name(f"{log.path.stem}.{name}.progress.json"), generator, chunks=todo,
+                       desc=f"teacher {name}", unit="q")
+    for index, chunk in todo:
+        seed = chunk_seed(config.seed, name, index)
         sampling = Sampling(max_new_tokens=cfg.max_new_tokens, temperature=temperature, stop_after_answer=False,
                             seed=seed)
-        flat = [c for per_q in convs for c in per_q]
-        texts = iter(generator.generate(flat, sampling, batch_size=len(flat)))
+        texts = iter(generator.generate([c for _, per_q in chunk for c in per_q], sampling,
+                                        batch_size=sum(len(per_q) for _, per_q in chunk)))
         meta = {"backend": generator.backend, "temperature": temperature, "top_p": 1.0,
                 "max_new_tokens": cfg.max_new_tokens, "seed": seed, "round": name}
         rows = []
-        for q, per_q in zip(chunk, convs):
+        for q, per_q in chunk:
             outputs = [next(texts) for _ in per_q]
             predictions = [extract_answer(t, q.answer_type) for t in outputs]
             reference = references.get(q.id) or reference_for(q, predictions)
@@ -234,10 +232,8 @@ def sample_round(config: Config, name: str, generator, model: str, questions: li
                 sample.scores = score
                 rows.append(to_dict(sample))
         log.append(rows)
-        bar.update(len(chunk))
-        made = getattr(generator, "generated_tokens", 0) - tokens_before
-        bar.set_postfix({"tok/s": f"{made / max(1e-9, time.time() - started):.0f}"})
-    bar.close()
+        clock.tick(len(chunk))
+    clock.close()
 
 
 def reference_for(q: Question, predictions: list[str | None]) -> dict:
@@ -254,22 +250,22 @@ def _verified(predicted: str | None, q: Question, reference: dict, judge=None) -
     return is_correct(predicted, Question(**{**q.__dict__, "answer": reference["reference"]}), judge)
 
 
-def first_round_references(samples: list[dict]) -> dict[str, dict]:
+def first_round_references(samples: list) -> dict[str, dict]:
     """Per question, the reference its first round was verified against (later rounds use the same)."""
     found = {}
-    for s in samples:
-        if s.get("origin", "teacher") == "teacher" and s["question_id"] not in found:
-            found[s["question_id"]] = {key: s["verdict"][key] for key in ("reference", "reference_source", "agreement")
-                                       if key in s["verdict"]}
+    for s in as_samples(samples):
+        if s.origin == "teacher" and s.question_id not in found:
+            found[s.question_id] = {key: s.verdict[key] for key in ("reference", "reference_source", "agreement")
+                                    if key in s.verdict}
     return found
 
 
-def failed_questions(questions: list[Question], samples: list[dict], k: int) -> dict[str, list[dict]]:
+def failed_questions(questions: list[Question], samples: list, k: int) -> dict[str, list[Sample]]:
     """Questions with a reference answer whose first-round samples all failed: {id: those samples}."""
-    first = by_question(s for s in samples if s.get("origin", "teacher") == "teacher")
+    first = by_question(s for s in as_samples(samples) if s.origin == "teacher")
     return {q.id: first[q.id] for q in questions
             if q.answer is not None and len(first.get(q.id, [])) >= k
-            and not any(s["verdict"].get("correct") for s in first[q.id])}
+            and not any(s.verdict.get("correct") for s in first[q.id])}
 
 
 def _id(q: Question, name: str, k: int) -> str:
@@ -290,7 +286,7 @@ def _sample(q: Question, model: str, meta: dict, k: str, text: str, verdict: dic
                   origin=origin, format=text_format)
 
 
-def for_the_student(questions: list[Question], samples: list[dict]) -> tuple[list[dict], int]:
+def for_the_student(questions: list[Question], samples: list[Sample]) -> tuple[list[Sample], int]:
     """The samples as the student sees them: a reasoning-first sample rewritten answer-first, its Answer line one
     expression over the question's numbers (formats.answer_first_from_reasoning; the log keeps what the teacher
     wrote). A verified sample that cannot be rewritten is dropped and counted; an unverified one is rewritten to its
@@ -298,46 +294,47 @@ def for_the_student(questions: list[Question], samples: list[dict]) -> tuple[lis
     by_id = {q.id: q for q in questions}
     out, dropped = [], 0
     for s in samples:
-        q = by_id.get(s["question_id"])
-        if s.get("format", "answer-first") != "rationale-first" or q is None:
+        q = by_id.get(s.question_id)
+        if s.format != "rationale-first" or q is None:
             out.append(s)
             continue
-        correct = bool(s["verdict"].get("correct"))
-        target = s["verdict"].get("reference") if correct else s["verdict"].get("predicted")
-        text = answer_first_from_reasoning(s["text"], q, str(target)) if target is not None else None
+        correct = bool(s.verdict.get("correct"))
+        target = s.verdict.get("reference") if correct else s.verdict.get("predicted")
+        text = answer_first_from_reasoning(s.text, q, str(target)) if target is not None else None
         if text is None and not correct and target is not None:   # a rejected side needs no expression
-            reason = reasoning_of(s["text"])
+            reason = reasoning_of(s.text)
             text = f"Answer: {target}\nReason: {reason}" if reason else f"Answer: {target}"
         if text is None:
             dropped += correct
             continue
-        out.append({**s, "text": text, "format": "answer-first"})
+        out.append(dataclasses.replace(s, text=text, format="answer-first"))
     return out, dropped
 
 
-def write_views(config: Config, questions: list[Question], samples: list[dict], out: Path) -> dict:
-    """SFT (both formats), preference pairs, selection and the datasets folder, from the whole sample log."""
+def write_views(config: Config, questions: list[Question], samples: list, out: Path) -> dict:
+    """SFT (both formats), preference pairs, selection and the datasets folder, from the whole sample log (its
+    records, read back as Samples)."""
     from edgedistill.teacher.pairs import build_pairs
     from edgedistill.teacher.publish import write_dataset
     from edgedistill.teacher.select import select, write_selection_report
     cfg = config.teacher
-    samples, not_rewritten = for_the_student(questions, samples)
+    samples, not_rewritten = for_the_student(questions, as_samples(samples))
     groups = by_question(samples)
     candidates = []
     for order, q in enumerate(questions):
         group = groups.get(q.id, [])
-        first = [s for s in group if s.get("origin", "teacher") == "teacher"]
-        pass_rate = sum(bool(s["verdict"].get("correct")) for s in first) / max(1, len(first))
-        verified = [s for s in group if s["verdict"].get("correct") and s.get("origin") != "negative"]
-        verified.sort(key=lambda s: (-s.get("scores", {}).get("min", 0.0), s["id"]))
+        first = [s for s in group if s.origin == "teacher"]
+        pass_rate = sum(bool(s.verdict.get("correct")) for s in first) / max(1, len(first))
+        verified = [s for s in group if s.verdict.get("correct") and s.origin != "negative"]
+        verified.sort(key=lambda s: (-s.scores.get("min", 0.0), s.id))
         if not verified:   # counted in the selection report's "not verified"
             candidates.append({"id": q.id, "order": order, "q": q, "question": q.question, "text": "",
                                "rationale": "", "pass_rate": 0.0, "tokens": 0, "verified": False})
         for s in verified[:cfg.keep_per_question]:
-            candidates.append({"id": s["id"], "order": order, "q": q, "question": q.question, "text": s["text"],
-                               "rationale": s.get("rationale") or "", "pass_rate": round(pass_rate, 4),
-                               "tokens": max(1, len(s["text"]) // 4),
-                               "answer": s["verdict"].get("reference", q.answer)})
+            candidates.append({"id": s.id, "order": order, "q": q, "question": q.question, "text": s.text,
+                               "rationale": s.rationale or "", "pass_rate": round(pass_rate, 4),
+                               "tokens": max(1, len(s.text) // 4),
+                               "answer": s.verdict.get("reference", q.answer)})
     eval_files = ([config.data.eval] if cfg.select.decontaminate_eval else []) + cfg.select.decontaminate
     eval_texts = [e.question for path in eval_files for e in load_questions(path, need_answers=False)]
     embedder = None
@@ -360,13 +357,13 @@ def write_views(config: Config, questions: list[Question], samples: list[dict], 
     write_selection_report(selection, out)
     firsts = first_round_references(samples)
     summary = {"questions": len(questions), "samples": len(samples),
-               "verified": sum(1 for s in samples if s["verdict"].get("correct")),
+               "verified": sum(1 for s in samples if s.verdict.get("correct")),
                "questions_with_verified": len({c["q"].id for c in candidates if c.get("verified", True)}), "kept": len(sft),
                "references": {source: sum(r.get("reference_source") == source for r in firsts.values())
                               for source in ("gold", "majority")},
-               "self_corrected": len({s["question_id"] for s in samples
-                                      if s.get("origin") == "self-correction" and s["verdict"].get("correct")}),
-               "negatives": sum(s.get("origin") == "negative" for s in samples),
+               "self_corrected": len({s.question_id for s in samples
+                                      if s.origin == "self-correction" and s.verdict.get("correct")}),
+               "negatives": sum(s.origin == "negative" for s in samples),
                "verified_not_rewritten_answer_first": not_rewritten,
                "pairs": pair_report, "selection": {k: selection[k] for k in ("candidates", "kept", "dropped")}}
     sources = {"questions": [f"{s.source} (weight {s.weight:g})" for s in config.data.sources()], "kind": cfg.kind, "teacher": cfg.model or "reference rationales",

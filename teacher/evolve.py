@@ -202,7 +202,7 @@ def run_evolve(config: Config, seeds: list[Question], files: EvolveFiles, teache
         print(f"evolve: resuming, {len(written)} proposals and {len(solved)} solves already written", flush=True)
     clock = RoundClock(files.progress, teacher, chunks=todo, desc="evolve", unit="proposal")
     for index, chunk in todo:
-        seed_value = chunk_seed(config.seed, 300_000, index)
+        seed_value = chunk_seed(config.seed, "evolve", index)
         rows = {pid: known[pid] for pid, _, _ in chunk if pid in known}
         fresh = [(pid, seed, kind) for pid, seed, kind in chunk if pid not in rows]
         if fresh:

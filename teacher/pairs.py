@@ -15,29 +15,30 @@ Every pair satisfies verify(chosen) and not verify(rejected); a test checks it.
 from __future__ import annotations
 
 from edgedistill.formats import chat
-from edgedistill.records import Question, by_question
+from edgedistill.records import Question, Sample, as_samples, by_question
 
 
-def _score(sample: dict) -> float:
-    return float(sample.get("scores", {}).get("min", 0.0))
+def _score(sample: Sample) -> float:
+    return float(sample.scores.get("min", 0.0))
 
 
-def build_pairs(questions: list[Question], samples: list[dict], margin: float = 0.0,
+def build_pairs(questions: list[Question], samples: list, margin: float = 0.0,
                 max_length_ratio: float = 1.5) -> tuple[list[dict], dict]:
-    """(pairs in TRL's conversational preference format, report of counts and drops)."""
-    groups = by_question(samples)
+    """(pairs in TRL's conversational preference format, report of counts and drops); `samples`: Samples, or the
+    teacher log's records."""
+    groups = by_question(as_samples(samples))
     pairs, dropped = [], {"no verified sample": 0, "no failed sample": 0, "margin": 0, "length": 0}
     for q in questions:
         group = groups.get(q.id, [])
-        good = [s for s in group if s["verdict"].get("correct") and s.get("origin") != "negative"]
-        bad = [s for s in group if not s["verdict"].get("correct") and s["text"].strip()]
+        good = [s for s in group if s.verdict.get("correct") and s.origin != "negative"]
+        bad = [s for s in group if not s.verdict.get("correct") and s.text.strip()]
         if not good:
             dropped["no verified sample"] += 1
             continue
         if not bad:
             dropped["no failed sample"] += 1
             continue
-        chosen = min(good, key=lambda s: (-_score(s), len(s["text"]), s["id"]))
+        chosen = min(good, key=lambda s: (-_score(s), len(s.text), s.id))
         bad = [s for s in bad if _score(chosen) - _score(s) >= margin]
         if not bad:
             dropped["margin"] += 1
@@ -46,12 +47,12 @@ def build_pairs(questions: list[Question], samples: list[dict], margin: float = 
         if not bad:
             dropped["length"] += 1
             continue
-        rejected = min(bad, key=lambda s: (s.get("origin") != "negative", _length_ratio(chosen, s), s["id"]))
+        rejected = min(bad, key=lambda s: (s.origin != "negative", _length_ratio(chosen, s), s.id))
         pairs.append({"id": q.id, "prompt": chat(q),
-                      "chosen": [{"role": "assistant", "content": chosen["text"]}],
-                      "rejected": [{"role": "assistant", "content": rejected["text"]}],
-                      "chosen_id": chosen["id"], "rejected_id": rejected["id"],
-                      "rejected_origin": rejected.get("origin", "teacher"),
+                      "chosen": [{"role": "assistant", "content": chosen.text}],
+                      "rejected": [{"role": "assistant", "content": rejected.text}],
+                      "chosen_id": chosen.id, "rejected_id": rejected.id,
+                      "rejected_origin": rejected.origin,
                       "score_margin": round(_score(chosen) - _score(rejected), 4)})
     longer = sum(len(p["chosen"][0]["content"]) > len(p["rejected"][0]["content"]) for p in pairs)
     report = {"pairs": len(pairs), "dropped": dropped,
@@ -62,6 +63,6 @@ def build_pairs(questions: list[Question], samples: list[dict], margin: float = 
     return pairs, report
 
 
-def _length_ratio(a: dict, b: dict) -> float:
-    la, lb = max(1, len(a["text"])), max(1, len(b["text"]))
+def _length_ratio(a: Sample, b: Sample) -> float:
+    la, lb = max(1, len(a.text)), max(1, len(b.text))
     return max(la, lb) / min(la, lb)

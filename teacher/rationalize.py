@@ -179,7 +179,7 @@ def run_rationalize(config: Config, seeds: list[Question], files: RationalizeFil
         print(f"rationalize: resuming, {sum(map(settled, written.values()))} explanations already checked", flush=True)
     clock = RoundClock(files.progress, teacher, chunks=todo, desc="rationalize", unit="seed")
     for index, chunk in todo:
-        seed_value = chunk_seed(config.seed, 400_000, index)
+        seed_value = chunk_seed(config.seed, "rationalize", index)
         fresh = [q for q in chunk if f"{q.id}~r0" not in written]
         explain = Sampling(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, stop_after_answer=False,
                            calculator=False, seed=seed_value)

@@ -5,7 +5,8 @@ literal name) between edgedistill's modules.
     stages         edgedistill.{teacher,student,export,serve,evals}   import the kernel, never each other
     kernel         every other edgedistill module                 imports no stage and no orchestration
 
-and no import circle anywhere. `python tests/test_architecture.py` prints the graph's circles and upward edges.
+and no import circle anywhere; the kernel holds nothing that only one stage uses (it would belong in that stage);
+the OpenAI-compatible API answers through serve.answering, never through the page's module. `python tests/test_architecture.py` prints the graph's circles and upward edges.
 """
 from __future__ import annotations
 
@@ -126,12 +127,48 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return sorted(found)
 
 
+def users(graph: dict[str, set[str]], module: str) -> set[str]:
+    """The layers outside the kernel that reach `module` through kernel modules only (orchestration or stage:x)."""
+    importers = {source for source, targets in graph.items() if module in targets}
+    found, seen, todo = set(), {module}, list(importers)
+    while todo:
+        source = todo.pop()
+        if source in seen:
+            continue
+        seen.add(source)
+        if layer(source) == "kernel":
+            todo.extend(s for s, targets in graph.items() if source in targets)
+        else:
+            found.add(layer(source))
+    return found
+
+
+def single_stage_kernel_modules(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Kernel modules every user of which is one stage: (module, that stage)."""
+    return sorted((module, next(iter(reached))) for module in graph if layer(module) == "kernel"
+                  and len(reached := users(graph, module)) == 1 and next(iter(reached)).startswith("stage:"))
+
+
 def test_no_import_circle():
     assert cycles(import_graph()) == []
 
 
 def test_no_upward_or_sideways_import():
     assert upward_edges(import_graph()) == []
+
+
+def test_the_kernel_holds_nothing_only_one_stage_uses():
+    assert single_stage_kernel_modules(import_graph()) == []
+
+
+def test_the_api_answers_through_the_answering_module_not_the_page():
+    graph = import_graph()
+    reached, todo = set(), ["edgedistill.serve.api"]
+    while todo:
+        for target in graph[todo.pop()] - reached:
+            reached.add(target)
+            todo.append(target)
+    assert "edgedistill.serve.answering" in reached and "edgedistill.serve.app" not in reached
 
 
 def test_the_checks_fail_on_a_planted_circle_and_upward_edge(tmp_path):
@@ -147,7 +184,15 @@ def test_the_checks_fail_on_a_planted_circle_and_upward_edge(tmp_path):
     (tmp_path / "student" / "__init__.py").write_text("")
     (tmp_path / "student" / "loop.py").write_text("from edgedistill.pipeline import run\n")
     (tmp_path / "edgedistill" / "pipeline.py").write_text("")
+    (tmp_path / "edgedistill" / "only_teacher.py").write_text("")
+    (tmp_path / "edgedistill" / "shared.py").write_text("from edgedistill import only_teacher\n")
+    (tmp_path / "teacher" / "uses.py").write_text("from edgedistill import shared\n")
+    (tmp_path / "student" / "uses.py").write_text("from edgedistill import only_teacher\n")
+    (tmp_path / "edgedistill" / "only_student.py").write_text("")
+    (tmp_path / "student" / "more.py").write_text("from edgedistill import only_student\n")
     graph = import_graph(tmp_path)
+    assert single_stage_kernel_modules(graph) == [("edgedistill.only_student", "stage:student"),
+                                                  ("edgedistill.shared", "stage:teacher")]
     assert cycles(graph) == [["edgedistill.a", "edgedistill.b"]]
     assert upward_edges(graph) == [("edgedistill.c", "edgedistill.teacher.distill"),
                                    ("edgedistill.student.loop", "edgedistill.pipeline"),

@@ -81,3 +81,27 @@ def test_no_likely_right_when_no_level_is_90_percent_right():
     calibration = fit_calibration(agreements, corrects, k=4, temperature=0.7)
     assert likely_right_threshold(calibration, agreements, corrects)["at"] is None
     assert selective(calibration, [4], [True])["likely_right_coverage"] == 0.0   # likely_right_at None: none marked
+
+
+def test_the_app_finds_a_runs_calibration_through_its_manifest(tmp_path):
+    """The eval stage keeps the calibration in its own folder and names it in the manifest; a model file of the run,
+    given alone, finds it there; one with a file beside it (edgedistill eval --calibrate) takes that one."""
+    import json
+    from edgedistill.calibration import calibration_of
+    run = tmp_path / "run"
+    gguf = run / "export" / "student-Q6_K.gguf"
+    gguf.parent.mkdir(parents=True)
+    gguf.write_bytes(b"GGUF")
+    (run / "eval").mkdir()
+    fitted = run / "eval" / "calibration-gguf.json"
+    save_calibration(fit_calibration([2, 1], [True, False], k=2, temperature=0.7), fitted)
+    assert calibration_of(gguf) is None                                           # no manifest yet
+    (run / "manifest.json").write_text(json.dumps({"stages": {"eval": {"outputs": {
+        "report": "x", "calibration": {"runs/elsewhere/export/student-Q6_K.gguf": "runs/elsewhere/eval/calibration-gguf.json"}}}}}))
+    assert calibration_of(gguf) == fitted             # written from another working folder: found by name in the run
+    assert calibration_of(run / "export" / "student-Q8_0.gguf") is None           # not the model it was fitted for
+    beside = calibration_path_for(gguf)
+    save_calibration(fit_calibration([1], [True], k=2, temperature=0.7), beside)
+    assert calibration_of(gguf) == beside
+    (run / "manifest.json").write_text("{not json")
+    assert calibration_of(run / "export" / "student-Q8_0.gguf") is None           # a damaged manifest: none, no crash

@@ -47,7 +47,11 @@ def test_micro_run_on_packaged_model(tmp_path):
     assert f"{served} serve" in report["served_file"]
     assert report["onnx"]["n"] == 8 and (out / "export" / "onnx" / "parity.json").exists()
     # the app's confidence: the served GGUF is sampled and calibrated, the ONNX scored greedy only
-    calibration = json.loads((out / "export" / f"student-{served}.gguf.calibration.json").read_text())
+    # in the eval stage's folder, named in the manifest, where the app finds it for the run's model
+    calibration = json.loads((out / "eval" / "calibration-gguf.json").read_text())
+    assert not list((out / "export").glob("*.calibration.json")) and (out / "eval" / "runners.md").is_file()
+    from edgedistill.calibration import calibration_of
+    assert calibration_of(out / "export" / f"student-{served}.gguf") == out / "eval" / "calibration-gguf.json"
     assert calibration["n"] == 8 and len(calibration["accuracy"]) == calibration["k"] + 1 == 5
     assert calibration["data"] == "shopfloor:dev" and "likely_right_at" in calibration   # fitted on dev
     assert {"likely_right_coverage", "likely_right_precision", "likely_right_at"} <= set(report["gguf"])

@@ -251,14 +251,17 @@ def test_the_eval_stage_scores_base_and_student_calibrates_what_is_served_and_re
                     eval=EvalConfig(samples=4))
     rundir = RunDir(tmp_path / "run")
     rundir.student.merged.mkdir(parents=True)
-    assert run(config, rundir) == {"report": str(rundir.report_json)}
+    calibration_file = rundir.eval_dir / "calibration-student.json"
+    assert run(config, rundir) == {"report": str(rundir.report_json),
+                                   "calibration": {str(rundir.student.merged): str(calibration_file)}}
     assert loaded == [("smollm2-135m-instruct", "transformers"), (str(rundir.student.merged), "transformers"),
                       (str(rundir.student.merged), "transformers")]
     report = json.loads(rundir.report_json.read_text())
     assert report["base"]["shots"] == 2 and report["base"]["k"] == 1 and "pass@4" not in report["base"]
     assert report["student"]["n"] == 8 and report["student"]["pass@1"] == 0.5 and "pass@4" in report["student"]
     assert report["student"]["data"] == str(data) and report["student"]["backend"] == "scripted"
-    calibration = load_calibration(rundir.student.merged / "calibration.json")   # the served model's, for the app
+    calibration = load_calibration(calibration_file)       # the served model's, for the app, in the eval folder
+    assert not (rundir.student.merged / "calibration.json").exists()
     assert calibration.n == 12 and calibration.data == str(dev)
     # dev: a in 20..31, greedy right for even a, a % 5 samples agree: 4 of 4 agreeing happens at a = 24 and 29 (one
     # right, one wrong), 3 of 4 at 23 and 28 (one each): no level is 90% right, so nothing is "likely right"
@@ -319,7 +322,7 @@ def test_the_confidence_is_fitted_on_dev_pooled_with_calibration_data_never_on_t
     rundir = RunDir(tmp_path / "run")
     rundir.student.merged.mkdir(parents=True)
     run(config, rundir)
-    calibration = load_calibration(rundir.student.merged / "calibration.json")
+    calibration = load_calibration(rundir.eval_dir / "calibration-student.json")
     assert calibration.n == 12 + 30 and calibration.data == f"{dev} + {more}"
     assert (rundir.eval_dir / "student-calibration-more_jsonl.json").is_file()
     refused = tmp_path / "refused.yaml"

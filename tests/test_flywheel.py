@@ -11,7 +11,7 @@ import yaml
 from edgedistill.cli import main
 from edgedistill.records import load_questions, load_sources
 from edgedistill.config import TrainSource
-from edgedistill.serve.app import FeedbackLog
+from edgedistill.serve.feedback import FeedbackLog
 from edgedistill.serve.process import serving
 
 from tests.test_pipeline import QUESTIONS, write_jsonl

@@ -198,3 +198,23 @@ def test_a_run_folder_names_the_model_it_serves(tmp_path, monkeypatch):
     (run / "manifest.json").write_text("{not json")
     with pytest.raises(UserError, match="not a run manifest"):
         served_by_run(run)
+
+
+def test_a_stage_key_holds_only_the_fields_changed_from_their_defaults(tmp_path, monkeypatch):
+    """A field added later at its default must not change a finished run's keys; a changed field must."""
+    import dataclasses
+    from edgedistill.config import Config, ExportConfig, non_default
+    from edgedistill.pipeline import stage_key
+    from edgedistill.rundir import RunDir
+    config = Config()
+    assert non_default(config.export) == {} and config.changed("student") == {}
+    run = RunDir(tmp_path)
+    keys = {"train": "t"}
+    before = stage_key("export", config, run, keys)
+    changed = dataclasses.replace(config, export=dataclasses.replace(config.export, quant="Q8_0"))
+    assert non_default(changed.export) == {"quant": "Q8_0"} and stage_key("export", changed, run, keys) != before
+    # a field a later version adds, at its default: same key
+    Later = dataclasses.make_dataclass("Later", [("new_knob", int, dataclasses.field(default=3))], bases=(ExportConfig,))
+    later = dataclasses.replace(config, export=Later())
+    assert stage_key("export", later, run, keys) == before
+    assert stage_key("export", dataclasses.replace(config, export=Later(new_knob=4)), run, keys) != before

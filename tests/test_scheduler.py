@@ -10,7 +10,7 @@ from edgedistill import UserError
 from edgedistill.formats import chat
 from edgedistill.generation import Sampling
 from edgedistill.generation.decoding import stream_completion
-from edgedistill.generation.scheduler import ContinuousScheduler, SerialScheduler, scheduler_for
+from edgedistill.serve.scheduler import ContinuousScheduler, SerialScheduler, scheduler_for
 
 QUESTIONS = ["A pallet holds 24 boxes of 36 bolts. How many bolts are on 5 pallets?",
              "Line 3 makes 48 housings an hour. How many housings in a 7.5-hour shift?",
@@ -96,7 +96,7 @@ def test_reasoning_rows_wait_every_other_step_while_an_answer_is_being_written(s
     """answers_first: a row past its Answer line goes into every other decode while another row writes its own."""
     from edgedistill.generation.base import LiveRow, Prompt, Row
     from edgedistill.generation.llamacpp import LlamaCppGenerator
-    from edgedistill.generation.scheduler import choose_each_row
+    from edgedistill.serve.scheduler import choose_each_row
     model = LlamaCppGenerator(gguf)
     engine = model.slot_engine(4, choose_each_row, answers_first=True)
     long = Sampling(max_new_tokens=200, stop_after_answer=False)
@@ -162,3 +162,23 @@ def test_a_failed_decode_is_told_to_its_users_and_the_next_question_is_answered(
         scheduler.submit([], [GREEDY]).texts()
     assert scheduler.submit([], [GREEDY]).texts() == ["ok"]
     scheduler.close()
+
+
+def test_making_a_context_leaves_the_processs_stdout_and_stderr_alone(gguf, monkeypatch):
+    """The decoder thread makes its contexts while the main thread prints the banner and other threads their
+    tracebacks: llama_cpp's suppress_stdout_stderr swapped sys.stdout/stderr (and fds 1, 2) for /dev/null meanwhile,
+    and two overlapping calls left them there for good (a server with --auth printed nothing at all)."""
+    import sys
+    import llama_cpp
+    from edgedistill.generation.llamacpp import LlamaCppGenerator
+    generator = LlamaCppGenerator(gguf)      # loading the model may silence itself: no thread runs yet
+    original, out, err, seen = llama_cpp.llama_init_from_model, sys.stdout, sys.stderr, []
+
+    def watched(*args):
+        seen.append((sys.stdout is out, sys.stderr is err))
+        return original(*args)
+
+    monkeypatch.setattr(llama_cpp, "llama_init_from_model", watched)
+    generator.generate([chat(QUESTIONS[4])], Sampling(max_new_tokens=4), batch_size=2)
+    generator.close()
+    assert seen and all(both == (True, True) for both in seen)

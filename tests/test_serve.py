@@ -10,8 +10,10 @@ from edgedistill.calibration import fit_calibration
 from edgedistill.config import ServeConfig
 from edgedistill.generation import Token
 from edgedistill.records import load_questions
-from edgedistill.serve.app import QA, FeedbackLog, band, build_app, computations, confidence_markdown, readable, \
-    split_stream
+from edgedistill.formats import computations, readable, split_stream
+from edgedistill.serve.answering import QA, band
+from edgedistill.serve.app import build_app, confidence_markdown
+from edgedistill.serve.feedback import FeedbackLog
 from edgedistill.serve.server import parse_auth, serve
 from edgedistill.serve.process import free_port
 
@@ -39,7 +41,7 @@ def scripted_stream(generator, messages, sampling):
 
 @pytest.fixture
 def qa(monkeypatch):
-    monkeypatch.setattr("edgedistill.generation.scheduler.stream_completion", scripted_stream)
+    monkeypatch.setattr("edgedistill.serve.scheduler.stream_completion", scripted_stream)
     return lambda sampled, calibration=None: QA(ScriptedGenerator(sampled), ServeConfig(samples=len(sampled)),
                                                 calibration)
 
@@ -264,7 +266,7 @@ def listening_addresses(port):
 
 
 def test_each_kind_of_question_is_asked_and_headed_by_its_answer(qa):
-    from edgedistill.serve.app import chosen, with_options
+    from edgedistill.serve.answering import chosen, with_options
     app = qa(["B"])
     # options from the box (letters added), or written in the question
     asked = app.question("Which sensor shows a rotor winding fault?", "choice", "oil debris\ncurrent\nnoise")

@@ -183,7 +183,7 @@ def rationale_section(rows: list[dict], questions: list[Question], progress: dic
                                                   "**not shipped**: trained with them, the factory student scored "
                                                   "23.5% on fsiq:tune against 31.9% without (2026-12-03), so every "
                                                   "row trains on its answer line alone"),
-             f"- rejected: " + ", ".join(f"{reason} ({n})" for reason, n in reasons.most_common()),
+             "- rejected: " + ", ".join(f"{reason} ({n})" for reason, n in reasons.most_common()),
              f"- the whole round (both splits): {progress.get('tokens', 0)} teacher tokens in {hours:.2f} h on 2 CPU "
              f"cores", "", "Kept (first 5):", ""]
     lines += [f"- `{r['question_id']}`: {r['rationale']}" for r in kept[:5]]

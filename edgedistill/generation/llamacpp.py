@@ -22,7 +22,6 @@ import ctypes
 import functools
 import os
 from collections import deque
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -126,9 +125,10 @@ class LlamaCppGenerator:
             params.n_seq_max = slots + 1
             params.n_threads = params.n_threads_batch = self.threads
             params.kv_unified = True     # one cache: a prefix copied into every slot is stored once
-            from llama_cpp._utils import suppress_stdout_stderr
-            with suppress_stdout_stderr(disable=False):   # a context-size warning per call, harmless here
-                ctx = lib.llama_init_from_model(self.llm._model.model, params)
+            # Not inside llama_cpp's suppress_stdout_stderr: it swaps the process's stdout and stderr, so the app's
+            # banner and other threads' tracebacks vanished while it ran, and two overlapping calls (two threads)
+            # left them pointing at /dev/null for good. Llama(verbose=False) already drops llama.cpp's warnings.
+            ctx = lib.llama_init_from_model(self.llm._model.model, params)
             if ctx is None:
                 raise UserError(f"llama.cpp could not make a context for {slots} rows of {self.context_per_row} "
                                 f"tokens (out of memory?): use a smaller batch_size")

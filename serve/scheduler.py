@@ -103,12 +103,29 @@ class SerialScheduler:
         self.lock = threading.Lock()
 
     def submit(self, messages: list[dict], samplings: list[Sampling]) -> Reply:
-        events = self._events(messages, samplings)
-        return Reply(len(samplings), lambda: next(events), events.close)
+        check_fits = getattr(self.generator, "check_fits", None)
+        if check_fits is not None and hasattr(self.generator, "prompt_ids"):
+            ids = self.generator.prompt_ids(messages)
+            for sampling in samplings:
+                check_fits(ids, sampling.max_new_tokens)
+        stop = threading.Event()
+        events = self._events(messages, samplings, stop)
 
-    def _events(self, messages, samplings):
+        def cancel() -> None:
+            """From any thread: a decode running in another thread stops at its next token; one suspended between
+            tokens (its reader left) is closed here, which releases the lock for the next question."""
+            stop.set()
+            try:
+                events.close()
+            except ValueError:     # "generator already executing": the thread running it sees `stop`
+                pass
+        return Reply(len(samplings), lambda: next(events), cancel)
+
+    def _events(self, messages, samplings, stop: threading.Event):
         with self.lock:
             for token in stream_completion(self.generator, messages, samplings[0]):
+                if stop.is_set():
+                    raise UserError("the question was cancelled: its client left")
                 yield 0, token
             yield 0, _ENDED
             if len(samplings) > 1:
@@ -184,7 +201,7 @@ class ContinuousScheduler:
             try:
                 self.rows_decoded += engine.step(self.waiting)
                 self.steps += 1
-            except Exception as exc:   # noqa: BLE001  every request in flight hears of it; the loop goes on
+            except Exception as exc:   # every request in flight hears of it; the loop goes on
                 traceback.print_exc()
                 for prompt in {id(p): p for p, _ in engine.live.values()}.values():
                     prompt.fail(exc)
