@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
-import threading
-import time
 
 import pytest
 from hypothesis import given
@@ -18,28 +15,17 @@ from hypothesis import strategies as st
 from edgedistill.config import ServeConfig
 from edgedistill.records import load_questions
 from edgedistill.serve.process import free_port
-from edgedistill.serve.server import serve
 
 from tests.test_fuzz import PROFILE  # noqa: F401  (registers and loads the fast/long profiles)
-from tests.test_serve_api import ScriptModel
+from tests.test_serve_api import ScriptModel, serve_in_thread
 
 USER, PASSWORD = "ann", "pässwort"
 GOOD_KEY = f"Bearer {USER}:{PASSWORD}".encode().decode("latin-1")     # as http.client sends it: UTF-8 bytes
 
 
 def start(folder, auth) -> int:
-    port = free_port()
-    settings = ServeConfig(port=port, samples=1, feedback=str(folder / "feedback.jsonl"), max_new_tokens=64)
-    threading.Thread(target=serve, args=("scripted-model", settings, auth),
-                     kwargs={"load": lambda *a, **k: ScriptModel()}, daemon=True).start()
-    deadline = time.time() + 120
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return port
-        except OSError:
-            assert time.time() < deadline, "the app did not start"
-            time.sleep(0.2)
+    settings = ServeConfig(port=free_port(), samples=1, feedback=str(folder / "feedback.jsonl"), max_new_tokens=64)
+    return serve_in_thread(settings, ScriptModel(), auth)
 
 
 @pytest.fixture(scope="module")

@@ -34,23 +34,28 @@ class ScriptModel(CharModel):
         return ["Answer: <<48*7.5=360>>", "Answer: 384"][:len(conversations)]
 
 
-@pytest.fixture(scope="module")
-def api_url(tmp_path_factory):
-    """The app (page and API) in a thread of this process, with the stand-in model and a login."""
-    folder = tmp_path_factory.mktemp("api")
-    port = free_port()
-    settings = ServeConfig(port=port, samples=2, feedback=str(folder / "feedback.jsonl"))
-    thread = threading.Thread(target=serve, args=("scripted-model", settings, [(USER, PASSWORD)]),
-                              kwargs={"load": lambda *a, **k: ScriptModel()}, daemon=True)
+def serve_in_thread(settings: ServeConfig, model, auth=None, name: str = "scripted-model") -> int:
+    """The app (page and API) in a daemon thread of this process, on settings.port, with `model` as its loaded
+    generator; returns the port once it accepts connections."""
+    thread = threading.Thread(target=serve, args=(name, settings, auth), kwargs={"load": lambda *a, **k: model},
+                              daemon=True)
     thread.start()
     deadline = time.time() + 120
     while True:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
+            socket.create_connection(("127.0.0.1", settings.port), timeout=1).close()
+            return settings.port
         except OSError:
             assert thread.is_alive() and time.time() < deadline, "the app did not start"
             time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def api_url(tmp_path_factory):
+    """The app (page and API) in a thread of this process, with the stand-in model and a login."""
+    folder = tmp_path_factory.mktemp("api")
+    settings = ServeConfig(port=free_port(), samples=2, feedback=str(folder / "feedback.jsonl"))
+    port = serve_in_thread(settings, ScriptModel(), [(USER, PASSWORD)])
     return f"http://127.0.0.1:{port}/v1"
 
 

@@ -5,7 +5,6 @@ a client that leaves a non-streamed request stops its decode."""
 import http.client
 import json
 import socket
-import threading
 import time
 import urllib.parse
 
@@ -17,9 +16,9 @@ from edgedistill.records import load_questions
 from edgedistill.serve.api import authorized
 from edgedistill.serve.feedback import FeedbackLog
 from edgedistill.serve.process import free_port
-from edgedistill.serve.server import serve
 
 from tests.test_serve import CharModel
+from tests.test_serve_api import serve_in_thread
 
 SCRIPT = "Answer: <<48*7.5=360>>\nReason: " + "forty-eight an hour for seven and a half hours. " * 8
 CONTEXT = 1500       # the stand-in model's context, in its tokens (one a character)
@@ -57,18 +56,9 @@ class SlowModel(CharModel):
 def app(tmp_path_factory):
     """The page and the API in a thread, no login (the probe's unauthenticated server); (host, port, model, folder)."""
     folder = tmp_path_factory.mktemp("hostile")
-    port, model = free_port(), SlowModel()
-    settings = ServeConfig(port=port, samples=1, feedback=str(folder / "feedback.jsonl"))
-    threading.Thread(target=serve, args=("slow-model", settings), kwargs={"load": lambda *a, **k: model},
-                     daemon=True).start()
-    deadline = time.time() + 120
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert time.time() < deadline, "the app did not start"
-            time.sleep(0.2)
+    model = SlowModel()
+    port = serve_in_thread(ServeConfig(port=free_port(), samples=1, feedback=str(folder / "feedback.jsonl")), model,
+                           name="slow-model")
     return "127.0.0.1", port, model, folder
 
 

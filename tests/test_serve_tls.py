@@ -2,11 +2,8 @@
 it, plain HTTP gets no answer, and a LAN address with a login but no TLS starts with a warning."""
 import http.client
 import shutil
-import socket
 import ssl
 import subprocess
-import threading
-import time
 
 import pytest
 
@@ -15,7 +12,7 @@ from edgedistill.config import ServeConfig
 from edgedistill.serve.process import free_port
 from edgedistill.serve.server import check_tls, serve
 
-from tests.test_serve_api import ScriptModel
+from tests.test_serve_api import ScriptModel, serve_in_thread
 
 USER, PASSWORD = "ann", "s3cret"
 
@@ -37,19 +34,9 @@ def certificate(tmp_path_factory):
 @pytest.fixture(scope="module")
 def https_port(certificate, tmp_path_factory):
     cert, key = certificate
-    port = free_port()
-    settings = ServeConfig(port=port, samples=2, tls_cert=str(cert), tls_key=str(key),
+    settings = ServeConfig(port=free_port(), samples=2, tls_cert=str(cert), tls_key=str(key),
                            feedback=str(tmp_path_factory.mktemp("tls-app") / "feedback.jsonl"))
-    threading.Thread(target=serve, args=("scripted-model", settings, [(USER, PASSWORD)]),
-                     kwargs={"load": lambda *a, **k: ScriptModel()}, daemon=True).start()
-    deadline = time.time() + 120
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return port
-        except OSError:
-            assert time.time() < deadline, "the app did not start"
-            time.sleep(0.2)
+    return serve_in_thread(settings, ScriptModel(), [(USER, PASSWORD)])
 
 
 def test_the_openai_client_connects_over_tls(https_port, certificate):
