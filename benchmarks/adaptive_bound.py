@@ -54,7 +54,7 @@ def main():
             if key not in scores:
                 generator = generator or load_generator(str(folder / "merged"), backend="transformers")
                 result = evaluate(generator, load_benchmark(dev), k=1, label=key, **options)
-                scores[key] = {r["id"]: r["correct"] for r in result["rows"]}
+                scores[key] = {row.id: row.correct for row in result.rows}
                 write_json_atomic(out / "scores.json", scores)
     means = {"answer_first": [], "rationale_first": [], "oracle": []}
     for dev in args.dev or ["shopfloor:dev"]:

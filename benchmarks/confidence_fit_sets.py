@@ -20,15 +20,16 @@ from edgedistill.config import EvalConfig
 from edgedistill.confidence import selective, signals_of_rows
 from edgedistill.datasets import load_benchmark
 from edgedistill.evals.compare import fitted_calibration
+from edgedistill.results import EvalResult, ResultRow
 
 
-def rows_of(argument: str) -> tuple[list[dict], list, str, int]:
+def rows_of(argument: str) -> tuple[list[ResultRow], list, str, int]:
     path, _, data = argument.partition("=")
-    result = json.loads(open(path).read())
-    rows = [row for row in result["rows"] if row.get("agreement") is not None]
+    result = EvalResult.from_dict(json.loads(open(path).read()))
+    rows = [row for row in result.rows if row.agreement is not None]
     if not rows:
         raise SystemExit(f"{path}: no sampled answers (evaluate with k > 1)")
-    return rows, load_benchmark(data), data, result["k"]
+    return rows, load_benchmark(data), data, result.k
 
 
 def main() -> int:
@@ -38,14 +39,14 @@ def main() -> int:
     args = parser.parse_args()
     fits = [rows_of(a) for a in args.fit]
     judge_rows, judge_questions, judge_data, k = rows_of(args.judge)
-    judged = signals_of_rows(judge_rows, judge_questions), [r["correct"] for r in judge_rows]
+    judged = signals_of_rows(judge_rows, judge_questions), [row.correct for row in judge_rows]
     choices = [[f] for f in fits] + ([fits] if len(fits) > 1 else [])
     print(f"judged on {judge_data}: {len(judge_rows)} answers, {sum(judged[1])} right")
     for chosen in choices:
         rows = [row for f in chosen for row in f[0]]
         questions = [q for f in chosen for q in f[1]]
-        corrects = [r["correct"] for r in rows]
-        calibration = fitted_calibration([r["agreement"] for r in rows], corrects, EvalConfig(samples=k),
+        corrects = [row.correct for row in rows]
+        calibration = fitted_calibration([row.agreement for row in rows], corrects, EvalConfig(samples=k),
                                          " + ".join(f[2] for f in chosen), "model",
                                          signals_of_rows(rows, questions))
         found = selective(calibration, *judged)

@@ -22,22 +22,23 @@ import json
 from edgedistill.calibration import fit_calibration, likely_right_threshold, selective
 from edgedistill.confidence import expression_of
 from edgedistill.formats import answer_line
+from edgedistill.results import ResultRow
 
 
-def levels(rows: list[dict], signal: str) -> tuple[list[int], int]:
+def levels(rows: list[ResultRow], signal: str) -> tuple[list[int], int]:
     """(a level per row, the number of levels - 1)."""
-    sampled = [r["sampled"] for r in rows if r.get("sampled")]
+    sampled = [r.sampled for r in rows if r.sampled]
     if not sampled:
         raise SystemExit("these results hold no sampled Answer lines: evaluate again with k > 1 (results stored "
                          "before 2026-12-02 lack them)")
     k = len(sampled[0])
     if signal == "value":
-        return [r["agreement"] for r in rows], k
+        return [r.agreement for r in rows], k
     out = []
     for r in rows:
-        mine = expression_of(answer_line(r["text"]))
-        same = sum(mine is not None and expression_of(s) == mine for s in r.get("sampled") or [])
-        out.append(r["agreement"] + min(same, r["agreement"]))
+        mine = expression_of(answer_line(r.text))
+        same = sum(mine is not None and expression_of(s) == mine for s in r.sampled or [])
+        out.append(r.agreement + min(same, r.agreement))
     return out, 2 * k
 
 
@@ -46,14 +47,15 @@ def main():
     parser.add_argument("--fit", required=True, help="result whose questions the calibration is fitted on (dev)")
     parser.add_argument("--judge", required=True, help="result on other questions, to judge the threshold on")
     args = parser.parse_args()
-    fit, judge = (json.loads(open(path).read())["rows"] for path in (args.fit, args.judge))
+    fit, judge = ([ResultRow.from_dict(row) for row in json.loads(open(path).read())["rows"]]
+                  for path in (args.fit, args.judge))
     best, best_coverage = None, -1.0
     for signal in ("value", "value+expr"):
         fit_levels, top = levels(fit, signal)
-        calibration = fit_calibration(fit_levels, [r["correct"] for r in fit], top, 0.7)
-        threshold = likely_right_threshold(calibration, fit_levels, [r["correct"] for r in fit])
+        calibration = fit_calibration(fit_levels, [r.correct for r in fit], top, 0.7)
+        threshold = likely_right_threshold(calibration, fit_levels, [r.correct for r in fit])
         calibration.likely_right_at = threshold["at"]
-        judged = selective(calibration, levels(judge, signal)[0], [r["correct"] for r in judge])
+        judged = selective(calibration, levels(judge, signal)[0], [r.correct for r in judge])
         print(f"{signal:12} fit: likely right from P >= {threshold['at']} covers {threshold['coverage']:.1%} at "
               f"{threshold['precision']} | judge: coverage {judged['likely_right_coverage']:.1%}, precision "
               f"{judged['likely_right_precision']}")

@@ -115,8 +115,8 @@ def main():
             generator = generator or load_generator(str(RunDir(folder).student.merged), backend="transformers")
             scored = evaluate(generator, load_benchmark(dev), k=args.k, label=key)
             # The rows too (greedy text, k sampled Answer lines): benchmarks/confidence_signals.py reads them.
-            write_json_atomic(folder / f"eval-{slug(dev)}.json", scored)
-            results[key] = {k: v for k, v in scored.items() if k != "rows"} | {"train_seconds": timings}
+            write_json_atomic(folder / f"eval-{slug(dev)}.json", scored.to_dict())
+            results[key] = scored.to_dict(rows=False) | {"train_seconds": timings}
             write_json_atomic(out / "results.json", results)
             r = results[key]
             print(f"{key:70} pass@1 {r[PASS_AT_1]:.1%} [{r['ci95'][0]:.0%}-{r['ci95'][1]:.0%}] "

@@ -30,7 +30,7 @@ from edgedistill.config import load_config
 from edgedistill.formats import INSTRUCTION_RATIONALE_FIRST, answer_first_target
 from edgedistill.generation import load_generator
 from edgedistill.records import load_questions, write_json_atomic
-from edgedistill.metrics import evaluate as evaluate_one
+from edgedistill.metrics import evaluate
 from edgedistill.results import PASS_AT_1
 
 GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "train.jsonl"
@@ -128,15 +128,15 @@ def main():
             key = f"{name} | {split}"
             slug = "".join(c if c.isalnum() else "-" for c in key.lower())
 
-            def evaluate():
+            def scored():
                 nonlocal generator
                 generator = generator or load_generator(model, backend="transformers")
                 rationale_first = name.startswith("rationale-first")
-                result = evaluate_one(generator, questions, k=4, label=key,
-                                      instruction=INSTRUCTION_RATIONALE_FIRST if rationale_first else None,
-                                      max_new_tokens=160 if rationale_first else 48, **options)
-                return {k: v for k, v in result.items() if k != "rows"}
-            results[key] = cached(out / "eval" / f"{slug}.json", evaluate)
+                result = evaluate(generator, questions, k=4, label=key,
+                                  instruction=INSTRUCTION_RATIONALE_FIRST if rationale_first else None,
+                                  max_new_tokens=160 if rationale_first else 48, **options)
+                return result.to_dict(rows=False)
+            results[key] = cached(out / "eval" / f"{slug}.json", scored)
             r = results[key]
             print(f"{key:60} pass@1 {r[PASS_AT_1]:.1%} [{r['ci95'][0]:.0%}-{r['ci95'][1]:.0%}] pass@4 "
                   f"{r['pass@4']:.1%} maj@4 {r['maj@4']:.1%} tokens {r['tokens_to_answer']} ({r['seconds']} s)",

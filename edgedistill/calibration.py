@@ -150,24 +150,23 @@ def calibration_of(model: str | Path) -> Path | None:
     """The app's calibration for `model`: the file beside it (`edgedistill eval --calibrate` writes one there), else
     the one its run's eval stage fitted (named in the manifest's eval outputs, kept in the run's eval folder); None
     when there is neither."""
-    from edgedistill.rundir import run_folder_of
+    from edgedistill.rundir import manifest_stages, run_folder_of, written_in_run
     beside = calibration_path_for(model)
     if beside.is_file():
         return beside
     root = run_folder_of(model)
-    if root is None:
+    stages = manifest_stages(root) if root is not None else None
+    if not stages:
         return None
-    try:
-        stages = json.loads((root / "manifest.json").read_text()).get("stages", {})
-        fitted = (stages.get("eval", {}).get("outputs") or {}).get("calibration") or {}
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return None
+    eval_stage = stages.get("eval")
+    outputs = eval_stage.get("outputs") if isinstance(eval_stage, dict) else None
+    fitted = outputs.get("calibration") if isinstance(outputs, dict) else None
     name = Path(str(model)).name
     for written, calibration in fitted.items() if isinstance(fitted, dict) else ():
         if Path(str(written)).name == name:
-            for candidate in (Path(calibration), root / "eval" / Path(calibration).name):
-                if candidate.is_file():
-                    return candidate
+            found = written_in_run(root, calibration, "eval")
+            if found is not None and found.is_file():
+                return found
     return None
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from edgedistill import UserError, __version__
 from edgedistill.config import DataConfig, EvalConfig, ExportConfig, ServeConfig, describe, obeys
-from edgedistill.results import PASS_AT_1, maj_at, pass_at
+from edgedistill.results import EvalResult
 
 EPILOG = """examples:
   edgedistill run --config configs/quickstart.yaml --out runs/quickstart
@@ -275,11 +275,11 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def skipped_note(result: dict) -> str:
-    return f" ({result['skipped']} skipped: too long for the model)" if result.get("skipped") else ""
+def skipped_note(result: EvalResult) -> str:
+    return f" ({result.skipped} skipped: too long for the model)" if result.skipped else ""
 
 
-def selective_answering(model: str, result: dict, questions) -> dict:
+def selective_answering(model: str, result: EvalResult, questions) -> dict:
     """likely_right_coverage and likely_right_precision of a result (of `questions`), by the model's calibration
     file (beside it, or its run's: its threshold was chosen on other questions); {} without one, or a note when the
     result's k is not the file's."""
@@ -290,10 +290,9 @@ def selective_answering(model: str, result: dict, questions) -> dict:
     if path is None:
         return {}
     calibration = load_calibration(path)
-    if result["k"] != calibration.k:
+    if result.k != calibration.k:
         return {"likely_right_note": f"{path} was fitted with k={calibration.k}; evaluate with --k {calibration.k}"}
-    rows = result["rows"]
-    found = selective(calibration, signals_of_rows(rows, questions), [r["correct"] for r in rows])
+    found = selective(calibration, signals_of_rows(result.rows, questions), [row.correct for row in result.rows])
     return {k: v for k, v in found.items() if k != "precision_coverage"}
 
 
@@ -322,11 +321,11 @@ def cmd_eval(args) -> int:
         report = compare(args.model, args.data, args.out or "eval-report", settings,
                          shots=shots * len(args.model) if len(shots) == 1 else shots, limit=args.limit,
                          skip=args.skip, fmt=args.format, allow_network=args.allow_network)
-        for r in report["results"]:
-            lo, hi = r["ci95"]
-            print(f"{r['model']} on {r['data']}: pass@1 {r[PASS_AT_1]:.1%} (95% CI {lo:.1%}-{hi:.1%}), "
-                  f"pass@{args.k} {r.get(pass_at(args.k), 0):.1%}, maj@{args.k} {r.get(maj_at(args.k), 0):.1%}, "
-                  f"ECE {r.get('ece', 0):.3f}, n={r['n']}{skipped_note(r)}, {r['seconds']} s")
+        for r in map(EvalResult.from_dict, report["results"]):
+            lo, hi = r.ci95
+            print(f"{r.model} on {r.data}: pass@1 {r.pass_at_1:.1%} (95% CI {lo:.1%}-{hi:.1%}), "
+                  f"pass@{args.k} {r.pass_at_k or 0:.1%}, maj@{args.k} {r.maj_at_k or 0:.1%}, "
+                  f"ECE {r.figure('ece', 0):.3f}, n={r.n}{skipped_note(r)}, {r.seconds} s")
         print(f"report: {os.path.join(args.out or 'eval-report', 'report.md')}")
         if args.json:
             print(json.dumps(report))
@@ -336,16 +335,16 @@ def cmd_eval(args) -> int:
     quick = dataclasses.replace(settings, calculator_row=False, end_subset=0)
     result, questions = evaluate_one(args.model[0], args.data[0], quick, shots=shots[0], limit=args.limit,
                                      skip=args.skip, fmt=args.format, allow_network=args.allow_network)
-    lo, hi = result["ci95"]
-    print(f"{args.model[0]} on {args.data[0]}: pass@1 {result[PASS_AT_1]:.1%} (95% CI {lo:.1%}-{hi:.1%}), "
-          f"n={result['n']}{skipped_note(result)}, {result['seconds_per_question']} s/question")
-    result.update(selective_answering(args.model[0], result, questions))
-    if "likely_right_coverage" in result:
-        precision = result["likely_right_precision"]
-        print(f"likely right (its calibration file): {result['likely_right_coverage']:.1%} of the questions, "
+    lo, hi = result.ci95
+    print(f"{args.model[0]} on {args.data[0]}: pass@1 {result.pass_at_1:.1%} (95% CI {lo:.1%}-{hi:.1%}), "
+          f"n={result.n}{skipped_note(result)}, {result.seconds_per_question} s/question")
+    result.figures.update(selective_answering(args.model[0], result, questions))
+    if result.figure("likely_right_coverage") is not None:
+        precision = result.figure("likely_right_precision")
+        print(f"likely right (its calibration file): {result.figure('likely_right_coverage'):.1%} of the questions, "
               f"{'none' if precision is None else f'{precision:.1%}'} of them right")
     if args.json:
-        print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
+        print(json.dumps(result.to_dict(rows=False)))
     return 0
 
 

@@ -31,6 +31,7 @@ from edgedistill.checkers import canonical, extract_answer
 from edgedistill.expressions import CONSTANTS, key, literals, question_numbers, simplify
 from edgedistill.formats import answer_line, user_message
 from edgedistill.records import Question
+from edgedistill.results import ResultRow
 
 SIGNALS = ("agreement", "expression_agreement", "grounded", "sane")
 
@@ -204,9 +205,10 @@ def selective(calibration, signals: list[Signals], corrects: list[bool]) -> dict
     """How a calibration's "likely right" does on answers it was not fitted on: the share it marks (coverage), how
     many of those are right (precision; None when it marks none), and the precision/coverage curve of the
     probability it shows there."""
-    probabilities = [calibration.probability_of(s) for s in signals]
-    marked = [c for p, s, c in zip(probabilities, signals, corrects)
-              if calibration.is_likely_right(p) and not (calibration.combined and vetoed(s))]
+    # an answer the vetoes rule out is below every threshold, in the marks and in the curve alike, so the curve's
+    # row at the app's threshold reads what the app marks
+    probabilities = [0.0 if calibration.combined and vetoed(s) else calibration.probability_of(s) for s in signals]
+    marked = [c for p, c in zip(probabilities, corrects) if p > 0 and calibration.is_likely_right(p)]
     return {"likely_right_coverage": round(len(marked) / len(corrects), 4) if corrects else 0.0,
             "likely_right_precision": round(sum(marked) / len(marked), 4) if marked else None,
             "likely_right_n": len(marked), "precision_coverage": precision_coverage(probabilities, corrects)}
@@ -229,8 +231,8 @@ def precision_coverage(probabilities: list[float], corrects: list[bool], points:
     return curve
 
 
-def signals_of_rows(rows: list[dict], questions: list[Question]) -> list[Signals]:
-    """The signals of stored evaluation rows (metrics.evaluate's "rows": id, greedy text, sampled Answer lines),
+def signals_of_rows(rows: list[ResultRow], questions: list[Question]) -> list[Signals]:
+    """The signals of stored evaluation rows (an EvalResult's rows: id, greedy text, sampled Answer lines),
     each read with its question."""
     by_id = {q.id: q for q in questions}
-    return [signals_of(by_id[row["id"]], row["text"], row.get("sampled") or []) for row in rows]
+    return [signals_of(by_id[row.id], row.text, row.sampled or []) for row in rows]

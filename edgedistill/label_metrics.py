@@ -8,7 +8,7 @@
                say which is better; the exact two-sided binomial test of b against b + c (McNemar 1947, exact
                form as recommended for small counts by Fagerland et al. 2013)
 
-Rows are the evaluation's (`metrics.evaluate`'s "rows"): `reference` and `predicted` in their canonical forms are
+Rows are the evaluation's (`metrics.evaluate`'s `ResultRow`s): `reference` and `predicted` in their canonical forms are
 compared through the question's answer type.
 """
 from __future__ import annotations
@@ -49,11 +49,11 @@ def bootstrap_interval(references: list[str], predictions: list[str | None], *, 
     return [round(values[int(0.025 * resamples)], 4), round(values[int(0.975 * resamples) - 1], 4)]
 
 
-def label_scores(rows: list[dict], canonical) -> dict:
+def label_scores(rows: list, canonical) -> dict:
     """accuracy (= micro-F1) and macro-F1 with its interval, from evaluation rows; `canonical(answer, row)` maps an
     answer to the form labels are compared in."""
-    references = [canonical(r["reference"], r) for r in rows]
-    predictions = [canonical(r["predicted"], r) for r in rows]
+    references = [canonical(r.reference, r) for r in rows]
+    predictions = [canonical(r.predicted, r) for r in rows]
     right = sum(p is not None and p == ref for p, ref in zip(predictions, references))
     return {"accuracy": round(right / max(1, len(rows)), 4),
             "macro_f1": round(macro_f1(references, predictions), 4),

@@ -36,8 +36,7 @@ from edgedistill.datasets import Benchmark, where_of
 from edgedistill.formats import INSTRUCTION, answer_line, chat
 from edgedistill.label_metrics import label_scores
 from edgedistill.records import Question
-from edgedistill.results import (PASS_AT_1, PASS_AT_1_AT_DELIMITER, PASS_AT_1_FULL_TEXT, PASS_AT_1_NO_CALCULATOR,
-                                 maj_at, pass_at)
+from edgedistill.results import PASS_AT_1, PASS_AT_1_AT_DELIMITER, PASS_AT_1_FULL_TEXT, EvalResult, ResultRow
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -81,7 +80,7 @@ def sampled_scores(generator, questions, *, k: int = 4, instruction: str | None 
                    calculator: bool = True, max_new_tokens: int = 48, temperature: float = 0.7, seed: int = 0,
                    batch_size: int = 64, progress: str | None = None) -> dict:
     """Correct answers of one greedy decode and of k samples per question (both stopped at the end of the Answer
-    line): {"greedy": [bool], "pass@k": sum, "maj@k": sum, "tokens": [tokens to the answer], ...}.
+    line): {"greedy": [bool], "pass_at_k": sum, "maj_at_k": sum, "tokens": [tokens to the answer], ...}.
 
     pass@k is the unbiased estimator with n = k samples; maj@k is right when the most frequent answer is.
     Per question it also returns what the evaluation report and the confidence calibration need:
@@ -96,7 +95,7 @@ def sampled_scores(generator, questions, *, k: int = 4, instruction: str | None 
                                 batch_size=batch_size, progress=progress and f"{progress} greedy")
     greedy_answers = [extract_answer(t, q.answer_type) for t, q in zip(greedy, questions)]
     scores = {"greedy": [is_correct(a, q) for a, q in zip(greedy_answers, questions)],
-              "pass@k": 0.0, "maj@k": 0, "greedy_texts": greedy, "greedy_answers": greedy_answers,
+              "pass_at_k": 0.0, "maj_at_k": 0, "greedy_texts": greedy, "greedy_answers": greedy_answers,
               "greedy_seconds": round(time.time() - started, 2), "sample_correct": [], "majority_correct": [],
               "agreement": [], "sampled_lines": [], "sampled_seconds": 0.0}
     if k > 1:
@@ -116,8 +115,8 @@ def sampled_scores(generator, questions, *, k: int = 4, instruction: str | None 
             # the samples' Answer lines, kept so other confidence signals (the computation's agreement, not only
             # the value's) can be studied from a stored result without decoding again
             scores["sampled_lines"].append([answer_line(t) for t in sampled[i * k:(i + 1) * k]])
-            scores["pass@k"] += pass_at_k(k, right, k)
-            scores["maj@k"] += scores["majority_correct"][-1]
+            scores["pass_at_k"] += pass_at_k(k, right, k)
+            scores["maj_at_k"] += scores["majority_correct"][-1]
     scores["tokens"] = count_tokens(generator, greedy)
     return scores
 
@@ -262,7 +261,7 @@ def to_the_end(generator, subset: list[Question], greedy: list[bool], *, shots, 
 def evaluate(generator, questions: list[Question], *, shots: list[tuple[Question, str]] = (), k: int = 4,
              temperature: float = 0.7, max_new_tokens: int = 48, batch_size: int = 64,
              instruction: str | None = None, calculator: bool = True, calculator_row: bool = False,
-             end_subset: int = 0, end_tokens: int = 256, seed: int = 0, label: str | None = "eval") -> dict:
+             end_subset: int = 0, end_tokens: int = 256, seed: int = 0, label: str | None = "eval") -> EvalResult:
     """Everything measured of one model on one set of questions (see the module docstring). k = 1: greedy pass@1
     only (the quick check, export parity); k > 1 adds pass@k, maj@k and the calibration of the app's confidence.
     `instruction`: another system prompt (None: the answer-first one); `label`: the progress bars' and warnings'
@@ -279,36 +278,35 @@ def evaluate(generator, questions: list[Question], *, shots: list[tuple[Question
                             max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                             batch_size=batch_size, progress=label)
     right = sum(scores["greedy"])
-    result = {"n": n, "k": k, "shots": len(shots), "correct": right, PASS_AT_1: round(right / n, 4),
-              "ci95": wilson_interval(right, n),
-              "tokens_to_answer": round(sum(scores["tokens"]) / len(scores["tokens"]), 1) if scores["tokens"] else None,
-              "seconds_to_answer": round(scores["greedy_seconds"] / n, 3),
-              "topics": by_topic(questions, scores["greedy"]), "skipped": len(skipped), "skipped_questions": skipped}
+    result = EvalResult(
+        n=n, k=k, shots=len(shots), correct=right, pass_at_1=round(right / n, 4), ci95=wilson_interval(right, n),
+        tokens_to_answer=round(sum(scores["tokens"]) / len(scores["tokens"]), 1) if scores["tokens"] else None,
+        seconds_to_answer=round(scores["greedy_seconds"] / n, 3), topics=by_topic(questions, scores["greedy"]),
+        skipped=len(skipped), skipped_questions=skipped)
     if k > 1:
-        result[pass_at(k)] = round(scores["pass@k"] / n, 4)
-        result[maj_at(k)] = round(scores["maj@k"] / n, 4)
-        result["maj_ci95"] = wilson_interval(scores["maj@k"], n)
-        result["temperature"] = temperature
-        result.update(calibration_metrics(scores["agreement"], scores["greedy"], k, temperature))
+        result.pass_at_k = round(scores["pass_at_k"] / n, 4)
+        result.maj_at_k = round(scores["maj_at_k"] / n, 4)
+        result.maj_ci95 = wilson_interval(scores["maj_at_k"], n)
+        result.temperature = temperature
+        result.figures.update(calibration_metrics(scores["agreement"], scores["greedy"], k, temperature))
     if calculator_row:
         plain = sampled_scores(generator, questions, k=1, instruction=instruction, shots=shots, calculator=False,
                                max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
                                progress=label and f"{label} no calculator")
-        result[PASS_AT_1_NO_CALCULATOR] = round(sum(plain["greedy"]) / n, 4)
-        result["ci95_no_calculator"] = wilson_interval(sum(plain["greedy"]), n)
+        result.pass_at_1_no_calculator = round(sum(plain["greedy"]) / n, 4)
+        result.ci95_no_calculator = wilson_interval(sum(plain["greedy"]), n)
     if end_subset:
-        end = to_the_end(generator, questions[:end_subset], scores["greedy"], shots=shots, end_tokens=end_tokens,
-                         batch_size=batch_size, instruction=instruction, label=label)
-        if end:
-            result["to_the_end"] = end
-    result["rows"] = [{"id": q.id, "topic": q.topic, "answer_type": q.answer_type, "reference": q.answer,
-                       "predicted": scores["greedy_answers"][i], "correct": scores["greedy"][i],
-                       "agreement": scores["agreement"][i] if scores["agreement"] else None,
-                       "sampled": scores["sampled_lines"][i] if scores["sampled_lines"] else None,
-                       "text": scores["greedy_texts"][i]} for i, q in enumerate(questions)]
+        result.to_the_end = to_the_end(generator, questions[:end_subset], scores["greedy"], shots=shots,
+                                       end_tokens=end_tokens, batch_size=batch_size, instruction=instruction,
+                                       label=label)
+    result.rows = [ResultRow(id=q.id, topic=q.topic, answer_type=q.answer_type, reference=q.answer,
+                             predicted=scores["greedy_answers"][i], correct=scores["greedy"][i],
+                             agreement=scores["agreement"][i] if scores["agreement"] else None,
+                             sampled=scores["sampled_lines"][i] if scores["sampled_lines"] else None,
+                             text=scores["greedy_texts"][i]) for i, q in enumerate(questions)]
     if all(q.answer_type in ("label", "choice") for q in questions):   # a closed set: macro-F1 beside accuracy
         by_id = {q.id: q for q in questions}
-        result.update(label_scores(result["rows"], lambda answer, row: canonical(answer, by_id[row["id"]])))
-    result["seconds"] = round(time.time() - started, 1)
-    result["seconds_per_question"] = round(result["seconds"] / n, 3)
+        result.figures.update(label_scores(result.rows, lambda answer, row: canonical(answer, by_id[row.id])))
+    result.seconds = round(time.time() - started, 1)
+    result.seconds_per_question = round(result.seconds / n, 3)
     return result

@@ -117,25 +117,42 @@ def served_by_run(path: str | Path) -> Path | None:
     root = Path(path)
     if not (root / "manifest.json").is_file():
         return None
-    try:
-        stages = json.loads((root / "manifest.json").read_text()).get("stages", {})
-    except (OSError, json.JSONDecodeError, AttributeError):
-        raise UserError(f"{root}/manifest.json is not a run manifest; give the model file instead") from None
+    stages = manifest_stages(root)
+    if stages is None:
+        raise UserError(f"{root}/manifest.json is not a run manifest; give the model file instead")
     export = stages.get("export", {})
     outputs = export.get("outputs") or {} if export.get("status") == "done" else {}
     onnx = outputs.get("onnx") or {}
-    for written, folder in ((outputs.get("gguf"), "export"), (onnx.get("path") if isinstance(onnx, dict) else None,
-                                                                "export")):
-        if isinstance(written, str):
-            # written relative to where the run was started: found from the run folder when run from elsewhere
-            for candidate in (Path(written), root / folder / Path(written).name):
-                if candidate.exists():
-                    return candidate
+    for written in (outputs.get("gguf"), onnx.get("path") if isinstance(onnx, dict) else None):
+        found = written_in_run(root, written, "export")
+        if found is not None:
+            return found
     merged = StudentFiles(root / "student").merged
     if stages.get("train", {}).get("status") == "done" and (merged / "config.json").is_file():
         return merged
     raise UserError(f"{root}: this run has no exported or trained model yet; finish it with "
                     f"`edgedistill run --config {root / 'config.yaml'} --out {root}`")
+
+
+def manifest_stages(root: Path) -> dict | None:
+    """The stages a run folder's manifest records ({name: {status, outputs, ...}}); None when it has no manifest or
+    one that cannot be read as such."""
+    try:
+        stages = json.loads((Path(root) / "manifest.json").read_text()).get("stages", {})
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    return stages if isinstance(stages, dict) else None
+
+
+def written_in_run(root: Path, written, folder: str) -> Path | None:
+    """A path a stage recorded in the manifest, where it exists: as written (relative to where the run was started),
+    else by its name in the run's `folder` (the run opened from elsewhere); None when neither exists."""
+    if not isinstance(written, str):
+        return None
+    for candidate in (Path(written), Path(root) / folder / Path(written).name):
+        if candidate.exists():
+            return candidate
+    return None
 
 
 def run_folder_of(model: str | Path) -> Path | None:

@@ -26,8 +26,7 @@ from edgedistill.metrics import calibration_metrics
 from edgedistill.records import write_json_atomic, write_text_atomic
 from edgedistill.evals.evaluate import Model, evaluate_cached
 from edgedistill.evals.plots import write_plots
-from edgedistill.results import (PASS_AT_1, PASS_AT_1_AT_DELIMITER, PASS_AT_1_FULL_TEXT, PASS_AT_1_NO_CALCULATOR,
-                                 maj_at, pass_at)
+from edgedistill.results import PASS_AT_1, PASS_AT_1_AT_DELIMITER, PASS_AT_1_FULL_TEXT, EvalResult
 
 
 def model_label(spec: str) -> str:
@@ -134,22 +133,22 @@ def fitted_calibration(agreements: list[int], corrects: list[bool], settings: Ev
     return calibration
 
 
-def write_calibrations(results: list[dict], settings: EvalConfig, benchmarks: dict) -> dict:
+def write_calibrations(results: list[EvalResult], settings: EvalConfig, benchmarks: dict) -> dict:
     """Per model, the confidence calibration over all its benchmarks (`benchmarks`: {data spec: its questions}),
     beside the model (where the app reads it). A packaged name or hub id has no place of its own: it is skipped,
     and the report says so."""
     from edgedistill.confidence import signals_of_rows
     written = {}
     k = settings.samples
-    for spec in dict.fromkeys(r["model_spec"] for r in results):
-        mine = [r for r in results if r["model_spec"] == spec]
-        rows = [row for r in mine for row in r["rows"] if row["agreement"] is not None]
+    for spec in dict.fromkeys(r.model_spec for r in results):
+        mine = [r for r in results if r.model_spec == spec]
+        rows = [row for r in mine for row in r.rows if row.agreement is not None]
         if not rows or k < 2:
             continue
-        agreements, corrects = [row["agreement"] for row in rows], [row["correct"] for row in rows]
-        signals = [s for r in mine for s in signals_of_rows([row for row in r["rows"] if row["agreement"] is not None],
-                                                            benchmarks[r["data_spec"]])]
-        data = ", ".join(r["data"] for r in mine)
+        agreements, corrects = [row.agreement for row in rows], [row.correct for row in rows]
+        signals = [s for r in mine for s in signals_of_rows([row for row in r.rows if row.agreement is not None],
+                                                            benchmarks[r.data_spec])]
+        data = ", ".join(r.data for r in mine)
         calibration = fitted_calibration(agreements, corrects, settings, data, spec, signals)
         if not Path(spec).exists():
             written[spec] = "skipped: not a file or folder (a packaged name or hub id)"
@@ -165,45 +164,46 @@ def _pct(x) -> str:
     return "-" if x is None else f"{x:.1%}"
 
 
-def summary_table(results: list[dict], k: int = 4) -> list[str]:
+def summary_table(results: list[EvalResult], k: int = 4) -> list[str]:
     """The main table, one row per result: the comparison report and the pipeline's run report both print it."""
     lines = [f"| model | backend | n | pass@1 | 95% interval | pass@{k} | maj@{k} | pass@1 no calculator | ECE raw / "
              f"calibrated | Brier calibrated | tokens to answer | s/question to answer | wall s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        lo, hi = r["ci95"]
-        ece = f"{r['ece_raw']:.3f} / {r['ece']:.3f}" if "ece" in r else "-"
-        brier = f"{r['brier']:.3f}" if "brier" in r else "-"
-        n = f"{r['n']} ({r['skipped']} skipped)" if r.get("skipped") else r["n"]
-        lines.append(f"| {r['model']} | {r.get('backend', '-')} | {n} | **{r[PASS_AT_1]:.1%}** | "
-                     f"{lo:.1%} - {hi:.1%} | {_pct(r.get(pass_at(k)))} | {_pct(r.get(maj_at(k)))} | "
-                     f"{_pct(r.get(PASS_AT_1_NO_CALCULATOR))} | {ece} | {brier} | {r.get('tokens_to_answer') or '-'} | "
-                     f"{r.get('seconds_to_answer', r.get('seconds_per_question'))} | {r['seconds']} |")
+        lo, hi = r.ci95
+        ece = f"{r.figure('ece_raw'):.3f} / {r.figure('ece'):.3f}" if r.figure("ece") is not None else "-"
+        brier = f"{r.figure('brier'):.3f}" if r.figure("brier") is not None else "-"
+        n = f"{r.n} ({r.skipped} skipped)" if r.skipped else r.n
+        per_question = r.seconds_to_answer if r.seconds_to_answer is not None else r.seconds_per_question
+        lines.append(f"| {r.model} | {r.backend or '-'} | {n} | **{r.pass_at_1:.1%}** | "
+                     f"{lo:.1%} - {hi:.1%} | {_pct(r.pass_at_k if r.k == k else None)} | "
+                     f"{_pct(r.maj_at_k if r.k == k else None)} | {_pct(r.pass_at_1_no_calculator)} | {ece} | "
+                     f"{brier} | {r.tokens_to_answer or '-'} | {per_question} | {r.seconds} |")
     return lines
 
 
-def label_table(results: list[dict]) -> list[str]:
+def label_table(results: list[EvalResult]) -> list[str]:
     """Accuracy (= micro-F1) and macro-F1 of the results on a closed label set (none for numeric questions)."""
-    rows = [r for r in results if "macro_f1" in r]
+    rows = [r for r in results if r.figure("macro_f1") is not None]
     if not rows:
         return []
     lines = ["", "One label per question, so accuracy is micro-F1; macro-F1 weighs every reference label the same "
                  "(95% bootstrap interval).", "", "| model | accuracy | macro-F1 | 95% interval |", "|---|---|---|---|"]
-    return lines + [f"| {r['model']} | {r['accuracy']:.1%} | {r['macro_f1']:.3f} | {r['macro_f1_ci95'][0]:.3f} - "
-                    f"{r['macro_f1_ci95'][1]:.3f} |" for r in rows]
+    return lines + [f"| {r.model} | {r.figure('accuracy'):.1%} | {r.figure('macro_f1'):.3f} | "
+                    f"{r.figure('macro_f1_ci95')[0]:.3f} - {r.figure('macro_f1_ci95')[1]:.3f} |" for r in rows]
 
 
-def paired_tests(results: list[dict]) -> list[dict]:
+def paired_tests(results: list[EvalResult]) -> list[dict]:
     """McNemar's exact test of every model against the first, on the questions both were scored on."""
-    if len(results) < 2 or "rows" not in results[0]:
+    if len(results) < 2 or not results[0].rows:
         return []
-    first = {row["id"]: bool(row["correct"]) for row in results[0]["rows"]}
-    return [{"first": results[0]["model"], "second": r["model"],
-             **mcnemar(first, {row["id"]: bool(row["correct"]) for row in r["rows"]})}
-            for r in results[1:] if "rows" in r]
+    first = {row.id: bool(row.correct) for row in results[0].rows}
+    return [{"first": results[0].model, "second": r.model,
+             **mcnemar(first, {row.id: bool(row.correct) for row in r.rows})}
+            for r in results[1:] if r.rows]
 
 
-def paired_table(results: list[dict]) -> list[str]:
+def paired_table(results: list[EvalResult]) -> list[str]:
     tests = paired_tests(results)
     if not tests:
         return []
@@ -214,14 +214,14 @@ def paired_table(results: list[dict]) -> list[str]:
                     f"{t['p_value']:.3g} |" for t in tests]
 
 
-def skipped_section(results: list[dict], shown: int = 20) -> list[str]:
+def skipped_section(results: list[EvalResult], shown: int = 20) -> list[str]:
     """The questions left out of each result because their prompt did not fit the model's context, by file and
     line: n counts only the questions scored, so a reader sees what is missing from it."""
     lines = []
     for r in results:
-        records = r.get("skipped_questions") or []
+        records = r.skipped_questions
         if records:
-            label = f"{r['model']} on {r['data']}" if "data" in r else r["model"]
+            label = f"{r.model} on {r.data}" if r.data else r.model
             lines += ["", f"{label}: {len(records)} questions skipped, their prompt too long for the model's "
                           f"context (not counted in n):", ""]
             lines += [f"- `{s['where']}` (id {s['id']}): {s['prompt_tokens']} prompt tokens" for s in records[:shown]]
@@ -230,38 +230,38 @@ def skipped_section(results: list[dict], shown: int = 20) -> list[str]:
     return lines
 
 
-def end_table(results: list[dict]) -> list[str]:
-    rows = [r for r in results if r.get("to_the_end")]
+def end_table(results: list[EvalResult]) -> list[str]:
+    rows = [r for r in results if r.to_the_end]
     if not rows:
         return []
-    e = rows[0]["to_the_end"]
+    e = rows[0].to_the_end
     lines = ["", f"To the end: the first {e['n']} questions decoded past the Answer line (greedy, calculator on, at "
              f"most {e['max_new_tokens']} new tokens), to measure the rationale's cost; the app stops at the "
              f"delimiter.", "",
              "| model | pass@1 at the delimiter | pass@1 from the full text | tokens to answer | tokens to end | "
              "s/question to end |", "|---|---|---|---|---|---|"]
     for r in rows:
-        e = r["to_the_end"]
-        lines.append(f"| {r['model']} | {_pct(e[PASS_AT_1_AT_DELIMITER])} | {_pct(e[PASS_AT_1_FULL_TEXT])} | "
+        e = r.to_the_end
+        lines.append(f"| {r.model} | {_pct(e[PASS_AT_1_AT_DELIMITER])} | {_pct(e[PASS_AT_1_FULL_TEXT])} | "
                      f"{e['tokens_to_answer'] or '-'} | {e['tokens_to_end'] or '-'} | {e['seconds_to_end']} |")
     return lines
 
 
-def topic_table(results: list[dict]) -> list[str]:
-    topics = sorted({t for r in results for t in r.get("topics", {})})
+def topic_table(results: list[EvalResult]) -> list[str]:
+    topics = sorted({t for r in results for t in r.topics})
     if not topics:
         return []
-    lines = ["", "pass@1 per topic (n):", "", "| topic | " + " | ".join(r["model"] for r in results) + " |",
+    lines = ["", "pass@1 per topic (n):", "", "| topic | " + " | ".join(r.model for r in results) + " |",
              "|---|" + "---|" * len(results)]
     for topic in topics:
-        cells = [f"{r['topics'][topic][PASS_AT_1]:.1%} ({r['topics'][topic]['n']})" if topic in r.get("topics", {})
-                 else "-" for r in results]
+        cells = [f"{r.topics[topic][PASS_AT_1]:.1%} ({r.topics[topic]['n']})" if topic in r.topics else "-"
+                 for r in results]
         lines.append(f"| {topic} | " + " | ".join(cells) + " |")
     return lines
 
 
-def crosscheck_section(results: list[dict], shown: int = 15) -> list[str]:
-    checked = [r for r in results if r.get("crosscheck", {}).get("n")]
+def crosscheck_section(results: list[EvalResult], shown: int = 15) -> list[str]:
+    checked = [r for r in results if (r.crosscheck or {}).get("n")]
     if not checked:
         return []
     lines = ["", "## Cross-check of number scoring", "",
@@ -270,13 +270,13 @@ def crosscheck_section(results: list[dict], shown: int = 15) -> list[str]:
              "| model | data | n | ours | math-verify | lm-eval rule | cases where a scorer differs from ours |",
              "|---|---|---|---|---|---|---|"]
     for r in checked:
-        c = r["crosscheck"]
-        lines.append(f"| {r['model']} | {r['data']} | {c['n']} | {c['ours_correct']} | {c['math_verify_correct']} | "
+        c = r.crosscheck
+        lines.append(f"| {r.model} | {r.data} | {c['n']} | {c['ours_correct']} | {c['math_verify_correct']} | "
                      f"{c['lm_eval_correct']} | {len(c['disagreements'])} |")
     for r in checked:
-        cases = r["crosscheck"]["disagreements"]
+        cases = r.crosscheck["disagreements"]
         if cases:
-            lines += ["", f"{r['model']} on {r['data']}: first {min(shown, len(cases))} of {len(cases)}", ""]
+            lines += ["", f"{r.model} on {r.data}: first {min(shown, len(cases))} of {len(cases)}", ""]
             lines += [f"- `{d['id']}` reference {d['reference']}, answer `{d['answer']}`: ours "
                       f"{'right' if d['ours'] else 'wrong'}, math-verify {'right' if d['math_verify'] else 'wrong'} "
                       f"(parsed `{d['math_verify_parsed']}`), lm-eval {'right' if d['lm_eval'] else 'wrong'}"
@@ -286,7 +286,7 @@ def crosscheck_section(results: list[dict], shown: int = 15) -> list[str]:
 
 def evaluate_one(spec: str, data: str, settings: EvalConfig, *, shots: int = 0, limit: int | None = None,
                  skip: int = 0, fmt: str | None = None, seed: int = 0, allow_network: bool = False
-                 ) -> tuple[dict, list]:
+                 ) -> tuple[EvalResult, list]:
     """One model on one benchmark, through the same loader, worked examples and evaluation as `compare`, stored
     nowhere (`edgedistill eval` with one model and no --out); (the result, its questions)."""
     from edgedistill.datasets import load_benchmark, worked_examples
@@ -298,14 +298,15 @@ def evaluate_one(spec: str, data: str, settings: EvalConfig, *, shots: int = 0, 
                            label="eval"), questions
 
 
-def write_comparison(out: Path, results: list[dict], settings: EvalConfig, selection: dict | None = None) -> dict:
+def write_comparison(out: Path, results: list[EvalResult], settings: EvalConfig, selection: dict | None = None
+                     ) -> dict:
     """report.md, report.json and the plots of the results; `selection`: which questions (seed, limit, skip, format),
     recorded with the settings."""
     plots = write_plots(results, out)
     report = {"settings": {**asdict(settings), **(selection or {})}, "plots": plots,
-              "results": [{key: value for key, value in r.items() if key != "rows"} for r in results],
-              "paired": {data: paired_tests([r for r in results if r["data"] == data])
-                         for data in dict.fromkeys(r["data"] for r in results)}}
+              "results": [r.to_dict(rows=False) for r in results],
+              "paired": {data: paired_tests([r for r in results if r.data == data])
+                         for data in dict.fromkeys(r.data for r in results)}}
     write_json_atomic(out / "report.json", report)
     k = settings.samples
     lines = ["# edgedistill evaluation report", "",
@@ -315,8 +316,8 @@ def write_comparison(out: Path, results: list[dict], settings: EvalConfig, selec
              f"share of the {k} samples agreeing with the greedy answer, calibrated maps that share to accuracy with "
              f"a calibration fitted on the other half of the questions (2-fold cross-fitting). Seconds are wall "
              f"time on this machine, batched ({settings.batch_size} rows), so per-question times are amortised."]
-    for data in dict.fromkeys(r["data"] for r in results):
-        rows = [r for r in results if r["data"] == data]
+    for data in dict.fromkeys(r.data for r in results):
+        rows = [r for r in results if r.data == data]
         lines += ["", f"## {data}", ""] + summary_table(rows, k) + label_table(rows) + paired_table(rows) + \
             skipped_section(rows) + end_table(rows) + topic_table(rows)
     lines += crosscheck_section(results)

@@ -15,6 +15,7 @@ import re
 
 from edgedistill.calculator import ANNOTATION
 from edgedistill.formats import answer_line
+from edgedistill.results import ResultRow
 
 _LM_EVAL_NUMBER = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
 
@@ -47,21 +48,21 @@ def math_verify_correct(text: str, reference: str) -> tuple[bool, str]:
         return False, f"error: {type(exc).__name__}"
 
 
-def crosscheck(rows: list[dict]) -> dict:
+def crosscheck(rows: list[ResultRow]) -> dict:
     """Agreement of our verdicts with math-verify's and the lm-eval rule's on the number questions of `rows`
     (the evaluation's per-question records: reference, predicted, correct, text)."""
-    numbers = [r for r in rows if r.get("answer_type", "number") == "number" and r.get("reference") is not None]
+    numbers = [r for r in rows if r.answer_type == "number" and r.reference is not None]
     result = {"n": len(numbers), "math_verify_correct": 0, "lm_eval_correct": 0, "ours_correct": 0,
               "disagreements": []}
     for row in numbers:
-        shown = visible_answer(row["text"])
-        mv, parsed = math_verify_correct(shown, row["reference"])
-        lm = lm_eval_flexible(shown, row["reference"])
+        shown = visible_answer(row.text)
+        mv, parsed = math_verify_correct(shown, row.reference)
+        lm = lm_eval_flexible(shown, row.reference)
         result["math_verify_correct"] += mv
         result["lm_eval_correct"] += lm
-        result["ours_correct"] += bool(row["correct"])
-        if mv != bool(row["correct"]) or lm != bool(row["correct"]):
-            result["disagreements"].append({"id": row["id"], "reference": row["reference"], "answer": shown[:120],
-                                            "ours": bool(row["correct"]), "math_verify": mv,
+        result["ours_correct"] += bool(row.correct)
+        if mv != bool(row.correct) or lm != bool(row.correct):
+            result["disagreements"].append({"id": row.id, "reference": row.reference, "answer": shown[:120],
+                                            "ours": bool(row.correct), "math_verify": mv,
                                             "math_verify_parsed": parsed, "lm_eval": lm})
     return result

@@ -22,7 +22,7 @@ from edgedistill.metrics import evaluate
 from edgedistill.records import Question, read_json_object, write_json_atomic
 from edgedistill.rundir import fingerprint
 from edgedistill.evals.crosscheck import crosscheck as cross_check
-from edgedistill.results import PASS_AT_1
+from edgedistill.results import EvalResult
 
 # written into a model's folder by the eval (its calibration) and the export (its parity report): not the model
 NOT_THE_MODEL = {"calibration.json", "parity.json"}
@@ -87,7 +87,7 @@ def result_key(model: Model, questions: list[Question], *, options: dict, shots=
 def evaluate_cached(model: Model, questions: list[Question], *, cache: Path | None, settings: EvalConfig,
                     k: int | None = None, shots: list[tuple[Question, str]] = (), seed: int = 0,
                     label: str = "eval", fields: dict | None = None, crosscheck: bool = False,
-                    announce: bool = False) -> dict:
+                    announce: bool = False) -> EvalResult:
     """`metrics.evaluate` of `model` on `questions` with `settings` (k: its samples unless given), stored at
     `cache` and reused from there while its key is the same (None: neither stored nor reused). The result also holds model_spec, backend,
     load_seconds, `fields` (names, data labels) and, with `crosscheck`, the math-verify cross-check of its rows.
@@ -96,17 +96,21 @@ def evaluate_cached(model: Model, questions: list[Question], *, cache: Path | No
     key = result_key(model, questions, options=options, shots=shots, seed=seed)
     stored = read_json_object(cache) if cache is not None else {}
     if stored.get("key") == key:
-        print(f"[eval] {label}: reusing {cache}", flush=True)
-        return stored
+        try:
+            reused = EvalResult.from_dict(stored)
+            print(f"[eval] {label}: reusing {cache}", flush=True)
+            return reused
+        except (KeyError, TypeError, ValueError):    # a stored result edited or cut short: evaluate again
+            print(f"[eval] {label}: {cache} is not a readable result; evaluating again", flush=True)
     generator = model.generator()
     result = evaluate(generator, questions, shots=shots, seed=seed, label=label, **options)
-    result.update(model_spec=model.spec, backend=getattr(generator, "backend", "?"), load_seconds=model.load_seconds,
-                  **(fields or {}), key=key)
+    result = dataclasses.replace(result, model_spec=model.spec, backend=getattr(generator, "backend", "?"),
+                                 load_seconds=model.load_seconds, **(fields or {}), key=key)
     if crosscheck:
-        result["crosscheck"] = cross_check(result["rows"])
+        result.crosscheck = cross_check(result.rows)
     if cache is not None:
-        write_json_atomic(cache, result)
+        write_json_atomic(cache, result.to_dict())
     if announce:
-        left_out = f", {result['skipped']} questions skipped (too long)" if result.get("skipped") else ""
-        print(f"[eval] {label}: pass@1 {result[PASS_AT_1]:.1%} ({result['seconds']} s){left_out}", flush=True)
+        left_out = f", {result.skipped} questions skipped (too long)" if result.skipped else ""
+        print(f"[eval] {label}: pass@1 {result.pass_at_1:.1%} ({result.seconds} s){left_out}", flush=True)
     return result

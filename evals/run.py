@@ -33,14 +33,14 @@ from edgedistill.runners import RUNNERS, calculator_note
 from edgedistill.evals.compare import fitted_calibration
 from edgedistill.evals.evaluate import Model, evaluate_cached
 from edgedistill.evals.report import write_report
-from edgedistill.results import PASS_AT_1, PASS_AT_1_NO_CALCULATOR
+from edgedistill.results import EvalResult, ResultRow
 
 
-def calibrate_on(dev: dict, spec, data: str, cfg, questions, path: Path) -> Calibration:
-    """The app's calibration fitted on the dev result `dev` (of `questions`), with the "likely right" threshold dev
-    supports, saved to `path` in the eval stage's folder (the app finds it through the run's manifest)."""
-    agreements, corrects = [r["agreement"] for r in dev["rows"]], [r["correct"] for r in dev["rows"]]
-    calibration = fitted_calibration(agreements, corrects, cfg, data, spec, signals_of_rows(dev["rows"], questions))
+def calibrate_on(rows: list[ResultRow], spec, data: str, cfg, questions, path: Path) -> Calibration:
+    """The app's calibration fitted on the dev answers `rows` (of `questions`), with the "likely right" threshold
+    dev supports, saved to `path` in the eval stage's folder (the app finds it through the run's manifest)."""
+    agreements, corrects = [row.agreement for row in rows], [row.correct for row in rows]
+    calibration = fitted_calibration(agreements, corrects, cfg, data, spec, signals_of_rows(rows, questions))
     save_calibration(calibration, path)
     print(f"[eval] calibration of {Path(str(spec)).name} fitted on {data} (n={len(corrects)}): {path}; likely right "
           f"from {calibration.likely_right_at} (dev coverage {calibration.extra['likely_right_coverage']:.0%}, "
@@ -49,19 +49,19 @@ def calibrate_on(dev: dict, spec, data: str, cfg, questions, path: Path) -> Cali
     return calibration
 
 
-def write_runner_note(path: Path, gguf: str, measured: dict, data: str) -> None:
+def write_runner_note(path: Path, gguf: str, measured: EvalResult, data: str) -> None:
     """What running the served GGUF without edgedistill's runtime costs (Ollama, llama.cpp's server: no
     calculator), measured, in the eval folder; the export's runner files point here."""
-    notes = [calculator_note(runner, measured[PASS_AT_1], measured.get(PASS_AT_1_NO_CALCULATOR), data)
+    notes = [calculator_note(runner, measured.pass_at_1, measured.pass_at_1_no_calculator, data)
              for runner in RUNNERS.values()]
     write_text_atomic(path, f"# Running {Path(gguf).name} without the calculator\n\n```\n" + "\n".join(notes)
                       + "```\n")
 
 
-def judged_on_eval(calibration: Calibration, rows: list[dict], questions) -> dict:
+def judged_on_eval(calibration: Calibration, rows: list[ResultRow], questions) -> dict:
     """How the app's confidence, fitted on dev, does on the eval questions it never saw: what "likely right" covers
     and how often it is right there, and the precision/coverage curve of the probability it shows."""
-    return {**selective(calibration, signals_of_rows(rows, questions), [r["correct"] for r in rows]),
+    return {**selective(calibration, signals_of_rows(rows, questions), [row.correct for row in rows]),
             "likely_right_at": calibration.likely_right_at, "confidence_signal": calibration.signal}
 
 
@@ -77,7 +77,7 @@ def run(config: Config, rundir: RunDir) -> dict:
     questions = load_benchmark(config.data.eval, limit=config.data.eval_limit)
 
     def score(name: str, spec, backend: str, label: str, shots=(), k: int = cfg.samples, on=None,
-              data: str = config.data.eval, settings=cfg) -> dict:
+              data: str = config.data.eval, settings=cfg) -> EvalResult:
         model = Model(spec, backend=backend, allow_network=config.allow_network, threads=cfg.threads)
         return evaluate_cached(model, questions if on is None else on, cache=rundir.eval_dir / f"{name}.json",
                                settings=settings, k=k, shots=shots, seed=config.seed, label=label,
@@ -118,13 +118,13 @@ def run(config: Config, rundir: RunDir) -> dict:
                 for data in [config.data.dev, *cfg.calibration_data]:     # dev, and the sets pooled with it
                     on = load_benchmark(data, limit=cfg.calibration_questions)
                     cached = f"{name}-dev" if data == config.data.dev else f"{name}-calibration-{cache_name(data)}"
-                    fit_rows += score(cached, spec, backend, f"{label} {data}", on=on, data=data)["rows"]
+                    fit_rows += score(cached, spec, backend, f"{label} {data}", on=on, data=data).rows
                     fit_questions += on
                 calibrated[spec] = rundir.eval_dir / f"calibration-{name}.json"
-                calibration = calibrate_on({"rows": fit_rows}, spec, " + ".join([config.data.dev,
+                calibration = calibrate_on(fit_rows, spec, " + ".join([config.data.dev,
                                                                                    *cfg.calibration_data]),
                                            cfg, fit_questions, calibrated[spec])
-                results[name].update(judged_on_eval(calibration, results[name]["rows"], questions))
+                results[name].figures.update(judged_on_eval(calibration, results[name].rows, questions))
     # the other tasks, each on its own questions: what the app serves, and the base before it
     also_models = ([("base", config.student.model, "transformers")] if cfg.base else []) + \
         [(name, *scored[name]) for name in sorted(served & set(scored))]
@@ -136,7 +136,7 @@ def run(config: Config, rundir: RunDir) -> dict:
     if gguf and "gguf" in results:    # what running the GGUF without us costs, measured: eval/runners.md
         write_runner_note(rundir.eval_dir / "runners.md", gguf, results["gguf"], config.data.eval)
     seconds = {stage: rundir.stage(stage).get("seconds") for stage in ("teach", "train", "export")}
-    seconds["eval"] = round(sum(r["seconds"] for r in results.values()), 1)
+    seconds["eval"] = round(sum(r.seconds or 0 for r in results.values()), 1)
     extra = {"eval_data": config.data.eval, "teacher": config.teacher.kind}
     if calibrated:
         fitted_on = " + ".join([config.data.dev, *cfg.calibration_data])
@@ -148,7 +148,7 @@ def run(config: Config, rundir: RunDir) -> dict:
             extra["served_file"] = export["served"]["reason"]
     write_report(rundir.root, results, seconds, artifacts, extra)
     for name, r in results.items():
-        print(f"[eval] {name}: pass@1 {r[PASS_AT_1]:.1%} (95% CI {r['ci95'][0]:.1%}-{r['ci95'][1]:.1%}, n={r['n']})")
+        print(f"[eval] {name}: pass@1 {r.pass_at_1:.1%} (95% CI {r.ci95[0]:.1%}-{r.ci95[1]:.1%}, n={r.n})")
     outputs = {"report": str(rundir.report_json)}
     if calibrated:
         outputs["calibration"] = {str(spec): str(path) for spec, path in calibrated.items()}

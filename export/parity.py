@@ -137,7 +137,7 @@ def accuracy(model, questions, backend: str = "auto") -> float:
     if not questions:
         return 0.0
     generator = load_generator(model, backend=backend) if isinstance(model, (str, Path)) else model
-    return evaluate(generator, questions, k=1, batch_size=16, label=None)[PASS_AT_1]
+    return evaluate(generator, questions, k=1, batch_size=16, label=None).pass_at_1
 
 
 def parity_report(kind: str, artifact: Path, source: SourceModel, questions, source_accuracy: float | None,

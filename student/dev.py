@@ -28,4 +28,4 @@ def dev_evaluator(config):
 def evaluate_dev(generator, questions: list[Question], *, k: int, seed: int = 0, max_new_tokens: int = 48) -> dict:
     """{pass@1, maj@k (k > 1)} of the kernel's one evaluation, quietly (no progress bars)."""
     result = evaluate(generator, questions, k=k, seed=seed, max_new_tokens=max_new_tokens, label=None)
-    return {key: result[key] for key in (PASS_AT_1, maj_at(k)) if key in result}
+    return {PASS_AT_1: result.pass_at_1} | ({maj_at(k): result.maj_at_k} if result.maj_at_k is not None else {})

@@ -9,6 +9,7 @@ from edgedistill.calibration import fit_calibration, load_calibration, save_cali
 from edgedistill.confidence import (Signals, cross_fitted, fit_combined, fit_logistic, grounded, precision_coverage,
                                     sane, selective, signals_of, signals_of_rows, threshold_for, vetoed, wilson_lower)
 from edgedistill.records import Question
+from edgedistill.results import ResultRow
 
 SCRAP = Question(id="scrap", question="We scrap 3% of 4,500 castings. How many good castings do we get?",
                  answer="4365", answer_type="number")
@@ -44,7 +45,8 @@ def test_signals_of_one_answer_by_hand():
 
 
 def test_signals_of_stored_rows_read_each_with_its_question():
-    rows = [{"id": "scrap", "text": "Answer: <<4500*0.97=4365>>", "sampled": ["<<4500*0.97=4365>>", "<<4500=4500>>"]}]
+    rows = [ResultRow(id="scrap", reference="4365", predicted="4365", correct=True, text="Answer: <<4500*0.97=4365>>",
+                      sampled=["<<4500*0.97=4365>>", "<<4500=4500>>"])]
     assert signals_of_rows(rows, [SCRAP]) == [Signals(0.5, 0.5, 1.0, 1.0)]
 
 
@@ -109,6 +111,8 @@ def test_vetoed_answers_are_never_likely_right_and_do_not_count_toward_the_thres
     calibration.likely_right_at = 0.5
     found = selective(calibration, [fine, ungrounded, fine], [True, True, False])
     assert (found["likely_right_n"], found["likely_right_precision"]) == (2, 0.5)   # the ungrounded one is not marked
+    top = found["precision_coverage"][0]            # nor counted above any threshold in the curve the report shows
+    assert (top["coverage"], top["precision"]) == (0.6667, 0.5) and found["precision_coverage"][-1]["at"] == 0.0
 
 
 def test_precision_coverage_curve_by_hand():

@@ -16,6 +16,7 @@ from edgedistill.datasets import load_benchmark, split_slice
 from edgedistill.metrics import (calibration_metrics, cross_fitted_confidence, evaluate, pass_at_k,
                                  sampled_scores)
 from edgedistill.records import Question
+from edgedistill.results import EvalResult, ResultRow
 from edgedistill.rundir import RunDir
 from edgedistill.evals.crosscheck import crosscheck, lm_eval_flexible, visible_answer
 
@@ -178,7 +179,7 @@ def test_sampled_scores_returns_agreement_with_the_greedy_answer():
     assert scores["greedy"] == [True, False, True, False, True, False]
     assert scores["agreement"] == [0, 1, 2, 3, 4, 0]          # a % 5 samples repeat the greedy answer
     assert scores["sample_correct"] == [0, 0, 2, 0, 4, 0]    # only even a's greedy answers are right
-    assert scores["pass@k"] == pytest.approx(2.0) and scores["maj@k"] == 2
+    assert scores["pass_at_k"] == pytest.approx(2.0) and scores["maj_at_k"] == 2
 
 
 def test_calibration_metrics_are_cross_fitted():
@@ -200,11 +201,17 @@ def test_sampled_scores_and_evaluate_take_keywords_only():
 
 def test_evaluate_rows_topics_calculator_and_end():
     result = evaluate(ScriptedGenerator(), arithmetic(8), k=4, calculator_row=True, end_subset=4, label=None)
-    assert result["pass@1"] == 0.5 and result["ci95"][0] < 0.5 < result["ci95"][1]
-    assert result["pass@1_no_calculator"] == 0.0                            # without it every sum is off
-    assert result["topics"] == {"t0": {"n": 4, "pass@1": 1.0}, "t1": {"n": 4, "pass@1": 0.0}}
-    assert result["to_the_end"]["pass@1_full_text"] == result["to_the_end"]["pass@1_at_delimiter"] == 0.5
-    assert {"pass@4", "maj@4", "ece", "brier", "reliability"} <= set(result) and len(result["rows"]) == 8
+    assert result.pass_at_1 == 0.5 and result.ci95[0] < 0.5 < result.ci95[1]
+    assert result.pass_at_1_no_calculator == 0.0                            # without it every sum is off
+    assert result.topics == {"t0": {"n": 4, "pass@1": 1.0}, "t1": {"n": 4, "pass@1": 0.0}}
+    assert result.to_the_end["pass@1_full_text"] == result.to_the_end["pass@1_at_delimiter"] == 0.5
+    assert result.pass_at_k is not None and result.maj_at_k is not None and len(result.rows) == 8
+    assert {"ece", "brier", "reliability"} <= set(result.figures)
+    # its JSON form keeps the names stored results and reports have always had, and reads back the same
+    stored = json.loads(json.dumps(result.to_dict()))
+    assert {"pass@1", "pass@4", "maj@4", "ci95", "ece", "rows"} <= set(stored) and stored["rows"][0]["id"] == "q0"
+    assert EvalResult.from_dict(stored).to_dict() == stored and EvalResult.from_dict(stored).rows == result.rows
+    assert "rows" not in result.to_dict(rows=False)
 
 
 def test_comparison_report_with_plots_and_calibration(tmp_path, monkeypatch, capsys):
@@ -277,15 +284,15 @@ def test_dev_evaluation_is_the_one_evaluation():
     from edgedistill.student.dev import evaluate_dev
     questions = arithmetic(6)
     full = evaluate(ScriptedGenerator(), questions, k=4, label=None)
-    assert evaluate_dev(ScriptedGenerator(), questions, k=4) == {"pass@1": full["pass@1"], "maj@4": full["maj@4"]}
+    assert evaluate_dev(ScriptedGenerator(), questions, k=4) == {"pass@1": full.pass_at_1, "maj@4": full.maj_at_k}
     assert evaluate_dev(ScriptedGenerator(), questions, k=1) == {"pass@1": 0.5}
 
 
 def test_crosscheck_lists_disagreements():
-    rows = [{"id": "a", "reference": "360", "correct": True, "text": "Answer: <<48*7.5=360>>\nReason: x"},
-            {"id": "b", "reference": "72", "correct": True, "text": "Answer: $72.00"},
-            {"id": "c", "reference": "10", "correct": False, "text": "Answer: 12"},
-            {"id": "d", "reference": "B", "answer_type": "choice", "correct": True, "text": "Answer: B"}]
+    rows = [ResultRow(id="a", reference="360", predicted="360", correct=True, text="Answer: <<48*7.5=360>>\nReason: x"),
+            ResultRow(id="b", reference="72", predicted="72", correct=True, text="Answer: $72.00"),
+            ResultRow(id="c", reference="10", predicted="12", correct=False, text="Answer: 12"),
+            ResultRow(id="d", reference="B", predicted="B", answer_type="choice", correct=True, text="Answer: B")]
     result = crosscheck(rows)
     assert result["n"] == 3 and result["ours_correct"] == 2 and result["math_verify_correct"] == 2
     assert [d["id"] for d in result["disagreements"]] == ["b"]               # lm-eval's exact match wants "72"

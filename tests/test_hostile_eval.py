@@ -53,10 +53,10 @@ def write_sums(path, long_lines=(3,), n=5):
 def test_an_over_long_question_is_skipped_named_by_file_and_line_and_counted(tmp_path, capsys):
     data = write_sums(tmp_path / "sums.jsonl")
     result = evaluate(ContextLimitedGenerator(), load_benchmark(str(data)), k=2, calculator_row=True, label=None)
-    assert result["n"] == 4 and result["pass@1"] == 1.0 and len(result["rows"]) == 4
-    assert result["skipped"] == 1
-    assert result["skipped_questions"] == [{"id": "sum-2", "where": f"{data}:3", "prompt_tokens": 231}]
-    assert "sum-2" not in [row["id"] for row in result["rows"]]
+    assert result.n == 4 and result.pass_at_1 == 1.0 and len(result.rows) == 4
+    assert result.skipped == 1
+    assert result.skipped_questions == [{"id": "sum-2", "where": f"{data}:3", "prompt_tokens": 231}]
+    assert "sum-2" not in [row.id for row in result.rows]
     err = capsys.readouterr().err
     assert "skipped 1 of 5 questions" in err and f"{data}:3 (id sum-2): 231 prompt tokens" in err
 
@@ -70,8 +70,8 @@ def test_the_quick_eval_command_skips_the_question_and_finishes(tmp_path, monkey
     assert "n=3" in captured.out
     assert f"{data}:1 (id sum-0)" in captured.err and f"{data}:4 (id sum-3)" in captured.err
     result = evaluate(ContextLimitedGenerator(), load_benchmark(str(data)), k=1, label="eval")
-    assert result["n"] == 3 and result["skipped"] == 2
-    assert [s["where"] for s in result["skipped_questions"]] == [f"{data}:1", f"{data}:4"]
+    assert result.n == 3 and result.skipped == 2
+    assert [s["where"] for s in result.skipped_questions] == [f"{data}:1", f"{data}:4"]
 
 
 def test_the_comparison_report_lists_the_skipped_question(tmp_path, monkeypatch, capsys):
@@ -95,9 +95,9 @@ def test_to_the_end_leaves_out_a_question_that_fits_only_the_answer(tmp_path):
     generator = ContextLimitedGenerator()
     generator.context_per_row = 300
     result = evaluate(generator, questions, k=1, calculator_row=True, end_subset=2, end_tokens=256, label=None)
-    assert result["n"] == 2 and result["skipped"] == 0
-    assert result["to_the_end"]["n"] == 1 and result["to_the_end"]["skipped"] == 1
-    assert result["to_the_end"]["pass@1_at_delimiter"] == 1.0
+    assert result.n == 2 and result.skipped == 0
+    assert result.to_the_end["n"] == 1 and result.to_the_end["skipped"] == 1
+    assert result.to_the_end["pass@1_at_delimiter"] == 1.0
 
 
 def test_every_question_too_long_is_one_clear_error(tmp_path):
@@ -132,7 +132,7 @@ def test_a_transformers_model_skips_a_prompt_past_its_position_limit(tmp_path, t
                     + json.dumps({"id": "small", "question": "What is 1+1?", "answer": "2"}) + "\n")
     result = evaluate(TransformersGenerator(model, tokenizer), load_benchmark(str(data)), k=1, max_new_tokens=4,
                       label="eval")
-    assert result["n"] == 1 and [row["id"] for row in result["rows"]] == ["small"]
-    skipped = result["skipped_questions"][0]
+    assert result.n == 1 and [row.id for row in result.rows] == ["small"]
+    skipped = result.skipped_questions[0]
     assert skipped["where"] == f"{data}:1" and skipped["prompt_tokens"] > 1024
     assert "1024-token context" in capsys.readouterr().err
