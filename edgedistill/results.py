@@ -132,7 +132,7 @@ class EvalResult:
     @classmethod
     def from_dict(cls, record: dict) -> EvalResult:
         """A result read back from its JSON form; a name it does not know goes to `figures`."""
-        k = int(record.get("k", 1) or 1)
+        k = 1 if record.get("k") is None else int(record["k"])    # 0: greedy only, as stored
         known = {"n": record["n"], "k": k, "shots": record.get("shots", 0), "correct": record.get("correct", 0),
                  "pass_at_1": record[PASS_AT_1], "ci95": record.get(CI95, [0.0, 0.0]),
                  "tokens_to_answer": record.get("tokens_to_answer"),

@@ -100,7 +100,7 @@ def evaluate_cached(model: Model, questions: list[Question], *, cache: Path | No
             reused = EvalResult.from_dict(stored)
             print(f"[eval] {label}: reusing {cache}", flush=True)
             return reused
-        except (KeyError, TypeError, ValueError):    # a stored result edited or cut short: evaluate again
+        except (KeyError, TypeError, ValueError, AttributeError):   # a stored result edited or cut short: again
             print(f"[eval] {label}: {cache} is not a readable result; evaluating again", flush=True)
     generator = model.generator()
     result = evaluate(generator, questions, shots=shots, seed=seed, label=label, **options)

@@ -212,6 +212,8 @@ def test_evaluate_rows_topics_calculator_and_end():
     assert {"pass@1", "pass@4", "maj@4", "ci95", "ece", "rows"} <= set(stored) and stored["rows"][0]["id"] == "q0"
     assert EvalResult.from_dict(stored).to_dict() == stored and EvalResult.from_dict(stored).rows == result.rows
     assert "rows" not in result.to_dict(rows=False)
+    greedy_only = {key: value for key, value in stored.items() if not key.startswith(("pass@4", "maj@4"))} | {"k": 0}
+    assert EvalResult.from_dict(greedy_only).to_dict() == greedy_only        # k 0 (greedy only) stays 0
 
 
 def test_comparison_report_with_plots_and_calibration(tmp_path, monkeypatch, capsys):
