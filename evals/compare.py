@@ -165,20 +165,24 @@ def _pct(x) -> str:
 
 
 def summary_table(results: list[EvalResult], k: int = 4) -> list[str]:
-    """The main table, one row per result: the comparison report and the pipeline's run report both print it."""
-    lines = [f"| model | backend | n | pass@1 | 95% interval | pass@{k} | maj@{k} | pass@1 no calculator | ECE raw / "
-             f"calibrated | Brier calibrated | tokens to answer | s/question to answer | wall s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    """The main table, one row per result: the comparison report and the pipeline's run report both print it. The
+    pass@k and maj@k columns only where something was sampled (k > 1)."""
+    sampled = k > 1
+    head = ["model", "backend", "n", "pass@1", "95% interval"] + ([f"pass@{k}", f"maj@{k}"] if sampled else []) + \
+        ["pass@1 no calculator", "ECE raw / calibrated", "Brier calibrated", "tokens to answer",
+         "s/question to answer", "wall s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         lo, hi = r.ci95
         ece = f"{r.figure('ece_raw'):.3f} / {r.figure('ece'):.3f}" if r.figure("ece") is not None else "-"
         brier = f"{r.figure('brier'):.3f}" if r.figure("brier") is not None else "-"
         n = f"{r.n} ({r.skipped} skipped)" if r.skipped else r.n
         per_question = r.seconds_to_answer if r.seconds_to_answer is not None else r.seconds_per_question
-        lines.append(f"| {r.model} | {r.backend or '-'} | {n} | **{r.pass_at_1:.1%}** | "
-                     f"{lo:.1%} - {hi:.1%} | {_pct(r.pass_at_k if r.k == k else None)} | "
-                     f"{_pct(r.maj_at_k if r.k == k else None)} | {_pct(r.pass_at_1_no_calculator)} | {ece} | "
-                     f"{brier} | {r.tokens_to_answer or '-'} | {per_question} | {r.seconds} |")
+        cells = [r.model, r.backend or "-", n, f"**{r.pass_at_1:.1%}**", f"{lo:.1%} - {hi:.1%}"]
+        if sampled:
+            cells += [_pct(r.pass_at_k if r.k == k else None), _pct(r.maj_at_k if r.k == k else None)]
+        cells += [_pct(r.pass_at_1_no_calculator), ece, brier, r.tokens_to_answer or "-", per_question, r.seconds]
+        lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     return lines
 
 
