@@ -323,9 +323,10 @@ def cmd_eval(args) -> int:
                          skip=args.skip, fmt=args.format, allow_network=args.allow_network)
         for r in map(EvalResult.from_dict, report["results"]):
             lo, hi = r.ci95
-            print(f"{r.model} on {r.data}: pass@1 {r.pass_at_1:.1%} (95% CI {lo:.1%}-{hi:.1%}), "
-                  f"pass@{args.k} {r.pass_at_k or 0:.1%}, maj@{args.k} {r.maj_at_k or 0:.1%}, "
-                  f"ECE {r.figure('ece', 0):.3f}, n={r.n}{skipped_note(r)}, {r.seconds} s")
+            sampled = f"pass@{r.k} {r.pass_at_k:.1%}, maj@{r.k} {r.maj_at_k:.1%}, ECE {r.figure('ece', 0):.3f}, " \
+                if r.pass_at_k is not None else ""
+            print(f"{r.model} on {r.data}: pass@1 {r.pass_at_1:.1%} (95% CI {lo:.1%}-{hi:.1%}), {sampled}"
+                  f"n={r.n}{skipped_note(r)}, {r.seconds} s")
         print(f"report: {os.path.join(args.out or 'eval-report', 'report.md')}")
         if args.json:
             print(json.dumps(report))

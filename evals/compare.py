@@ -314,12 +314,15 @@ def write_comparison(out: Path, results: list[EvalResult], settings: EvalConfig,
     write_json_atomic(out / "report.json", report)
     k = settings.samples
     lines = ["# edgedistill evaluation report", "",
-             f"Greedy pass@1 with the calculator (95% Wilson interval); pass@{k} (unbiased) and maj@{k} from {k} "
-             f"samples at temperature {settings.temperature}; every decode stops at the end of the Answer line "
-             f"(at most {settings.max_new_tokens} new tokens). ECE and Brier score the app's confidence: raw is the "
-             f"share of the {k} samples agreeing with the greedy answer, calibrated maps that share to accuracy with "
-             f"a calibration fitted on the other half of the questions (2-fold cross-fitting). Seconds are wall "
-             f"time on this machine, batched ({settings.batch_size} rows), so per-question times are amortised."]
+             "Greedy pass@1 with the calculator (95% Wilson interval)"
+             + (f"; pass@{k} (unbiased) and maj@{k} from {k} samples at temperature {settings.temperature}"
+                if k > 1 else "")
+             + f"; every decode stops at the end of the Answer line (at most {settings.max_new_tokens} new tokens)."
+             + (f" ECE and Brier score the app's confidence: raw is the share of the {k} samples agreeing with the "
+                f"greedy answer, calibrated maps that share to accuracy with a calibration fitted on the other half "
+                f"of the questions (2-fold cross-fitting)." if k > 1 else "")
+             + f" Seconds are wall time on this machine, batched ({settings.batch_size} rows), so per-question times "
+               f"are amortised."]
     for data in dict.fromkeys(r.data for r in results):
         rows = [r for r in results if r.data == data]
         lines += ["", f"## {data}", ""] + summary_table(rows, k) + label_table(rows) + paired_table(rows) + \

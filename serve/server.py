@@ -75,17 +75,47 @@ def check_tls(settings: ServeConfig) -> bool:
     return True
 
 
+# The page's own requests (a question, its options, a thumb) are a few KiB; Gradio keeps the inputs of every call
+# it queues until a client fetches the result, so 2 MB posted to a page route and never fetched stayed in memory
+# (benchmarks/api_hostile_memory.py: +206 MB over 2,000 hostile requests). /v1 has its own limit (api.body_of).
+PAGE_BODY_LIMIT = 256 * 1024
+
+
 def without_uploads(site):
-    """`site` with Gradio's upload route answered 404: it writes whatever it is sent under the temp folder, and this
-    page has no file input. Plain ASGI, not an HTTP middleware: those hide a client's disconnect from the routes."""
+    """`site` with Gradio's upload route answered 404 (it writes whatever it is sent under the temp folder, and this
+    page has no file input) and the page's routes refusing a body over PAGE_BODY_LIMIT with 413. Plain ASGI, not
+    an HTTP middleware: those hide a client's disconnect from the routes."""
     from fastapi.responses import JSONResponse
 
     async def guarded(scope, receive, send):
         if scope["type"] == "http" and scope["path"].rstrip("/").endswith("/upload"):
             await JSONResponse({"detail": "this app takes no files"}, status_code=404)(scope, receive, send)
             return
+        if scope["type"] == "http" and not scope["path"].startswith("/v1/"):
+            length = dict(scope.get("headers") or []).get(b"content-length", b"0")
+            if not length.isdigit() or int(length) > PAGE_BODY_LIMIT:
+                await JSONResponse({"detail": f"the page's requests are at most {PAGE_BODY_LIMIT // 1024} KiB"},
+                                   status_code=413)(scope, receive, send)
+                return
+            receive = bounded(receive, PAGE_BODY_LIMIT)
         await site(scope, receive, send)
     return guarded
+
+
+def bounded(receive, limit: int):
+    """`receive` that ends the request as a disconnect once its body passes `limit` bytes (a chunked body has no
+    Content-Length to refuse up front)."""
+    seen = 0
+
+    async def receive_bounded():
+        nonlocal seen
+        message = await receive()
+        if message.get("type") == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                return {"type": "http.disconnect"}
+        return message
+    return receive_bounded
 
 
 def serve(model: str, settings: ServeConfig, auth: list[tuple[str, str]] | None = None,
