@@ -168,7 +168,7 @@ def summary_table(results: list[EvalResult], k: int = 4) -> list[str]:
     """The main table, one row per result: the comparison report and the pipeline's run report both print it. The
     pass@k and maj@k columns only where something was sampled (k > 1)."""
     sampled = k > 1
-    head = ["model", "backend", "n", "pass@1", "95% interval"] + ([f"pass@{k}", f"maj@{k}"] if sampled else []) + \
+    head = ["model", "backend", "n", PASS_AT_1, "95% interval"] + ([f"pass@{k}", f"maj@{k}"] if sampled else []) + \
         ["pass@1 no calculator", "ECE raw / calibrated", "Brier calibrated", "tokens to answer",
          "s/question to answer", "wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
