@@ -59,9 +59,11 @@ class ResultRow:
         return cls(**{key: value for key, value in record.items() if key in names})
 
 
-# Figures every result has; the optional ones below are written only where measured (k > 1, a no-calculator pass).
-_ALWAYS = ("n", "k", "shots", "correct", PASS_AT_1, CI95, "tokens_to_answer", "seconds_to_answer", "topics",
-           "skipped", "skipped_questions")
+# Figures every result has ({attribute: JSON name}); the optional ones below are written only where measured (k > 1,
+# a no-calculator pass) or known (where it came from).
+_ALWAYS = {"n": "n", "k": "k", "shots": "shots", "correct": "correct", "pass_at_1": PASS_AT_1, "ci95": CI95,
+           "tokens_to_answer": "tokens_to_answer", "seconds_to_answer": "seconds_to_answer", "topics": "topics",
+           "skipped": "skipped", "skipped_questions": "skipped_questions"}
 _OPTIONAL = {"maj_ci95": MAJ_CI95, "temperature": "temperature", "pass_at_1_no_calculator": PASS_AT_1_NO_CALCULATOR,
              "ci95_no_calculator": "ci95_no_calculator", "to_the_end": "to_the_end", "seconds": "seconds",
              "seconds_per_question": "seconds_per_question", "model": "model", "data": "data",
@@ -114,10 +116,7 @@ class EvalResult:
 
     def to_dict(self, *, rows: bool = True) -> dict:
         """The JSON form (the names above); `rows=False` leaves the per-question rows out (report.json)."""
-        record = {"n": self.n, "k": self.k, "shots": self.shots, "correct": self.correct, PASS_AT_1: self.pass_at_1,
-                  CI95: self.ci95, "tokens_to_answer": self.tokens_to_answer,
-                  "seconds_to_answer": self.seconds_to_answer, "topics": self.topics, "skipped": self.skipped,
-                  "skipped_questions": self.skipped_questions}
+        record = {name: getattr(self, attribute) for attribute, name in _ALWAYS.items()}
         if self.pass_at_k is not None:
             record[pass_at(self.k)] = self.pass_at_k
         if self.maj_at_k is not None:
@@ -133,16 +132,15 @@ class EvalResult:
     def from_dict(cls, record: dict) -> EvalResult:
         """A result read back from its JSON form; a name it does not know goes to `figures`."""
         k = 1 if record.get("k") is None else int(record["k"])    # 0: greedy only, as stored
-        known = {"n": record["n"], "k": k, "shots": record.get("shots", 0), "correct": record.get("correct", 0),
-                 "pass_at_1": record[PASS_AT_1], "ci95": record.get(CI95, [0.0, 0.0]),
-                 "tokens_to_answer": record.get("tokens_to_answer"),
-                 "seconds_to_answer": record.get("seconds_to_answer"), "topics": record.get("topics") or {},
-                 "skipped": record.get("skipped", 0), "skipped_questions": record.get("skipped_questions") or [],
-                 "pass_at_k": record.get(pass_at(k)) if k > 1 else None,
-                 "maj_at_k": record.get(maj_at(k)) if k > 1 else None,
-                 "rows": [ResultRow.from_dict(row) for row in record.get(ROWS) or []]}
-        known.update({attribute: record[name] for attribute, name in _OPTIONAL.items() if name in record})
-        taken = set(_ALWAYS) | set(_OPTIONAL.values()) | {ROWS, pass_at(k), maj_at(k)}
+        names = {**_ALWAYS, **_OPTIONAL}
+        known = {attribute: record[name] for attribute, name in names.items() if record.get(name) is not None}
+        known.update(n=record["n"], pass_at_1=record[PASS_AT_1], k=k,
+                     pass_at_k=record.get(pass_at(k)) if k > 1 else None,
+                     maj_at_k=record.get(maj_at(k)) if k > 1 else None,
+                     rows=[ResultRow.from_dict(row) for row in record.get(ROWS) or []])
+        known.setdefault("correct", 0)
+        known.setdefault("ci95", [0.0, 0.0])
+        taken = set(names.values()) | {ROWS, pass_at(k), maj_at(k)}
         figures = {name: value for name, value in record.items() if name not in taken
                    and not re.fullmatch(r"(pass|maj)@\d+", name)}
         return cls(**known, figures=figures)

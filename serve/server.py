@@ -81,7 +81,7 @@ def check_tls(settings: ServeConfig) -> bool:
 PAGE_BODY_LIMIT = 256 * 1024
 
 
-def without_uploads(site):
+def guarded_site(site):
     """`site` with Gradio's upload route answered 404 (it writes whatever it is sent under the temp folder, and this
     page has no file input) and the page's routes refusing a body over PAGE_BODY_LIMIT with 413. Plain ASGI, not
     an HTTP middleware: those hide a client's disconnect from the routes."""
@@ -156,7 +156,7 @@ def serve(model: str, settings: ServeConfig, auth: list[tuple[str, str]] | None 
                                server_port=settings.port)
     print(f"OpenAI-compatible API: {scheme}://{settings.host}:{settings.port}/v1 (model {api_model_name(model)!r})",
           flush=True)
-    uvicorn.run(without_uploads(site), host=settings.host, port=settings.port, log_level="warning",
+    uvicorn.run(guarded_site(site), host=settings.host, port=settings.port, log_level="warning",
                 **({"ssl_certfile": settings.tls_cert, "ssl_keyfile": settings.tls_key} if https else {}))
 
 
