@@ -6,6 +6,8 @@
     label   one label of a closed set (the question's `options`): case, punctuation and spacing ignored; a line
             that names exactly one label reads as that label
     text    free text: a judge model decides when one is given (`Judge`), else equality after normalising
+    rows    a table query's result: the rows the student's query returned (the last `[[query => rows]]` on the
+            Answer line) equal to the reference query's as sets of rows (order, case and punctuation ignored)
 
 `canonical(answer, question)` maps an answer to the form two answers are compared in, so the same function serves
 grading against a reference and voting among samples when there is no reference (`majority`).
@@ -18,6 +20,7 @@ from collections import Counter
 
 from edgedistill.calculator import ANNOTATION, CalculatorError, evaluate, format_number, numbers_match
 from edgedistill.formats import answer_line
+from edgedistill.table_queries import QUERY_ANNOTATION, result_rows
 from edgedistill.records import Question
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
@@ -34,6 +37,9 @@ def extract_answer(text: str, answer_type: str = "number") -> str | None:
     line, which the checker reads as a label when it names exactly one).
     """
     line = answer_line(text)
+    if answer_type == "rows" and line is not None:
+        results = QUERY_ANNOTATION.findall(line)
+        return results[-1][1].strip() if results else line.strip().rstrip(".")
     if answer_type != "number":
         if line is None and answer_type == "choice":   # a model ignoring the format: "E. voltage" is still E
             line = next((part for part in text.splitlines() if part.strip()), None)
@@ -118,7 +124,36 @@ def canonical(answer: str | None, question: Question) -> str | None:
             return labels[said]
         named = [label for words, label in labels.items() if re.search(rf"\b{re.escape(words)}\b", said)]
         return named[0] if len(named) == 1 else None
+    if kind == "rows":
+        return " ; ".join(result_rows(answer)) or None
     return _words(answer) or None
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def f1_tokens(text: str) -> list[str]:
+    """SQuAD's answer normalisation (Rajpurkar et al. 2016): lower case, punctuation deleted (so "seal-kit" is one
+    token, "sealkit"), the articles a/an/the dropped, then whitespace tokens."""
+    text = "".join(ch for ch in str(text).lower() if ch not in string.punctuation)
+    return _ARTICLES.sub(" ", text).split()
+
+
+def token_f1(predicted: str | None, reference: str | None) -> float:
+    """Token F1 of a free-text answer against the reference, SQuAD-style: partial credit where exact match gives
+    none ("replace the pump seal" vs "replace seal": precision 2/3, recall 1, F1 0.8). Tokens count with their
+    multiplicity; when either side has no tokens, 1.0 if both have none, else 0.0 (and 0.0 for a missing answer,
+    as is_correct says False)."""
+    if predicted is None or reference is None:
+        return 0.0
+    mine, theirs = f1_tokens(predicted), f1_tokens(reference)
+    if not mine or not theirs:
+        return float(mine == theirs)
+    common = sum((Counter(mine) & Counter(theirs)).values())
+    if not common:
+        return 0.0
+    precision, recall = common / len(mine), common / len(theirs)
+    return 2 * precision * recall / (precision + recall)
 
 
 def is_correct(predicted: str | None, question: Question, judge: "Judge | None" = None) -> bool:

@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="the app's feedback JSONL (edgedistill serve --feedback), trained on as one more "
                                 "data.train source: corrections at weight 1, thumbs-up (the model's own answer) at "
                                 "0.5; repeat for several files")
+            p.add_argument("--tables", nargs="+", default=None, metavar="PATH",
+                           help="the plant's tables (replaces knowledge.tables): CSV, TSV, Excel or Parquet files, "
+                                "folders of them, `plant` or a postgresql:// URL (docs/tables.md)")
     p = sub.add_parser("eval", help="score models on benchmarks; with --out, a comparison report with plots",
                        description="Greedy decoding with the calculator, stopped at the end of the Answer line. One "
                                    "--model and --data without --out prints pass@1. With --out (or several models or "
@@ -124,7 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="benchmark file: GSM8K JSONL, SVAMP.json, FailureSensorIQ JSONL, FMC work orders (.txt), "
                         "JSONL or CSV of {question, answer[, options]}, or a packaged split: shopfloor:heldout, "
                         "fsiq:dev, fmc:dev (repeatable)")
-    p.add_argument("--format", default=None, choices=("gsm8k", "svamp", "fsiq", "fmc", "jsonl", "csv"),
+    p.add_argument("--tables", nargs="+", default=[], metavar="PATH",
+                   help="the plant's tables the models' queries run on: CSV, TSV, Excel or Parquet files, folders "
+                        "of them, `plant` (the shipped example) or a postgresql:// URL (docs/tables.md)")
+    p.add_argument("--value-hints", action="store_true",
+                   help="name the table and column of the values each question uses, under it (for a student "
+                        "trained with knowledge.value_hints)")
+    p.add_argument("--format", default=None, choices=("gsm8k", "svamp", "fsiq", "fmc", "jsonl", "csv", "table"),
                    help="benchmark format (default: from the file's name and shape)")
     p.add_argument("--out", default=None, help="folder for report.md, report.json and the plots")
     p.add_argument("--limit", type=number(low=1, none_word="all"), default=None, help="N questions per benchmark only")
@@ -193,6 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auth-file", default=None, help="a file of USER:PASSWORD lines")
     flag(p, "--samples", ServeConfig, "samples", override=True)
     p.add_argument("--calibration", default=None, help="calibration JSON (default: the one beside the model)")
+    p.add_argument("--tables", nargs="+", default=[], metavar="PATH",
+                   help="the plant's tables the student may query: CSV, TSV, Excel or Parquet files, folders of "
+                        "them, `plant` (the shipped example) or a postgresql:// URL with a read-only role; the page "
+                        "gets a Plant data kind and /v1 answers from them (docs/tables.md). Default: a run's "
+                        "knowledge.tables")
+    p.add_argument("--value-hints", action="store_true",
+                   help="name the table and column of the values a question uses, under it, as a student trained "
+                        "with knowledge.value_hints expects (default: the run's setting)")
     flag(p, "--feedback", ServeConfig, "feedback", override=True)
     flag(p, "--max-question-chars", ServeConfig, "max_question_chars", override=True)
     flag(p, "--concurrency", ServeConfig, "concurrency", override=True)
@@ -220,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
         if getattr(args, "feedback", None):
             config.data.train = config.data.sources() + [TrainSource(path) for path in args.feedback]
+        if getattr(args, "tables", None):
+            config.knowledge.tables = list(args.tables)
         run_pipeline(config, args.out, only=None if args.command == "run" else args.command)
         if args.command == "run":
             out = Path(args.out)
@@ -271,8 +290,26 @@ def cmd_serve(args) -> int:
     settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     from edgedistill.rundir import served_by_run
     model = served_by_run(args.model) or args.model       # a run folder serves the file its export chose
-    serve(str(model), settings, parse_auth(args.auth, args.auth_file), args.calibration, args.allow_network)
+    knowledge = run_knowledge(args.model)
+    tables = args.tables or (knowledge.tables if knowledge else [])
+    value_hints = args.value_hints or bool(knowledge and knowledge.value_hints)
+    serve(str(model), settings, parse_auth(args.auth, args.auth_file), args.calibration, args.allow_network,
+          tables=tables, value_hints=value_hints)
     return 0
+
+
+def run_knowledge(model: str):
+    """A run folder's knowledge section (from its config.yaml), so `serve --model runs/x` serves its tables, asked
+    the way its student was trained; None for anything else."""
+    from pathlib import Path
+    config = Path(model) / "config.yaml"
+    if not (Path(model).is_dir() and config.is_file()):
+        return None
+    from edgedistill.config import load_config
+    try:
+        return load_config(config).knowledge
+    except UserError:
+        return None
 
 
 def skipped_note(result: EvalResult) -> str:
@@ -320,13 +357,17 @@ def cmd_eval(args) -> int:
         writable_folder(args.out or "eval-report")
         report = compare(args.model, args.data, args.out or "eval-report", settings,
                          shots=shots * len(args.model) if len(shots) == 1 else shots, limit=args.limit,
-                         skip=args.skip, fmt=args.format, allow_network=args.allow_network)
+                         skip=args.skip, fmt=args.format, allow_network=args.allow_network, tables=args.tables,
+                         value_hints=args.value_hints)
         for r in map(EvalResult.from_dict, report["results"]):
             lo, hi = r.ci95
             sampled = f"pass@{r.k} {r.pass_at_k:.1%}, maj@{r.k} {r.maj_at_k:.1%}, ECE {r.figure('ece', 0):.3f}, " \
                 if r.pass_at_k is not None else ""
             print(f"{r.model} on {r.data}: pass@1 {r.pass_at_1:.1%} (95% CI {lo:.1%}-{hi:.1%}), {sampled}"
                   f"n={r.n}{skipped_note(r)}, {r.seconds} s")
+            if r.figure("text_token_f1") is not None:
+                print(f"  free-text answers: exact match {r.figure('text_exact_match'):.1%}, token F1 "
+                      f"{r.figure('text_token_f1'):.3f}")
         print(f"report: {os.path.join(args.out or 'eval-report', 'report.md')}")
         if args.json:
             print(json.dumps(report))
@@ -335,10 +376,14 @@ def cmd_eval(args) -> int:
     # pass@1 (and pass@k of --k samples) only: no second greedy pass without the calculator, no decode to the end
     quick = dataclasses.replace(settings, calculator_row=False, end_subset=0)
     result, questions = evaluate_one(args.model[0], args.data[0], quick, shots=shots[0], limit=args.limit,
-                                     skip=args.skip, fmt=args.format, allow_network=args.allow_network)
+                                     skip=args.skip, fmt=args.format, allow_network=args.allow_network,
+                                     tables=args.tables, value_hints=args.value_hints)
     lo, hi = result.ci95
     print(f"{args.model[0]} on {args.data[0]}: pass@1 {result.pass_at_1:.1%} (95% CI {lo:.1%}-{hi:.1%}), "
           f"n={result.n}{skipped_note(result)}, {result.seconds_per_question} s/question")
+    if result.figure("text_token_f1") is not None:
+        print(f"free-text answers: exact match {result.figure('text_exact_match'):.1%}, token F1 "
+              f"{result.figure('text_token_f1'):.3f}")
     result.figures.update(selective_answering(args.model[0], result, questions))
     if result.figure("likely_right_coverage") is not None:
         precision = result.figure("likely_right_precision")

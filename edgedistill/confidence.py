@@ -65,11 +65,14 @@ def grounded(expression: str | None, question: Question) -> bool:
 
 
 def sane(answer: str | None, question: Question) -> bool:
-    """The answer reads as its type: a canonical form exists, and a number is finite and not negative (shop-floor
-    quantities, rates and times are never below zero; a negative one is a subtraction the wrong way round)."""
+    """The answer reads as its type: a canonical form exists, a number is finite and not negative (shop-floor
+    quantities, rates and times are never below zero; a negative one is a subtraction the wrong way round), and a
+    table answer is rows (or "not in the tables"), not a refused or failed query."""
     value = canonical(answer, question)
     if value is None:
         return False
+    if question.answer_type == "rows":    # a query the tool refused or could not run answered nothing
+        return not value.startswith(("refused", "the query failed"))
     if question.answer_type != "number":
         return True
     try:

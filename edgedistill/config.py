@@ -151,6 +151,9 @@ class DataConfig(Section):
                       help="dev questions the student is evaluated on while it trains")
     train_limit: int | None = option(None, **COUNT, help="first N train questions only (null: all)")
     eval_limit: int | None = option(None, **COUNT, help="first N eval questions only (null: all)")
+    columns: dict[str, str] = option(factory=dict, help="your files' column names for our fields, e.g. {question: "
+                                                        "Symptom, answer: Action} (docs/data.md); shipped splits "
+                                                        "keep theirs")
 
     def check(self) -> None:
         if isinstance(self.train, str) and not self.train.strip():
@@ -248,6 +251,34 @@ class RationalizeConfig(Section):
                 self.refuse("answer_types", "a list of number, choice, label, text")
 
 
+TableWording = Literal["train", "heldout"]
+
+
+@dataclass
+class TableTeachConfig(Section):
+    """Questions about knowledge.tables the teacher writes (teacher/table_questions.py, teacher/table_teacher.py)."""
+    SECTION: ClassVar[str] = "teacher.tables"
+    rule_questions: int = option(0, low=0, high=100000, help="questions written by rule from the tables alone "
+                                                              "(lookups, filters, rankings, counts, sums, joins), "
+                                                              "each verified by running its query")
+    wordings: list[TableWording] = option(factory=lambda: ["train", "heldout"],
+                                          help="which wording pools the rule questions use (the shipped plant's "
+                                               "splits keep heldout for evaluation)")
+    written: float = option(0.0, low=0.0, high=1000.0, help="questions per table the model teacher writes in a "
+                                                            "plant's own voice, each with its query")
+    rewordings: float = option(0.0, low=0.0, high=16.0, help="rewordings per question (rule or written) the model "
+                                                             "teacher writes")
+    solves: int = option(3, **COUNT, help="independent solves per written or reworded question: kept when the "
+                                          "majority returns the rows of its query")
+    model: str | None = option(None, text=True, help="the teacher model (null: teacher.model)")
+    temperature: float = option(0.8, **TEMPERATURE, help="sampling temperature when writing questions")
+    solve_temperature: float = option(0.5, **TEMPERATURE, help="sampling temperature of the solves")
+    batch_size: int = option(8, **COUNT, help="questions written or solved together (a chunk is written whole)")
+
+    def enabled(self) -> bool:
+        return bool(self.written or self.rewordings)
+
+
 @dataclass
 class TeacherConfig(Section):
     """Where the SFT data and preference pairs come from: reference rationales, or a model sampled k times."""
@@ -287,6 +318,8 @@ class TeacherConfig(Section):
     evolve: EvolveConfig = option(factory=EvolveConfig, help="new questions the teacher writes (teacher.evolve)")
     rationalize: RationalizeConfig = option(factory=RationalizeConfig,
                                             help="rationales the teacher writes for labelled seeds (teacher.rationalize)")
+    tables: TableTeachConfig = option(factory=TableTeachConfig,
+                                      help="questions about knowledge.tables the teacher writes (teacher.tables)")
 
     def check(self) -> None:
         if self.kind == "model" and not self.model:
@@ -297,6 +330,9 @@ class TeacherConfig(Section):
         if self.rationalize.enabled and not (self.rationalize.model or self.model):
             raise ConfigValueError("teacher.rationalize", "teacher.rationalize is on but neither "
                                                           "'teacher.rationalize.model' nor 'teacher.model' is set")
+        if self.tables.enabled() and not (self.tables.model or self.model):
+            raise ConfigValueError("teacher.tables", "teacher.tables writes questions with a model but neither "
+                                                     "'teacher.tables.model' nor 'teacher.model' is set")
         if self.step_scorer == "judge" and not self.judge_model:
             raise ConfigValueError("teacher.step_scorer",
                                    "step_scorer is 'judge' but 'teacher.judge_model' is not set")
@@ -502,16 +538,45 @@ class ServeConfig(Section):
 
 
 @dataclass
+class KnowledgeConfig(Section):
+    """The plant's own tables, which the student queries while it answers (docs/tables.md)."""
+    SECTION: ClassVar[str] = "knowledge"
+    tables: list[str] = option(factory=list, help="CSV, TSV, Excel or Parquet files and folders of them (or `plant`, "
+                                                   "the shipped example, or one postgresql:// URL): trained on, "
+                                                   "evaluated on and served")
+    eval_tables: list[str] = option(factory=list, help="more tables only the evaluation adds: a table held out "
+                                                       "from training, to measure a student on tables it never saw")
+    practice_tables: list[str] = option(factory=list, help="more tables only training uses: questions about them "
+                                                           "teach the student to read a schema it has not seen "
+                                                           "(`plant_practice`: ten more tables a plant keeps); "
+                                                           "never in the served prompt")
+    other_tables: int = option(2, low=0, high=100, help="training: tables shown beside a question's own, drawn at "
+                                                        "random (the app shows them all)")
+    mixed_share: float = option(0.3, **FRACTION, help="training: share of the questions without a query that see "
+                                                      "the tables too, so the student learns when not to query")
+    value_hints: bool = option(False, help="under each question, name the table and column of the values it uses "
+                                           "(`'Label sensor' is fmea.component`), found in the tables: trained, "
+                                           "evaluated and served alike (edgedistill/table_values.py)")
+
+
+@dataclass
 class Config(Section):
     """The whole run config: the top-level keys and one section per stage."""
     seed: int = option(0, low=0, high=2**32 - 1, help="random seed (numpy and torch take seeds in this range)")
     allow_network: bool = option(False, help="let the resolver download hub models (off: offline only)")
     data: DataConfig = option(factory=DataConfig, help="the questions (data)")
+    knowledge: KnowledgeConfig = option(factory=KnowledgeConfig, help="the plant's tables (knowledge)")
     teacher: TeacherConfig = option(factory=TeacherConfig, help="the teacher stage (teacher)")
     student: StudentConfig = option(factory=StudentConfig, help="the student stage (student)")
     export: ExportConfig = option(factory=ExportConfig, help="the export stage (export)")
     eval: EvalConfig = option(factory=EvalConfig, help="the evaluation stage (eval)")
     serve: ServeConfig = option(factory=ServeConfig, help="the web app (serve)")
+
+    def check(self) -> None:
+        tables = self.teacher.tables
+        if (tables.rule_questions or tables.enabled()) and not self.knowledge.tables:
+            raise ConfigValueError("teacher.tables", "teacher.tables writes questions about the plant's tables, but "
+                                                     "'knowledge.tables' names none")
 
     def section(self, name: str) -> dict:
         """The part of the config a stage depends on, as a plain dict."""
@@ -648,7 +713,11 @@ def _coerce(value, kind, dotted: str, where):
             return value
         if typing.get_origin(t) is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
             return value
+        if typing.get_origin(t) is dict and isinstance(value, dict) and \
+                all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            return value
     names = " or ".join("null" if t is type(None) else "a list of strings" if typing.get_origin(t) is list
+                        else "a mapping of names to names" if typing.get_origin(t) is dict
                         else f"one of {typing.get_args(t)}" if typing.get_origin(t) is Literal
                         else t.__name__ for t in allowed)
     raise UserError(f"{where(dotted)}: '{dotted}' must be {names}, got {value!r}")
@@ -657,8 +726,9 @@ def _coerce(value, kind, dotted: str, where):
 def _check_files(config: Config, where) -> None:
     """The data files a config names exist (ranges and choices were checked when the sections were built)."""
     named = [("train", s.source) for s in config.data.sources()] + [(k, getattr(config.data, k)) for k in ("eval", "dev")]
+    from edgedistill.tabular_rows import dataset_folder
     for key, value in named:
-        if not is_packaged(value) and not is_file(value):
+        if not is_packaged(value) and not is_file(value) and dataset_folder(value) is None:
             raise UserError(f"{where('data.' + key)}: 'data.{key}' file not found: {value}")
     if config.data.eval in config.eval.calibration_data:
         raise UserError(f"{where('eval.calibration_data')}: eval.calibration_data names the eval data "

@@ -22,8 +22,9 @@ from pathlib import Path
 
 from edgedistill import UserError
 from edgedistill.records import Question, data_path, is_file, is_packaged, load_questions, read_jsonl, read_rows
+from edgedistill.tabular_rows import row_format
 
-FORMATS = ("gsm8k", "svamp", "fsiq", "fmc", "jsonl", "csv")
+FORMATS = ("gsm8k", "svamp", "fsiq", "fmc", "jsonl", "csv", "table")   # table: Excel, Parquet, TSV, a datasets folder
 
 
 class Benchmark(list):
@@ -94,20 +95,25 @@ def split_slice(spec: str) -> tuple[str, slice | None]:
 
 
 def load_benchmark(spec: str, *, fmt: str | None = None, limit: int | None = None, skip: int = 0,
-                   need_answers: bool = True) -> list[Question]:
+                   need_answers: bool = True, columns: dict[str, str] | None = None) -> list[Question]:
     """Questions of a benchmark file (or a packaged `shopfloor:` split), optionally `FILE[start:stop:step]`: the
     slice, then the `skip` first left out, then at most `limit`. Fixed, so two runs and two models see the same
     questions. `need_answers=False` lets a JSONL or CSV row go without an answer (questions a teacher model
-    answers); the public formats always carry theirs."""
+    answers); the public formats always carry theirs. Excel, Parquet, TSV and datasets folders are read as rows of
+    {question, answer, ...}, with `columns` naming our fields in the file (records.load_questions)."""
     file, part = split_slice(spec)
     path = data_path(file)
-    if not is_file(path):
+    if row_format(path) in ("tsv", "excel", "parquet", "dataset"):
+        fmt = fmt or "table"
+    elif not is_file(path):
         raise UserError(f"{path}: no such file")
     fmt = fmt or detect_format(path)
     if fmt not in FORMATS:
         raise UserError(f"unknown benchmark format {fmt!r}: use one of {', '.join(FORMATS)}")
     stop = skip + limit if limit else None
-    if fmt in ("gsm8k", "jsonl", "csv"):
+    if fmt == "table" or (fmt in ("jsonl", "csv") and columns):   # rows named as the file's row numbers
+        questions = load_questions(path, need_answers=need_answers, limit=None if part else stop, columns=columns)
+    elif fmt in ("gsm8k", "jsonl", "csv"):
         questions = located(path, load_questions(path, need_answers=need_answers, limit=None if part else stop))
     else:
         questions = {"svamp": load_svamp, "fsiq": load_fsiq, "fmc": load_fmc}[fmt](path)

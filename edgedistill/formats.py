@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import re
 
+from edgedistill import table_queries
 from edgedistill.calculator import ANNOTATION, CalculatorError, evaluate, format_number
 from edgedistill.expressions import inline_annotations
 from edgedistill.records import Question
 
 # Short on purpose: every training example and every prompt carries it (a CPU pays per token).
 INSTRUCTION = "Write 'Answer:' first, arithmetic as <<expression=>>, then 'Reason:'."
+# With the plant's tables in the prompt (their schema follows it): the model decides whether a question needs them.
+INSTRUCTION_TABLES = ("Write 'Answer:' first, arithmetic as <<expression=>>, a lookup in the tables below as "
+                      "[[SELECT ... =>]], then 'Reason:'.\nTables:\n")
 # The same content reasoning first (pre-thinking, the baseline answer-first is compared against).
 INSTRUCTION_RATIONALE_FIRST = "Write 'Reason:' first, arithmetic as <<expression=>>, then 'Answer:'."
 
@@ -26,16 +30,22 @@ _GSM8K_REPEAT = re.compile(r"(<<[^<>=]*=([^<>]*)>>)\s*\2(?![\d.])")   # `<<2*3=6
 
 
 def user_message(question: Question | str) -> str:
+    """The question as the model reads it: its options one a line, and the names it uses that the tables hold."""
     q = question if isinstance(question, str) else question.question
     if not isinstance(question, str) and question.options:
         q += "\n" + "\n".join(question.options)
+    if not isinstance(question, str) and question.hints:
+        q += "\n" + question.hints
     return q
 
 
 def chat(question: Question | str, shots: list[tuple[Question, str]] = (), instruction: str = INSTRUCTION
          ) -> list[dict]:
     """The chat messages for a question: the instruction as the system turn (it replaces a template's default
-    system prompt, so the prompt stays short), then worked examples (question, target) as earlier turns."""
+    system prompt, so the prompt stays short), then worked examples (question, target) as earlier turns. A question
+    with tables in its context gets the tables' instruction and their schema instead."""
+    if not isinstance(question, str) and question.context:
+        instruction = INSTRUCTION_TABLES + question.context
     messages = [{"role": "system", "content": instruction}]
     for shot_question, target in shots:
         messages += [{"role": "user", "content": user_message(shot_question)},
@@ -54,6 +64,8 @@ def answer_first_target(question: Question, rationale: str | None = None) -> str
     newline, `Reason: ...`."""
     if question.answer_expr:
         answer = f"<<{question.answer_expr}={format_number(evaluate(question.answer_expr))}>>"
+    elif question.query:
+        answer = f"[[{question.query} => {question.answer}]]"
     else:
         answer = chosen_option(question) or question.answer
     reason = clean_rationale(rationale if rationale is not None else (question.rationale or ""))
@@ -121,8 +133,9 @@ OPEN_ANNOTATION = "<<"
 
 
 def readable(text: str) -> str:
-    """Model text as a person reads it: each `<<expr=value>>` becomes its value; a half-written one is hidden."""
-    text = ANNOTATION.sub(lambda m: m.group(2).strip(), text)
+    """Model text as a person reads it: each `<<expr=value>>` becomes its value, each `[[query => rows]]` its rows;
+    a half-written one is hidden."""
+    text = table_queries.readable(ANNOTATION.sub(lambda m: m.group(2).strip(), text))
     return text[:text.rindex(OPEN_ANNOTATION)] if OPEN_ANNOTATION in text else text
 
 

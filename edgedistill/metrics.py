@@ -31,7 +31,7 @@ from math import comb
 
 from edgedistill import UserError
 from edgedistill.calibration import brier_score, expected_calibration_error, fit_calibration, reliability_bins
-from edgedistill.checkers import canonical, extract_answer, is_correct
+from edgedistill.checkers import canonical, extract_answer, is_correct, token_f1
 from edgedistill.datasets import Benchmark, where_of
 from edgedistill.formats import INSTRUCTION, answer_line, chat
 from edgedistill.label_metrics import label_scores
@@ -78,7 +78,7 @@ def agreement(greedy_answer: str | None, sampled_answers: list[str | None], ques
 
 def sampled_scores(generator, questions, *, k: int = 4, instruction: str | None = None, shots=(),
                    calculator: bool = True, max_new_tokens: int = 48, temperature: float = 0.7, seed: int = 0,
-                   batch_size: int = 64, progress: str | None = None) -> dict:
+                   batch_size: int = 64, progress: str | None = None, tables=None) -> dict:
     """Correct answers of one greedy decode and of k samples per question (both stopped at the end of the Answer
     line): {"greedy": [bool], "pass_at_k": sum, "maj_at_k": sum, "tokens": [tokens to the answer], ...}.
 
@@ -91,7 +91,8 @@ def sampled_scores(generator, questions, *, k: int = 4, instruction: str | None 
     from edgedistill.generation import Sampling
     conversations = [chat(q, shots, instruction=instruction or INSTRUCTION) for q in questions]
     started = time.time()
-    greedy = generator.generate(conversations, Sampling(max_new_tokens=max_new_tokens, calculator=calculator),
+    greedy = generator.generate(conversations, Sampling(max_new_tokens=max_new_tokens, calculator=calculator,
+                                                        tables=tables),
                                 batch_size=batch_size, progress=progress and f"{progress} greedy")
     greedy_answers = [extract_answer(t, q.answer_type) for t, q in zip(greedy, questions)]
     scores = {"greedy": [is_correct(a, q) for a, q in zip(greedy_answers, questions)],
@@ -102,7 +103,7 @@ def sampled_scores(generator, questions, *, k: int = 4, instruction: str | None 
         started = time.time()
         sampled = generator.generate([c for c in conversations for _ in range(k)],
                                      Sampling(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                                              calculator=calculator),
+                                              calculator=calculator, tables=tables),
                                      batch_size=batch_size, progress=progress and f"{progress} x{k}")
         scores["sampled_seconds"] = round(time.time() - started, 2)
         for i, q in enumerate(questions):
@@ -261,12 +262,14 @@ def to_the_end(generator, subset: list[Question], greedy: list[bool], *, shots, 
 def evaluate(generator, questions: list[Question], *, shots: list[tuple[Question, str]] = (), k: int = 4,
              temperature: float = 0.7, max_new_tokens: int = 48, batch_size: int = 64,
              instruction: str | None = None, calculator: bool = True, calculator_row: bool = False,
-             end_subset: int = 0, end_tokens: int = 256, seed: int = 0, label: str | None = "eval") -> EvalResult:
+             end_subset: int = 0, end_tokens: int = 256, seed: int = 0, label: str | None = "eval",
+             tables=None) -> EvalResult:
     """Everything measured of one model on one set of questions (see the module docstring). k = 1: greedy pass@1
     only (the quick check, export parity); k > 1 adds pass@k, maj@k and the calibration of the app's confidence.
     `instruction`: another system prompt (None: the answer-first one); `label`: the progress bars' and warnings'
     name (None: no progress bars). "rows" holds one record per question scored, "skipped_questions" one per
-    question left out as too long for the model's context."""
+    question left out as too long for the model's context. `tables`: the table tool the model's queries run on
+    (tables.TableTool), for questions about the plant's tables."""
     started = time.time()
     instruction = instruction or INSTRUCTION
     questions, skipped = leave_out_too_long(generator, questions, shots=shots, max_new_tokens=max_new_tokens,
@@ -276,7 +279,7 @@ def evaluate(generator, questions: list[Question], *, shots: list[tuple[Question
         raise UserError(f"{label or 'eval'}: no questions to evaluate")
     scores = sampled_scores(generator, questions, k=k, instruction=instruction, shots=shots, calculator=calculator,
                             max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                            batch_size=batch_size, progress=label)
+                            batch_size=batch_size, progress=label, tables=tables)
     right = sum(scores["greedy"])
     result = EvalResult(
         n=n, k=k, shots=len(shots), correct=right, pass_at_1=round(right / n, 4), ci95=wilson_interval(right, n),
@@ -291,7 +294,7 @@ def evaluate(generator, questions: list[Question], *, shots: list[tuple[Question
         result.figures.update(calibration_metrics(scores["agreement"], scores["greedy"], k, temperature))
     if calculator_row:
         plain = sampled_scores(generator, questions, k=1, instruction=instruction, shots=shots, calculator=False,
-                               max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
+                               max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, tables=tables,
                                progress=label and f"{label} no calculator")
         result.pass_at_1_no_calculator = round(sum(plain["greedy"]) / n, 4)
         result.ci95_no_calculator = wilson_interval(sum(plain["greedy"]), n)
@@ -304,6 +307,11 @@ def evaluate(generator, questions: list[Question], *, shots: list[tuple[Question
                              agreement=scores["agreement"][i] if scores["agreement"] else None,
                              sampled=scores["sampled_lines"][i] if scores["sampled_lines"] else None,
                              text=scores["greedy_texts"][i]) for i, q in enumerate(questions)]
+    free_text = [i for i, q in enumerate(questions) if q.answer_type == "text"]
+    if free_text:   # the stated rule for free text: normalised exact match and token F1, side by side
+        result.figures["text_exact_match"] = round(sum(scores["greedy"][i] for i in free_text) / len(free_text), 4)
+        result.figures["text_token_f1"] = round(sum(token_f1(scores["greedy_answers"][i], questions[i].answer)
+                                                    for i in free_text) / len(free_text), 4)
     if all(q.answer_type in ("label", "choice") for q in questions):   # a closed set: macro-F1 beside accuracy
         by_id = {q.id: q for q in questions}
         result.figures.update(label_scores(result.rows, lambda answer, row: canonical(answer, by_id[row.id])))

@@ -22,10 +22,10 @@ def preflight(config: Config, out: str | Path) -> RunDir:
     """What can be checked before any model loads: the run folder is writable and every data file the config
     names reads as questions (a malformed line fails here, in seconds, not after an hour of teaching)."""
     run = RunDir(out)
-    load_sources(config.data.sources(), need_answers=config.teacher.kind == "dataset")
+    load_sources(config.data.sources(), need_answers=config.teacher.kind == "dataset", columns=config.data.columns)
     # the eval and dev files read as the eval stage reads them (one loader: GSM8K, SVAMP, a slice `FILE[a:b]`, ...)
-    load_benchmark(config.data.eval, limit=config.data.eval_limit)
-    load_benchmark(config.data.dev, limit=config.student.dev_limit)
+    load_benchmark(config.data.eval, limit=config.data.eval_limit, columns=config.data.columns)
+    load_benchmark(config.data.dev, limit=config.student.dev_limit, columns=config.data.columns)
     for path in config.teacher.select.decontaminate:
         load_questions(path, need_answers=False)
     return run
@@ -79,8 +79,9 @@ def stage_key(stage: str, config: Config, run: RunDir, keys: dict) -> str:
         from edgedistill.config import non_default
         sources = [(non_default(s), file_sha256(data_path(s.source))) for s in config.data.sources()]
         files = [config.data.eval, *config.teacher.select.decontaminate]
+        tables = [config.changed("knowledge")] if config.knowledge.tables else []   # earlier runs keep their keys
         return fingerprint(config.seed, config.changed("teacher"), config.allow_network, sources,
-                           [(f, file_sha256(data_path(f))) for f in files])
+                           [(f, file_sha256(data_path(f))) for f in files], *tables)
     if stage == "train":
         teacher = run.teacher
         inputs = [teacher.sft_answer_first, teacher.sft_rationale_first, teacher.preferences]
@@ -89,8 +90,9 @@ def stage_key(stage: str, config: Config, run: RunDir, keys: dict) -> str:
                            [file_sha256(f) if f.exists() else None for f in inputs])
     if stage == "export":
         return fingerprint(config.changed("export"), keys["train"])
+    tables = [config.changed("knowledge")] if config.knowledge.tables or config.knowledge.eval_tables else []
     return fingerprint(config.changed("eval"), config.data.eval, config.data.eval_limit, keys["train"],
-                       keys["export"], config.student.model)
+                       keys["export"], config.student.model, *tables)
 
 
 def stage_run(stage: str):

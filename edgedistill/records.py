@@ -18,9 +18,12 @@ from typing import Iterable, Iterator
 
 from edgedistill import UserError
 from edgedistill.calculator import CalculatorError, evaluate
+from edgedistill.tabular_rows import INFERRED, TEXT_FORMATS, check_header, check_mapping, dataset_folder, \
+    inferred_type, mapped, read_table, report_inferred, row_format, tidy_row, unreadable, where
 
-ANSWER_TYPES = ("number", "choice", "label", "text")
-_TEXT_FIELDS = ("question", "answer_type", "rationale", "answer_expr", "topic", "source", "checked_by")
+ANSWER_TYPES = ("number", "choice", "label", "text", "rows")
+_TEXT_FIELDS = ("question", "answer_type", "rationale", "answer_expr", "topic", "source", "checked_by", "query",
+                "context", "hints")
 
 
 @dataclass
@@ -37,6 +40,10 @@ class Question:
     weight: float = 1.0                 # loss weight of its training records: its data.train source's, not the file's
     checked_by: str | None = None       # app feedback: who vouched for `answer`, "human" (a correction) or "model"
                                         # (a thumbs-up kept the model's own answer); trained at lower weight
+    query: str | None = None            # a table question's reference SELECT; `answer` is its rows as the tool
+                                        # writes them (table_queries.result_text), answer_type "rows"
+    context: str | None = None          # the schema of the tables the question is asked over (tables.schema_text)
+    hints: str | None = None            # the question's names found in those tables (table_values.hint_line)
 
 
 @dataclass
@@ -111,8 +118,10 @@ def parse_json_object(line: str, where: str) -> dict:
 _GSM8K_FINAL = re.compile(r"####\s*(.+?)\s*$", re.S)
 
 
-def read_csv(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """(line number, row) for each row of a CSV file with a header; empty cells are left out of the row.
+def read_csv(path: str | Path, delimiter: str = ",", columns: dict[str, str] | None = None) \
+        -> Iterator[tuple[int, dict]]:
+    """(line number, row) for each row of a CSV (or, with delimiter "\\t", TSV) file with a header; empty cells are
+    left out of the row, and `columns` (our field -> the file's column) renames the mapped ones.
 
     The plant's own questions often come as a spreadsheet with just a `question` column. `options` may hold a JSON
     list or options separated by `|`.
@@ -120,34 +129,51 @@ def read_csv(path: str | Path) -> Iterator[tuple[int, dict]]:
     path = Path(path)
     if not is_file(path):
         raise UserError(f"{path}: no such file")
+    kind = "TSV" if delimiter == "\t" else "CSV"
     with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
+        reader = csv.DictReader(handle, delimiter=delimiter)
         try:
-            if not reader.fieldnames or "question" not in [name.strip() for name in reader.fieldnames]:
-                raise UserError(f"{path}:1: the header has no 'question' column (found: {reader.fieldnames})")
+            check_header(f"{path}:1", reader.fieldnames or [], columns)
             for row in reader:
-                obj = {k.strip(): v.strip() for k, v in row.items() if k and isinstance(v, str) and v.strip()}
-                if not obj:
-                    continue
-                if "options" in obj:
-                    text = obj["options"]
-                    obj["options"] = json.loads(text) if text.startswith("[") else [o.strip() for o in text.split("|")]
-                yield reader.line_num, obj
-        except (csv.Error, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise UserError(f"{path}:{max(1, reader.line_num)}: malformed CSV row ({exc}); a CSV must be UTF-8 "
+                obj = tidy_row(row)
+                if obj:
+                    yield reader.line_num, mapped(obj, columns)
+        except (csv.Error, ValueError) as exc:   # UnicodeDecodeError and a bad JSON options list are ValueErrors
+            raise UserError(f"{path}:{max(1, reader.line_num)}: malformed {kind} row ({exc}); a {kind} must be UTF-8 "
                             f"text") from None
 
 
-def read_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """JSONL, or CSV when the file name ends in .csv."""
-    return read_csv(path) if str(path).lower().endswith(".csv") else read_jsonl(path)
+def _read_jsonl_mapped(path: Path, columns: dict[str, str]) -> Iterator[tuple[int, dict]]:
+    """JSONL rows under our field names; a row without the mapped question key says so, naming the mapping."""
+    for number, obj in read_jsonl(path):
+        if "question" in columns and columns["question"] not in obj:
+            raise UserError(f"{path}:{number}: no key {columns['question']!r}, which data.columns names for "
+                            f"'question' (the row's keys: {sorted(obj)})")
+        yield number, mapped(obj, columns)
+
+
+def read_rows(path: str | Path, columns: dict[str, str] | None = None) -> Iterator[tuple[int, dict]]:
+    """(number, row) of a JSONL, CSV, TSV, Excel (.xlsx) or Parquet file, or a `save_to_disk` dataset folder,
+    chosen by the suffix; `columns` (our field -> the file's column) finds our fields under the file's names."""
+    check_mapping(columns, QUESTION_FIELDS)
+    kind = row_format(path)
+    if kind in ("csv", "tsv"):
+        return read_csv(path, delimiter="," if kind == "csv" else "\t", columns=columns)
+    if kind == "jsonl":
+        return _read_jsonl_mapped(Path(path), columns) if columns else read_jsonl(path)
+    return read_table(path, columns)
 
 
 CHECKED_BY = ("human", "model")
+QUESTION_FIELDS = tuple(f.name for f in dataclasses.fields(Question) if f.name != "weight")   # what a row may give
 
 
 def question_from_dict(obj: dict, where: str, default_id: str) -> Question:
-    """A Question from a seed line: our schema, or GSM8K style ({"question", "answer": "...#### 42"})."""
+    """A Question from a seed line: our schema, or GSM8K style ({"question", "answer": "...#### 42"}).
+
+    A row without an answer_type gets one from its answer and options (tabular_rows.infer_answer_type); a row
+    whose answer its type's checker cannot read is an error here, not a question every model gets wrong later.
+    """
     if not isinstance(obj.get("question"), str) or not obj["question"].strip():
         raise UserError(f"{where}: missing field 'question' (a non-empty string)")
     known = {f.name for f in dataclasses.fields(Question)} - {"weight"}
@@ -177,17 +203,23 @@ def question_from_dict(obj: dict, where: str, default_id: str) -> Question:
         raise UserError(f"{where}: checked_by must be one of {CHECKED_BY}, got {values['checked_by']!r}")
     if values.get("answer_type", "number") not in ANSWER_TYPES:
         raise UserError(f"{where}: answer_type must be one of {ANSWER_TYPES}, got {values['answer_type']!r}")
+    if "answer_type" not in values:
+        values["answer_type"] = inferred_type(values, where)
     if "answer_expr" in values:   # checked here, not where a training target is written hours later
         try:
             evaluate(values["answer_expr"])
         except CalculatorError as exc:
             raise UserError(f"{where}: 'answer_expr' is not one the calculator evaluates ({exc})") from None
-    return Question(**values)
+    question = Question(**values)
+    problem = unreadable(question)
+    if problem:
+        raise UserError(f"{where}: {problem}")
+    return question
 
 
 SEEDS_DIR = Path(__file__).parent / "seeds"
 # Packaged seed sets, named `<set>:<split>` and shipped as seeds/<set>_<split>.jsonl with a card beside them.
-PACKAGED_SETS = ("shopfloor", "fsiq", "fmc")
+PACKAGED_SETS = ("shopfloor", "fsiq", "fmc", "plant_tables")
 
 
 def is_packaged(spec: str) -> bool:
@@ -195,44 +227,69 @@ def is_packaged(spec: str) -> bool:
     return spec.partition(":")[0] in PACKAGED_SETS and ":" in spec
 
 
+def packaged_name(stem: str) -> str:
+    """A packaged file's split name: `plant_tables_heldout_table` -> plant_tables:heldout_table (the longest set
+    name that starts it, since set and split names both may hold underscores)."""
+    name = max((n for n in PACKAGED_SETS if stem.startswith(n + "_")), key=len, default=stem.partition("_")[0])
+    return f"{name}:{stem[len(name) + 1:]}"
+
+
 def data_path(spec: str) -> Path:
-    """A packaged split (`shopfloor:train`, `fsiq:dev`, `fmc:train`, ...) or a JSONL or CSV path."""
+    """A packaged split (`shopfloor:train`, `fsiq:dev`, `fmc:train`, ...), a `save_to_disk` folder (`folder[:split]`,
+    a DatasetDict's "train" split when none is named: the split's subfolder), or a file's path."""
     if is_packaged(spec):
         name, _, split = spec.partition(":")
         path = SEEDS_DIR / f"{name}_{split}.jsonl"
         if not is_file(path):
-            known = ", ".join(f"{p.stem.replace('_', ':', 1)}" for p in sorted(SEEDS_DIR.glob("*_*.jsonl")))
+            known = ", ".join(packaged_name(p.stem) for p in sorted(SEEDS_DIR.glob("*_*.jsonl")))
             raise UserError(f"unknown packaged split {spec!r}: use one of {known}")
         return path
-    return Path(spec)
+    return dataset_folder(spec) or Path(spec)
 
 
-def load_questions(path: str | Path, need_answers: bool = True, limit: int | None = None) -> list[Question]:
-    """Questions from a JSONL or CSV file; clear errors for malformed lines, missing fields and an empty file."""
+def load_questions(path: str | Path, need_answers: bool = True, limit: int | None = None,
+                   columns: dict[str, str] | None = None) -> list[Question]:
+    """Questions from a JSONL, CSV, TSV, .xlsx or Parquet file or a save_to_disk folder (read_rows); clear errors
+    for malformed rows, missing fields and an empty file. `columns` maps our fields to the file's column names
+    (packaged splits, in our schema already, ignore it). Rows that state no answer_type get one inferred: the counts
+    go to stderr once per file, and answer_types_inferred(path) returns them."""
+    columns = None if is_packaged(str(path)) else columns
     path = data_path(str(path))
-    questions, lines = [], {}
-    for number, obj in read_rows(path):
-        q = question_from_dict(obj, f"{path}:{number}", default_id=f"{Path(path).stem}-{number}")
-        if need_answers and not q.answer:
-            raise UserError(f"{path}:{number}: missing field 'answer' (needed to verify and score)")
+    questions, lines, inferred = [], {}, {}
+    for number, obj in read_rows(path, columns):
+        at = where(path, number)
+        q = question_from_dict(obj, at, default_id=f"{Path(path).stem}-{number}")
+        if need_answers and not q.answer and not q.query:   # a table question: its query gives the answer
+            raise UserError(f"{at}: missing field 'answer' (needed to verify and score)")
         if q.id in lines:   # ids key the teacher's resumable log: two questions cannot share one
-            raise UserError(f"{path}:{number}: id {q.id!r} already used on line {lines[q.id]}")
+            place = "on line" if row_format(path) in TEXT_FORMATS else "in row"
+            raise UserError(f"{at}: id {q.id!r} already used {place} {lines[q.id]}")
         lines[q.id] = number
+        if obj.get("answer_type") is None:
+            inferred[q.answer_type] = inferred.get(q.answer_type, 0) + 1
         questions.append(q)
         if limit and len(questions) >= limit:
             break
     if not questions:
         raise UserError(f"{path}: no questions in this file (it is empty)")
+    report_inferred(str(path), inferred)
     return questions
 
 
-def load_sources(sources, need_answers: bool = True) -> list[Question]:
+def answer_types_inferred(path: str | Path) -> dict[str, int]:
+    """How many rows of the file's last load got each answer type by inference ({} when every row stated its own
+    or the file was not loaded): for a caller's log or report (tabular_rows.inferred_note words it)."""
+    return dict(INFERRED.get(str(data_path(str(path))), {}))
+
+
+def load_sources(sources, need_answers: bool = True, columns: dict[str, str] | None = None) -> list[Question]:
     """The questions of every `data.train` source in order (each with its `source`, `weight` and `limit`), each
     question carrying its source's weight; an id found in two sources is an error, since ids key the teacher's
-    resumable logs."""
+    resumable logs. A source's own `columns` (when it has the attribute) wins over the shared `columns`."""
     questions, found_in = [], {}
     for source in sources:
-        for q in load_questions(source.source, need_answers=need_answers, limit=source.limit):
+        mapping = getattr(source, "columns", None) or columns
+        for q in load_questions(source.source, need_answers=need_answers, limit=source.limit, columns=mapping):
             if q.id in found_in:
                 raise UserError(f"question id {q.id!r} is in both {found_in[q.id]} and {source.source}: ids must be "
                                 f"unique across the data.train sources")

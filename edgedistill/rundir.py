@@ -51,10 +51,17 @@ def fingerprint(*parts) -> str:
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes; of a folder (a datasets folder, a folder of tables), of its files' names and
+    bytes in name order."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as handle:
+            while block := handle.read(chunk):
+                digest.update(block)
     return digest.hexdigest()
 
 
@@ -71,10 +78,23 @@ class TeacherFiles:
         self.dataset = self.root / "dataset"                              # the same views as a datasets folder
         self.evolve = EvolveFiles(self.root / "evolve")                   # the self-generation round
         self.rationalize = RationalizeFiles(self.root / "rationalize")    # rationales for labelled seeds
+        self.tables = TableTeachFiles(self.root / "tables")              # questions about knowledge.tables
 
     def sft(self, student_format: str) -> Path:
         """The SFT file a student of this format (student.format) trains on."""
         return {"answer_first": self.sft_answer_first, "rationale_first": self.sft_rationale_first}[student_format]
+
+
+class TableTeachFiles:
+    """What the teacher writes about the plant's tables (`<teacher>/tables`): its rule questions, then the model
+    teacher's two append-only logs, then the questions kept."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.rule = self.root / "rule.jsonl"               # questions written by rule, verified by construction
+        self.proposals = self.root / "proposals.jsonl"     # every question the model teacher wrote, with its checks
+        self.solves = self.root / "solves.jsonl"           # the teacher's solves of those that passed
+        self.kept = self.root / "kept.jsonl"               # the written and reworded questions kept
 
 
 class EvolveFiles:

@@ -24,7 +24,7 @@ from edgedistill.config import EvalConfig
 from edgedistill.label_metrics import mcnemar
 from edgedistill.metrics import calibration_metrics
 from edgedistill.records import write_json_atomic, write_text_atomic
-from edgedistill.evals.evaluate import Model, evaluate_cached
+from edgedistill.evals.evaluate import Model, evaluate_cached, open_named_tables, with_schema
 from edgedistill.evals.plots import write_plots
 from edgedistill.results import PASS_AT_1, PASS_AT_1_AT_DELIMITER, PASS_AT_1_FULL_TEXT, EvalResult
 
@@ -67,16 +67,18 @@ def _slug(text: str) -> str:
 
 def compare(models: list[str], datasets: list[str], out: str | Path, settings: EvalConfig, *,
             shots: list[int] | None = None, limit: int | None = None, skip: int = 0, fmt: str | None = None,
-            seed: int = 0, allow_network: bool = False) -> dict:
+            seed: int = 0, allow_network: bool = False, tables: list[str] = (), value_hints: bool = False) -> dict:
     """Evaluate every model on every benchmark and write the report; returns report.json's content. `shots`: worked
     examples per model (default none); `limit`, `skip`, `fmt`: which questions of each benchmark, read how
     (edgedistill.datasets.load_benchmark); with `settings.calibrate`, each model's calibration is written where
-    the app reads it."""
+    the app reads it; `tables`: the plant's tables the models' queries run on."""
     from edgedistill.datasets import load_benchmark, worked_examples
     from edgedistill.formats import answer_first_target
     out = Path(out)
     shots = shots or [0] * len(models)
-    benchmarks = {spec: load_benchmark(spec, fmt=fmt, limit=limit, skip=skip) for spec in datasets}
+    tool = open_named_tables(list(tables))
+    benchmarks = {spec: with_schema(load_benchmark(spec, fmt=fmt, limit=limit, skip=skip), tool, value_hints)
+                  for spec in datasets}
     results = []
     for spec, n_shots, model_name in zip(models, shots, model_labels(list(models))):
         # on cores another job uses, one llama.cpp thread is about 4x faster than two that wait for each other at
@@ -88,7 +90,7 @@ def compare(models: list[str], datasets: list[str], out: str | Path, settings: E
             examples = [(q, answer_first_target(q)) for q in worked_examples(data, n_shots)]   # the task's own
             cache = out / "results" / f"{_slug(model_name)}__{_slug(name)}.json"
             result = evaluate_cached(model, questions, cache=cache, settings=settings, shots=examples, seed=seed,
-                                     label=label, crosscheck=True, announce=True,
+                                     label=label, crosscheck=True, announce=True, tables=tool,
                                      fields={"model": model_name, "data": name, "data_spec": data})
             results.append(result)
         del model
@@ -197,6 +199,18 @@ def label_table(results: list[EvalResult]) -> list[str]:
                     f"{r.figure('macro_f1_ci95')[0]:.3f} - {r.figure('macro_f1_ci95')[1]:.3f} |" for r in rows]
 
 
+def text_table(results: list[EvalResult]) -> list[str]:
+    """Free-text answers scored two ways, side by side: normalised exact match and token F1."""
+    rows = [r for r in results if r.figure("text_token_f1") is not None]
+    if not rows:
+        return []
+    lines = ["", "Free-text answers: exact match after normalising (case, punctuation, spacing), and token F1 "
+                 "(SQuAD-style word overlap, articles dropped) for partial credit.", "",
+             "| model | exact match | token F1 |", "|---|---|---|"]
+    return lines + [f"| {r.model} | {r.figure('text_exact_match'):.1%} | {r.figure('text_token_f1'):.3f} |"
+                    for r in rows]
+
+
 def paired_tests(results: list[EvalResult]) -> list[dict]:
     """McNemar's exact test of every model against the first, on the questions both were scored on."""
     if len(results) < 2 or not results[0].rows:
@@ -289,17 +303,18 @@ def crosscheck_section(results: list[EvalResult], shown: int = 15) -> list[str]:
 
 
 def evaluate_one(spec: str, data: str, settings: EvalConfig, *, shots: int = 0, limit: int | None = None,
-                 skip: int = 0, fmt: str | None = None, seed: int = 0, allow_network: bool = False
-                 ) -> tuple[EvalResult, list]:
+                 skip: int = 0, fmt: str | None = None, seed: int = 0, allow_network: bool = False,
+                 tables: list[str] = (), value_hints: bool = False) -> tuple[EvalResult, list]:
     """One model on one benchmark, through the same loader, worked examples and evaluation as `compare`, stored
     nowhere (`edgedistill eval` with one model and no --out); (the result, its questions)."""
     from edgedistill.datasets import load_benchmark, worked_examples
     from edgedistill.formats import answer_first_target
-    questions = load_benchmark(data, fmt=fmt, limit=limit, skip=skip)
+    tool = open_named_tables(list(tables))
+    questions = with_schema(load_benchmark(data, fmt=fmt, limit=limit, skip=skip), tool, value_hints)
     examples = [(q, answer_first_target(q)) for q in worked_examples(data, shots)]
     model = Model(spec, allow_network=allow_network, threads=settings.threads)
     return evaluate_cached(model, questions, cache=None, settings=settings, shots=examples, seed=seed,
-                           label="eval"), questions
+                           label="eval", tables=tool), questions
 
 
 def write_comparison(out: Path, results: list[EvalResult], settings: EvalConfig, selection: dict | None = None
@@ -325,7 +340,7 @@ def write_comparison(out: Path, results: list[EvalResult], settings: EvalConfig,
                f"are amortised."]
     for data in dict.fromkeys(r.data for r in results):
         rows = [r for r in results if r.data == data]
-        lines += ["", f"## {data}", ""] + summary_table(rows, k) + label_table(rows) + paired_table(rows) + \
+        lines += ["", f"## {data}", ""] + summary_table(rows, k) + label_table(rows) + text_table(rows) + paired_table(rows) + \
             skipped_section(rows) + end_table(rows) + topic_table(rows)
     lines += crosscheck_section(results)
     if plots:

@@ -71,6 +71,24 @@ class Model:
         return self._generator
 
 
+def open_named_tables(named: list[str]):
+    """The table tool the evaluation's queries run on (None when no tables are named)."""
+    if not named:
+        return None
+    from edgedistill.tables import open_tables
+    return open_tables(named)
+
+
+def with_schema(questions: list[Question], tables, value_hints: bool = False) -> list[Question]:
+    """Table questions with the schema of every table as their context (and, with `value_hints`, the values they
+    name linked to their columns): the prompt the app's model sees."""
+    if tables is None or not any(q.query for q in questions):
+        return questions
+    from edgedistill.table_values import ValueIndex
+    from edgedistill.tables import with_context
+    return with_context(questions, tables, values=ValueIndex(tables) if value_hints else None)
+
+
 def evaluation_options(settings: EvalConfig, *, k: int | None = None) -> dict:
     """The keywords of `metrics.evaluate` that the stage's settings give (k: settings.samples unless given)."""
     return {"k": settings.samples if k is None else k, "temperature": settings.temperature,
@@ -87,11 +105,12 @@ def result_key(model: Model, questions: list[Question], *, options: dict, shots=
 def evaluate_cached(model: Model, questions: list[Question], *, cache: Path | None, settings: EvalConfig,
                     k: int | None = None, shots: list[tuple[Question, str]] = (), seed: int = 0,
                     label: str = "eval", fields: dict | None = None, crosscheck: bool = False,
-                    announce: bool = False) -> EvalResult:
+                    announce: bool = False, tables=None) -> EvalResult:
     """`metrics.evaluate` of `model` on `questions` with `settings` (k: its samples unless given), stored at
     `cache` and reused from there while its key is the same (None: neither stored nor reused). The result also holds model_spec, backend,
     load_seconds, `fields` (names, data labels) and, with `crosscheck`, the math-verify cross-check of its rows.
-    `announce`: print the pass@1 of a result just computed (a reused one is always named)."""
+    `announce`: print the pass@1 of a result just computed (a reused one is always named). `tables`: the table
+    tool the model's queries run on (the questions carry the tables' schema, so the key follows them)."""
     options = evaluation_options(settings, k=k)
     key = result_key(model, questions, options=options, shots=shots, seed=seed)
     stored = read_json_object(cache) if cache is not None else {}
@@ -103,7 +122,7 @@ def evaluate_cached(model: Model, questions: list[Question], *, cache: Path | No
         except (KeyError, TypeError, ValueError, AttributeError):   # a stored result edited or cut short: again
             print(f"[eval] {label}: {cache} is not a readable result; evaluating again", flush=True)
     generator = model.generator()
-    result = evaluate(generator, questions, shots=shots, seed=seed, label=label, **options)
+    result = evaluate(generator, questions, shots=shots, seed=seed, label=label, tables=tables, **options)
     result = dataclasses.replace(result, model_spec=model.spec, backend=getattr(generator, "backend", "?"),
                                  load_seconds=model.load_seconds, **(fields or {}), key=key)
     if crosscheck:

@@ -32,7 +32,7 @@ from edgedistill.records import is_packaged, write_text_atomic
 from edgedistill.rundir import RunDir
 from edgedistill.runners import RUNNERS, calculator_note
 from edgedistill.evals.compare import fitted_calibration
-from edgedistill.evals.evaluate import Model, evaluate_cached
+from edgedistill.evals.evaluate import Model, evaluate_cached, open_named_tables, with_schema
 from edgedistill.evals.report import write_report
 from edgedistill.results import EvalResult, ResultRow
 
@@ -76,14 +76,17 @@ def run(config: Config, rundir: RunDir) -> dict:
     started = time.time()
     cfg = config.eval
     # a Benchmark: a question too long for the model is skipped and named by file:line, not by id alone
-    questions = load_benchmark(config.data.eval, limit=config.data.eval_limit)
+    tables = open_named_tables([*config.knowledge.tables, *config.knowledge.eval_tables])
+    hints = config.knowledge.value_hints
+    questions = with_schema(load_benchmark(config.data.eval, limit=config.data.eval_limit, columns=config.data.columns),
+                            tables, hints)
 
     def score(name: str, spec, backend: str, label: str, shots=(), k: int = cfg.samples, on=None,
               data: str = config.data.eval, settings=cfg) -> EvalResult:
         model = Model(spec, backend=backend, allow_network=config.allow_network, threads=cfg.threads)
         return evaluate_cached(model, questions if on is None else on, cache=rundir.eval_dir / f"{name}.json",
                                settings=settings, k=k, shots=shots, seed=config.seed, label=label,
-                               fields={"data": data})
+                               fields={"data": data}, tables=tables)
 
     # The served GGUF's runner files say what it scores without the calculator (Ollama, llama.cpp's server): one
     # more greedy pass, where the questions have numbers to compute.
@@ -118,7 +121,7 @@ def run(config: Config, rundir: RunDir) -> dict:
                 # the app's confidence is calibrated on dev, then judged on the eval data it was not fitted on
                 fit_rows, fit_questions = [], []
                 for data in [config.data.dev, *cfg.calibration_data]:     # dev, and the sets pooled with it
-                    on = load_benchmark(data, limit=cfg.calibration_questions)
+                    on = with_schema(load_benchmark(data, limit=cfg.calibration_questions), tables, hints)
                     cached = f"{name}-dev" if data == config.data.dev else f"{name}-calibration-{cache_name(data)}"
                     fit_rows += score(cached, spec, backend, f"{label} {data}", on=on, data=data).rows
                     fit_questions += on
@@ -131,7 +134,8 @@ def run(config: Config, rundir: RunDir) -> dict:
     also_models = ([("base", config.student.model, "transformers")] if cfg.base else []) + \
         [(name, *scored[name]) for name in sorted(served & set(scored))]
     for data in cfg.also:
-        on, task_shots = load_benchmark(data), [(q, answer_first_target(q)) for q in worked_examples(data, 2)]
+        on, task_shots = with_schema(load_benchmark(data), tables, hints), \
+            [(q, answer_first_target(q)) for q in worked_examples(data, 2)]
         for name, spec, backend in also_models:
             results[f"{name} {data}"] = score(f"{name}-{cache_name(data)}", spec, backend, f"eval {name} {data}",
                                                task_shots if name == "base" else (), k=1, on=on, data=data)
@@ -146,7 +150,8 @@ def run(config: Config, rundir: RunDir) -> dict:
         extra["calibration"] = ", ".join(f"{os.path.relpath(path)} (fitted on {fitted_on})"
                                          for path in calibrated.values())
     if gguf:
-        extra["serve"] = f"edgedistill serve --model {os.path.relpath(gguf)}"
+        tables = " --tables " + " ".join(config.knowledge.tables) if config.knowledge.tables else ""
+        extra["serve"] = f"edgedistill serve --model {os.path.relpath(gguf)}{tables}"
         if export.get("served"):      # which GGUF serves, by the export's measured bar
             extra["served_file"] = export["served"]["reason"]
     write_report(rundir.root, results, seconds, artifacts, extra)

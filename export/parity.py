@@ -131,24 +131,26 @@ def compare(source: SourceModel, scorer, questions, n_prompts: int = 16, new_tok
             "kl": round(sum(kls) / max(tokens, 1), 5), "kl_tokens": tokens}
 
 
-def accuracy(model, questions, backend: str = "auto") -> float:
-    """pass@1 of `model`: a path (loaded here) or a generator already loaded (the source's, not loaded twice)."""
+def accuracy(model, questions, backend: str = "auto", tables=None) -> float:
+    """pass@1 of `model`: a path (loaded here) or a generator already loaded (the source's, not loaded twice);
+    `tables`: the table tool its queries run on, for questions about the plant's tables."""
     from edgedistill.metrics import evaluate
     if not questions:
         return 0.0
     generator = load_generator(model, backend=backend) if isinstance(model, (str, Path)) else model
-    return evaluate(generator, questions, k=1, batch_size=16, label=None).pass_at_1
+    return evaluate(generator, questions, k=1, batch_size=16, label=None, tables=tables).pass_at_1
 
 
 def parity_report(kind: str, artifact: Path, source: SourceModel, questions, source_accuracy: float | None,
-                  eval_limit: int = 64, n_prompts: int = 16, threads: int = 2, speed: bool = True) -> dict:
+                  eval_limit: int = 64, n_prompts: int = 16, threads: int = 2, speed: bool = True,
+                  tables=None) -> dict:
     """The whole report for one artifact; written to parity.json beside it (inside it, for an ONNX folder)."""
     report = {"artifact": str(artifact), "kind": kind,
               "bytes": artifact.stat().st_size if artifact.is_file()
               else sum(f.stat().st_size for f in artifact.iterdir() if f.is_file())}
     report.update(compare(source, scorer_for(kind, artifact, threads), questions, n_prompts))
     if eval_limit:
-        report[PASS_AT_1] = accuracy(str(artifact), questions[:eval_limit])
+        report[PASS_AT_1] = accuracy(str(artifact), questions[:eval_limit], tables=tables)
         report["source_pass@1"] = source_accuracy
         report["eval_questions"] = min(eval_limit, len(questions))
     if speed:

@@ -29,8 +29,14 @@ def run(config: Config, rundir: RunDir) -> dict:
         return {"gguf": None}
     from edgedistill.export.gguf import read_calibration
     calibration = read_calibration(rundir.teacher.sft_answer_first, cfg.calibration) if cfg.calibration else None
-    questions = load_questions(config.data.dev) if cfg.parity else []
-    result = run_export(cfg, rundir.student.merged, rundir.export_dir, calibration, questions)
+    questions = load_questions(config.data.dev, columns=config.data.columns) if cfg.parity else []
+    tables = None
+    if config.knowledge.tables and any(q.query for q in questions):   # dev questions about the tables: their
+        from edgedistill.tables import open_tables, with_context          # schema in the prompt, queries answered
+        tables = open_tables(config.knowledge.tables)
+        from edgedistill.table_values import ValueIndex
+        questions = with_context(questions, tables, values=ValueIndex(tables) if config.knowledge.value_hints else None)
+    result = run_export(cfg, rundir.student.merged, rundir.export_dir, calibration, questions, tables=tables)
     if result.get("gguf"):
         print(f"[export] serves {result['gguf']} ({result['files'][result['quant']]['bytes'] / 2**20:.1f} MiB), "
               f"convert {result['convert_seconds']} s, quantize {result['quantize_seconds']} s", flush=True)
@@ -38,7 +44,7 @@ def run(config: Config, rundir: RunDir) -> dict:
 
 
 def run_export(cfg, merged: Path, out: Path, calibration: list[list[dict]] | None = None, questions=(),
-               base: str | None = None) -> dict:
+               base: str | None = None, tables=None) -> dict:
     """`cfg` is an ExportConfig; `questions` the evaluation split parity is measured on. `merged` may also be a
     LoRA adapter folder: it is merged into `base` (default: the base its adapter_config.json names) first."""
     from edgedistill.export.gguf import export_gguf
@@ -61,12 +67,12 @@ def run_export(cfg, merged: Path, out: Path, calibration: list[list[dict]] | Non
     checking = cfg.parity and bool(questions)
     source = SourceModel(merged) if checking else None
     from edgedistill.generation.transformers import TransformersGenerator
-    source_accuracy = accuracy(TransformersGenerator(source.model, source.tokenizer), questions[:cfg.parity_eval]) \
-        if checking and cfg.parity_eval else None
+    source_accuracy = accuracy(TransformersGenerator(source.model, source.tokenizer), questions[:cfg.parity_eval],
+                               tables=tables) if checking and cfg.parity_eval else None
 
     def check(kind: str, path: Path) -> dict:
         return parity_report(kind, path, source, questions, source_accuracy, cfg.parity_eval, cfg.parity_prompts,
-                             cfg.threads)
+                             cfg.threads, tables=tables)
 
     reports = {name: check(kind, path) for name, (kind, path) in artifacts.items()} if checking else {}
     if cfg.onnx != "none":

@@ -31,13 +31,15 @@ from edgedistill.formats import chat, readable
 from edgedistill.generation import Sampling
 from edgedistill.records import Question, load_questions
 from edgedistill.serve.scheduler import Reply, scheduler_for
+from edgedistill.table_queries import QUERY_ANNOTATION, queries
 
 # Options a question may carry (the page's Options box, the API's edgedistill.options, feedback): the shipped sets
 # have at most 22 of at most 116 characters; the bounds keep a client from filling the prompt or the feedback file.
 MAX_OPTIONS = 64
 MAX_OPTION_CHARS = 300
-# What the page asks for, and the answer type each mode reads and compares answers as.
-MODES = {"Number (calculator)": "number", "Options": "choice", "Failure code": "label"}
+# What the page asks for, and the answer type each mode reads and compares answers as. "Plant data" is offered
+# when the app was started with tables (`serve --tables`).
+MODES = {"Number (calculator)": "number", "Options": "choice", "Failure code": "label", "Plant data": "rows"}
 _OPTION_LINE = re.compile(r"^\s*\(?([A-Ha-h])[.)]\s+(\S.*?)\s*$")   # "A. current", "b) oil debris", "(C) noise"
 
 
@@ -115,15 +117,30 @@ def band(probability: float, supervisor_below: float, likely_right_at: float | N
 class QA:
     """The model behind the page and the API: a question's greedy answer and its `samples` confidence samples are
     submitted together to the scheduler, which decodes them with everyone else's (continuous batching on
-    llama.cpp; one question at a time on other backends)."""
+    llama.cpp; one question at a time on other backends). With `tables` (a tables.TableTool) every question is
+    asked with their schema: the student decides whether it needs them, the calculator, or neither."""
 
-    def __init__(self, generator, settings: ServeConfig, calibration: Calibration | None = None, scheduler=None):
+    def __init__(self, generator, settings: ServeConfig, calibration: Calibration | None = None, scheduler=None,
+                 tables=None, value_hints: bool = False):
         self.generator, self.settings, self.calibration = generator, settings, calibration
+        self.tables = tables
+        self.schema, self.values = None, None
+        if tables is not None:
+            from edgedistill.table_base import schema_text
+            from edgedistill.table_values import ValueIndex
+            self.schema = schema_text(tables.tables)
+            self.values = ValueIndex(tables) if value_hints else None
         self.samples = calibration.k if calibration else settings.samples
         self.temperature = calibration.temperature if calibration else settings.temperature
         # the system turn every question is asked with: decoded once, not once per question
-        self.scheduler = scheduler or scheduler_for(generator, shared_turns=chat("")[:1])
+        system = chat(Question(id="app", question="", context=self.schema))[:1]
+        self.scheduler = scheduler or scheduler_for(generator, shared_turns=system)
         self._labels: list[str] | None = None
+
+    @property
+    def modes(self) -> dict[str, str]:
+        """The page's kinds of question: Plant data only when there are tables to ask about."""
+        return {name: kind for name, kind in MODES.items() if kind != "rows" or self.tables is not None}
 
     @property
     def labels(self) -> list[str]:
@@ -138,6 +155,8 @@ class QA:
     def question(self, text: str, mode: str | None = None, options_text: str = "") -> Question:
         """The question as the model is asked it, by the page's mode (an answer type; None: serve.answer_type)."""
         mode = mode or self.settings.answer_type
+        if mode == "rows" and self.tables is None:
+            raise UserError("Plant data needs tables: start the app with --tables (docs/tables.md)")
         if mode == "label":
             return work_order_question(text, self.labels)
         if mode == "choice":
@@ -146,21 +165,33 @@ class QA:
                 raise UserError("Options mode needs the options: one a line in the Options box, or in the question "
                                 "as lines 'A. ...', 'B. ...'")
             check_options(options)
-            return Question(id="app", question=body, answer_type="choice", options=options)
-        return Question(id="app", question=text, answer_type=mode)
+            return Question(id="app", question=body, answer_type="choice", options=options, context=self.schema)
+        return Question(id="app", question=text, answer_type=mode, context=self.schema, hints=self.hints(text))
+
+    def hints(self, text: str) -> str | None:
+        """The names the question uses that the tables hold, with their table and column (value_hints)."""
+        if self.values is None:
+            return None
+        from edgedistill.table_values import hint_line
+        return hint_line(self.values.find(text))
 
     def ask(self, question: Question | str, answer_only: bool, max_new_tokens: int | None = None) -> Asking:
         """Start answering: the greedy row (the answer streamed) and the confidence samples, decoded together."""
         q = question if isinstance(question, Question) else self.question(question)
-        greedy = Sampling(max_new_tokens=max_new_tokens or self.settings.max_new_tokens, stop_after_answer=answer_only)
-        samples = [Sampling(max_new_tokens=48, temperature=self.temperature, stop_after_answer=True, seed=1 + i)
-                   for i in range(self.samples)]
+        greedy = Sampling(max_new_tokens=max_new_tokens or self.settings.max_new_tokens, stop_after_answer=answer_only,
+                          tables=self.tables)
+        # a query and its rows make a longer Answer line than a number: the samples get room for one
+        sample_tokens = 48 if self.tables is None else 160
+        samples = [Sampling(max_new_tokens=sample_tokens, temperature=self.temperature, stop_after_answer=True,
+                            seed=1 + i, tables=self.tables) for i in range(self.samples)]
         return Asking(self, q, self.scheduler.submit(chat(q), [greedy, *samples]))
 
     def confidence(self, q: Question, answer: str | None, answer_probabilities: list[float],
                    sampled_texts: list[str], text: str | None = None) -> Confidence:
         """`answer`: the greedy answer as read; `text`: the greedy completion it was read from (its computation),
         None where only the answer is known."""
+        if q is not as_answered(q, text):
+            q, answer = as_answered(q, text), extract_answer(text, "rows")
         token_probability = (math.exp(sum(math.log(max(p, 1e-12)) for p in answer_probabilities)
                              / len(answer_probabilities)) if answer_probabilities else None)
         if not self.samples:
@@ -172,6 +203,25 @@ class QA:
         probability = self.calibration.probability_of(signals) if self.calibration else agreeing / self.samples
         others = [f"{a} ({n})" for a, n in Counter(s or "no answer" for s in sampled if s != mine).most_common(3)]
         return Confidence(agreeing, self.samples, probability, self.calibration, token_probability, others, signals)
+
+
+    def tool_calls(self, text: str) -> list:
+        """The queries of a completion, run again for the rows behind them (tables.ToolCall each): the tool is
+        read-only, so the rows are those the model was given."""
+        if self.tables is None:
+            return []
+        from edgedistill.tables import call
+        return [call(self.tables, query) for query in queries(text)]
+
+
+def as_answered(q: Question, text: str | None) -> Question:
+    """The question read by how it was answered: a plain question (the API's, a number by default) whose Answer
+    line holds a query is read as a table answer, so its samples are compared by the rows they returned."""
+    answer_line = (text or "").lstrip().partition("\n")[0]
+    if q.answer_type in ("number", "text") and q.context and QUERY_ANNOTATION.search(answer_line):
+        import dataclasses
+        return dataclasses.replace(q, answer_type="rows")
+    return q
 
 
 class Asking:
@@ -192,6 +242,11 @@ class Asking:
 
     def confidence(self, answer: str | None) -> Confidence:
         return self.qa.confidence(self.q, answer, self.answer_probabilities, self.reply.texts()[1:], self.text)
+
+    @property
+    def answered_as(self) -> Question:
+        """The question as its answer reads it (a query on the Answer line: a table answer)."""
+        return as_answered(self.q, self.text)
 
     def cancel(self) -> None:
         self.reply.cancel()

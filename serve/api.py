@@ -11,7 +11,10 @@ Open WebUI, LangChain, curl) reaches the student with its calculator, on the sam
   ("Answer: 360\nReason: ..."); the calculator fills them while decoding, as in the page. Streamed, a half-written
   computation is held back until its value is in.
 - The last chunk (and a reply that is not streamed) carries an `edgedistill` object: the answer as the page heads
-  it, its computations, the confidence with its band, and the raw completion.
+  it, its computations, the queries with the rows they read (`tables`), the confidence with its band, and the raw
+  completion.
+- Started with --tables, every question carries the tables' schema: a plain chat message, no mode to pick; the
+  student writes a query when the question needs the tables, and its rows are filled in while it decodes.
 - The same loopback default as the page. With --auth/--auth-file a request needs `Authorization: Bearer
   USER:PASSWORD` (the openai package's `api_key="USER:PASSWORD"`); answers 401 otherwise.
 The question is decoded by the same scheduler as the page's, so page and API users share one batch.
@@ -42,7 +45,7 @@ from edgedistill.records import ANSWER_TYPES, Question
 from edgedistill.formats import computations, readable, split_stream
 from edgedistill.serve.answering import QA, Confidence, band, chosen
 
-OPEN = "<"    # a trailing "<" may start a calculator annotation: held back until the next token says
+OPEN = ("<", "[")   # a trailing "<" or "[" may start an annotation: held back until the next token says
 MAX_BODY_BYTES = 1 << 20   # a question is at most serve.max_question_chars; the rest of a body is small
 MAX_MESSAGES = 256
 
@@ -136,14 +139,19 @@ def read_json(raw: bytes):
 
 
 def shown_text(raw: str, final: bool = False) -> str:
-    """The completion as a reader sees it: annotations as their values; mid-stream, a trailing "<" held back."""
+    """The completion as a reader sees it: annotations as their values; mid-stream, a trailing "<" or "[" (half of
+    an annotation's opening) held back."""
     text = readable(raw)
     return text if final or not text.endswith(OPEN) else text[:-1]
 
 
-def summary(q: Question, raw: str, confidence: Confidence, supervisor_below: float) -> dict:
+def summary(q: Question, raw: str, confidence: Confidence, supervisor_below: float, calls=()) -> dict:
+    """The `edgedistill` object: the answer, its computations, the queries with the rows they read (`tables`, with
+    --tables), the confidence and the raw completion."""
     answer, _, _ = split_stream(raw)
-    return {"answer": chosen(q, readable(answer)), "answer_type": q.answer_type,
+    tables = [{"query": done.query, "columns": list(done.result.columns) if done.result else [], "rows": done.cells,
+               "truncated": bool(done.result and done.result.truncated), "error": done.error} for done in calls]
+    return {"answer": chosen(q, readable(answer)), "answer_type": q.answer_type, "tables": tables,
             "computations": computations(raw).removeprefix("Computation: "),
             "confidence": round(confidence.probability, 4) if confidence.samples else None,
             "band": band(confidence.probability, supervisor_below, confidence.likely_right_at) if confidence.samples else None,
@@ -212,8 +220,9 @@ class Completion:
 
     def _summary(self, asking, raw: str) -> dict:
         """The `edgedistill` object of a finished answer: waits for its confidence samples."""
-        confidence = asking.confidence(extract_answer(raw, self.q.answer_type))
-        return summary(self.q, raw.strip(), confidence, self.qa.settings.supervisor_below)
+        asked = asking.answered_as      # a query on the Answer line: compared by the rows it returned
+        confidence = asking.confidence(extract_answer(raw, asked.answer_type))
+        return summary(asked, raw.strip(), confidence, self.qa.settings.supervisor_below, self.qa.tool_calls(raw))
 
 
 def error_body(message: str, kind: str = "invalid_request_error") -> dict:

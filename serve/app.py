@@ -31,8 +31,34 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from edgedistill import UserError
 from edgedistill.checkers import extract_answer
 from edgedistill.formats import computations, readable, split_stream
-from edgedistill.serve.answering import MODES, QA, Confidence, band, chosen
+from edgedistill.serve.answering import QA, Confidence, band, chosen
 from edgedistill.serve.feedback import FeedbackLog
+
+
+MAX_SHOWN_ROWS = 20   # rows the page's table shows; the rest are counted
+
+
+def cell(text: str) -> str:
+    """A value as a Markdown table cell: pipes and markup escaped, so a cell cannot break the table or the page."""
+    return "".join("\\" + c if c in "|*_`[]<>#\\" else c for c in text)[:120]
+
+
+def evidence_markdown(calls) -> str:
+    """The queries the answer rests on, each with the rows it read as a small table, or its one-line refusal."""
+    parts = []
+    for done in calls:
+        parts.append(f"**Query:** `{done.query.replace('`', '')}`")
+        if done.error:
+            parts.append(f"*{cell(done.error)}*")
+        elif not done.cells:
+            parts.append("*No rows: not in the tables.*")
+        else:
+            columns = done.result.columns
+            parts += ["| " + " | ".join(cell(c) for c in columns) + " |", "|" + " --- |" * len(columns)]
+            parts += ["| " + " | ".join(cell(c) for c in row) + " |" for row in done.cells[:MAX_SHOWN_ROWS]]
+            if len(done.cells) > MAX_SHOWN_ROWS or done.result.truncated:
+                parts.append(f"*... {len(done.cells)}{'+' if done.result.truncated else ''} rows in all*")
+    return "\n".join(parts)
 
 
 def confidence_markdown(c: Confidence, supervisor_below: float) -> str:
@@ -70,7 +96,14 @@ def build_app(qa: QA, feedback: FeedbackLog, model_name: str):
     import gradio as gr
     settings = qa.settings
 
-    default_mode = next((name for name, kind in MODES.items() if kind == settings.answer_type), None)
+    modes = qa.modes
+    default_mode = next((name for name, kind in modes.items() if kind == settings.answer_type), None)
+
+    def shown_work(text: str) -> str:
+        """The calculator's computations and the tables' queries with their rows."""
+        rows = evidence_markdown(qa.tool_calls(text))
+        work = computations(text)
+        return rows if rows and work == "Computation: none" else "\n\n".join(p for p in (work, rows) if p)
 
     def answer(question: str, answer_only: bool, mode: str | None = None, options: str = ""):
         """Streams (answer, computation, reasoning, confidence, status, what the thumbs are about). `mode`: Number
@@ -87,7 +120,7 @@ def build_app(qa: QA, feedback: FeedbackLog, model_name: str):
             return
         text, asking = "", None
         try:
-            asked = qa.question(question, MODES.get(mode or default_mode), options)
+            asked = qa.question(question, modes.get(mode or default_mode), options)
             asking = qa.ask(asked, answer_only)
             shown_before, last_update = "", 0.0
             for text, _ in asking.stream():
@@ -100,8 +133,9 @@ def build_app(qa: QA, feedback: FeedbackLog, model_name: str):
                     yield (f"## {shown}" if shown else "", computations(text), readable(reasoning), "", "",
                            NOT_ANSWERED)
             shown, reasoning, _ = split_stream(text)
+            asked = asking.answered_as          # a query on the Answer line: compared by the rows it returned
             model_answer = extract_answer(text, asked.answer_type)
-            final = (f"## {chosen(asked, shown) or '(no answer)'}", computations(text),
+            final = (f"## {chosen(asked, shown) or '(no answer)'}", shown_work(text),
                      readable(reasoning) or ("" if answer_only else "(the model gave no reasoning)"))
             answered = (asked.question, model_answer or "", asked.answer_type, asked.options or [])
             yield *final, "*measuring confidence...*", "", answered
@@ -138,11 +172,13 @@ def build_app(qa: QA, feedback: FeedbackLog, model_name: str):
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],   # no Google web fonts
                               font_mono=["ui-monospace", "monospace"])
     with gr.Blocks(title="edgedistill: shop-floor Q&A", analytics_enabled=False) as app:
-        gr.Markdown(f"### Shop-floor Q&A\nModel: `{model_name}`. Runs on this machine; nothing is sent anywhere.")
+        tables = f" Tables: {', '.join(t.name for t in qa.tables.tables)}." if qa.tables is not None else ""
+        gr.Markdown(f"### Shop-floor Q&A\nModel: `{model_name}`. Runs on this machine; nothing is sent anywhere."
+                    f"{tables}")
         question = gr.Textbox(label="Question", lines=2, elem_id="question", placeholder=settings.examples[0]
                               if settings.examples else "Type a question")
         with gr.Row():
-            mode = gr.Radio(list(MODES), value=default_mode or "Number (calculator)", label="Kind of question",
+            mode = gr.Radio(list(modes), value=default_mode or "Number (calculator)", label="Kind of question",
                             elem_id="mode")
             options = gr.Textbox(label="Options (for Options: one a line, or write them in the question as A. ..., "
                                        "B. ...)", value="", lines=2, elem_id="options", scale=2)

@@ -119,8 +119,10 @@ def bounded(receive, limit: int):
 
 
 def serve(model: str, settings: ServeConfig, auth: list[tuple[str, str]] | None = None,
-          calibration_file: str | None = None, allow_network: bool = False, load=load_generator) -> None:
-    """`load`: how the model spec becomes a generator (load_generator's signature; tests pass stand-ins)."""
+          calibration_file: str | None = None, allow_network: bool = False, load=load_generator,
+          tables: list[str] = (), value_hints: bool = False) -> None:
+    """`load`: how the model spec becomes a generator (load_generator's signature; tests pass stand-ins);
+    `tables`: the plant's tables the student may query (files, folders, a postgresql:// URL)."""
     from edgedistill.calibration import calibration_of, calibration_path_for, load_calibration
     if settings.host not in LOOPBACK and not auth:
         raise UserError(f"--host {settings.host} opens the app to the network: give --auth USER:PASSWORD (or "
@@ -132,18 +134,23 @@ def serve(model: str, settings: ServeConfig, auth: list[tuple[str, str]] | None 
               f"answers cross it in clear text. Give --tls-cert and --tls-key (docs/serve.md, 'On the LAN').",
               file=sys.stderr, flush=True)
     check_port_free(settings.host, settings.port)
+    from edgedistill.tables import open_tables
+    tool = open_tables(list(tables)) if tables else None     # a bad table file fails here, before the model loads
     feedback = FeedbackLog(settings.feedback, model, settings.answer_type, settings.max_question_chars)
     # given, else beside the model, else the one its run's eval stage fitted (the run's manifest names it)
     found = Path(calibration_file) if calibration_file else calibration_of(model) or calibration_path_for(model)
     calibration = load_calibration(found) if calibration_file or found.is_file() else None
     generator = load(model, allow_network, threads=settings.threads or None)
-    qa = QA(generator, settings, calibration)
+    qa = QA(generator, settings, calibration, tables=tool, value_hints=value_hints)
     app, theme = build_app(qa, feedback, model)
     how = (f"calibrated by {found} (k={calibration.k})" if calibration
            else f"uncalibrated ({found} not found): raw agreement of {qa.samples} samples")
     scheme = "https" if https else "http"
     print(f"edgedistill: serving {model} ({generator.backend}) on {scheme}://{settings.host}:{settings.port}; "
           f"confidence {how}; feedback to {feedback.path}  (Ctrl+C stops)", flush=True)
+    if tool is not None:
+        print(f"tables: {', '.join(f'{t.name} ({t.rows} rows)' for t in tool.tables)}; queries are read-only",
+              flush=True)
     app.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
     import gradio as gr
     import uvicorn

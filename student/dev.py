@@ -17,7 +17,7 @@ def dev_evaluator(config):
     cfg = config.student
     if not cfg.eval_every:
         return None
-    questions = load_benchmark(config.data.dev, limit=cfg.dev_limit)   # any format the eval stage reads
+    questions = load_benchmark(config.data.dev, limit=cfg.dev_limit, columns=config.data.columns)   # any format the eval stage reads
 
     def factory(student):
         generator = TransformersGenerator(student.model, student.tokenizer)

@@ -56,8 +56,10 @@ def run_teacher(config: Config, out: Path, load=load_generator) -> dict:
     """`load`: how a model spec becomes a generator (load_generator's signature; tests pass stand-ins)."""
     cfg = config.teacher
     load = loaded_once(load)   # the rationale, evolve and sampling rounds often name the same teacher
-    questions = load_sources(config.data.sources(), need_answers=cfg.kind == "dataset")
+    questions = load_sources(config.data.sources(), need_answers=cfg.kind == "dataset", columns=config.data.columns)
     files = TeacherFiles(out)
+    if config.knowledge.tables:   # table questions see their tables' schema (and a share of the others see some)
+        questions = table_context(config, questions, files, load)
     log = AppendLog(files.samples, key="id")
     scorer = make_scorer(config, load)
     judge = None
@@ -157,6 +159,46 @@ def make_scorer(config: Config, load=load_generator):
         return JudgeScorer(load(config.teacher.judge_model, config.allow_network,
                                 template=config.teacher.template))
     return GroundingScorer() if config.teacher.step_scorer == "grounding" else NoScorer()
+
+
+def table_context(config: Config, questions: list[Question], files: TeacherFiles, load) -> list[Question]:
+    """The questions, and those the teacher writes about knowledge.tables (by rule, then by the model teacher),
+    each with the schema of its tables as its context."""
+    from edgedistill.tables import open_tables, with_context
+    from edgedistill.teacher.table_questions import rule_questions
+    cfg = config.teacher.tables
+    tool = open_tables([*config.knowledge.tables, *config.knowledge.practice_tables])
+    try:
+        written = []
+        if cfg.rule_questions:
+            own = open_tables(config.knowledge.tables)    # the plant's own, not the practice tables
+            names = [t.name for t in own.tables]
+            own.close()
+            rule = rule_questions(tool, seed=config.seed, count=cfg.rule_questions, wordings=tuple(cfg.wordings),
+                                  source="teacher.tables: rule", tables=names)
+            for q in rule:
+                q.id = f"tables-{q.id}"
+            write_jsonl_atomic(files.tables.rule, [to_dict(q) for q in rule])
+            print(f"[teach] {len(rule)} questions written by rule from {len(tool.tables)} tables "
+                  f"({files.tables.rule})", flush=True)
+            written += rule
+        if cfg.enabled():
+            from edgedistill.teacher.table_teacher import run_table_teacher
+            name = cfg.model or config.teacher.model
+            teacher = load(name, config.allow_network, sampling_backend(name, config.teacher.backend),
+                           template=config.teacher.template)
+            kept = run_table_teacher(cfg, tool, written, files.tables, teacher, name, seed=config.seed,
+                                     progress="teacher tables")
+            write_jsonl_atomic(files.tables.kept, [to_dict(q) for q in kept])
+            print(f"[teach] {len(kept)} questions the teacher wrote about the tables kept ({files.tables.kept})",
+                  flush=True)
+            written += kept
+        from edgedistill.table_values import ValueIndex
+        values = ValueIndex(tool) if config.knowledge.value_hints else None
+        return with_context(questions + written, tool, seed=config.seed, other_tables=config.knowledge.other_tables,
+                            mixed_share=config.knowledge.mixed_share, values=values)
+    finally:
+        tool.close()
 
 
 def dataset_sample(q: Question, scorer) -> Sample:

@@ -69,6 +69,8 @@ def type_name(kind) -> str:
         return " or ".join("null" if t is type(None) else type_name(t) for t in typing.get_args(kind))
     if typing.get_origin(kind) is list:
         return f"list of {type_name(typing.get_args(kind)[0])}s"
+    if typing.get_origin(kind) is dict:
+        return f"mapping of {type_name(typing.get_args(kind)[0])}s to {type_name(typing.get_args(kind)[1])}s"
     if choices_of(kind):
         return "string"
     if dataclasses.is_dataclass(kind):

@@ -2,10 +2,11 @@
 
 - calculator: when a row's text ends in an open `<<expr=`, the calculator's value and `>>` are queued as that row's
   next tokens and fed one per step instead of the model's choice; the KV cache is kept, so a fill costs one forward
-  per forced token and no restart.
+  per forced token and no restart. The plant's tables work the same way: after an open `[[query =>` the rows
+  the query returns and `]]` are queued (table_queries.py), when the sampling carries a table tool.
 - stop after the answer: a row stops at the end of its `Answer:` line when only the answer is wanted (evaluation,
   confidence samples), so scoring 200 questions costs about 20 tokens each.
-Training targets are tokenised with `encode_completion`, which splits at every calculator fill, so the model is
+Training targets are tokenised with `encode_completion`, which splits at every tool fill, so the model is
 trained on exactly the token sequence it produces at inference.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Callable
 if TYPE_CHECKING:
     import torch
 
+from edgedistill import table_queries
 from edgedistill.calculator import ANNOTATION, fill_for
 from edgedistill.generation.sampling import ANSWER_LINE_DONE, Sampling
 
@@ -39,8 +41,8 @@ class Row:
             return None
         self.tokens.append(token)
         self.text = self.decode(self.tokens)
-        if self.sampling.calculator and not self.queue:
-            fill = fill_for(self.text)
+        if not self.queue:
+            fill = tool_fill(self.text, self.sampling)
             if fill:
                 self.queue = self.encode(fill)
         if len(self.tokens) >= self.sampling.max_new_tokens:
@@ -50,6 +52,14 @@ class Row:
         if self.sampling.stop_after_answer and self.answered:
             return None
         return token
+
+
+def tool_fill(text: str, sampling: Sampling) -> str | None:
+    """The calculator's `value>>` after an open `<<expr=`, or the tables' ` result]]` after an open `[[query =>`."""
+    fill = fill_for(text) if sampling.calculator else None
+    if fill is None and sampling.tables is not None:
+        fill = table_queries.fill_for(text, sampling.tables)
+    return fill
 
 
 @dataclass
@@ -88,22 +98,24 @@ def shared_prefix(prompts: list[list[int]]) -> list[int]:
 
 
 def encode_completion(tokenizer, completion: str, calculator: bool = True) -> list[int]:
-    """Token ids of a completion as the calculator runtime produces them: split after each `<<expr=` and after the
-    filled `value>>`, each piece tokenised on its own (the model writes up to `=`, the runtime writes the rest)."""
+    """Token ids of a completion as the tool runtime produces them: split after each `<<expr=` and after the
+    filled `value>>` (and after each `[[query =>` and its ` result]]`), each piece tokenised on its own (the model
+    writes up to `=` or `=>`, the runtime writes the rest)."""
     return encode_with_calculator_flags(tokenizer, completion, calculator)[0]
 
 
 def encode_with_calculator_flags(tokenizer, completion: str, calculator: bool = True) -> tuple[list[int], list[bool]]:
     """(token ids, written by the calculator?) per token: on-policy RL leaves the calculator's tokens out of the
     policy gradient, since the model did not choose them."""
-    if not calculator:
-        ids = tokenizer.encode(completion, add_special_tokens=False)
-        return ids, [False] * len(ids)
+    tool_values = sorted([m.start(2), m.end()] for m in table_queries.QUERY_ANNOTATION.finditer(completion))
+    if calculator:
+        tool_values = sorted(tool_values + [[m.start(2), m.end()] for m in ANNOTATION.finditer(completion)])
     pieces, cut = [], 0
-    for match in ANNOTATION.finditer(completion):
-        value_start = match.start(2)
-        pieces += [(completion[cut:value_start], False), (completion[value_start:match.end()], True)]
-        cut = match.end()
+    for value_start, value_end in tool_values:
+        if value_start < cut:     # a match inside another's value (a cell that reads like markup): not a fill
+            continue
+        pieces += [(completion[cut:value_start], False), (completion[value_start:value_end], True)]
+        cut = value_end
     pieces.append((completion[cut:], False))
     ids: list[int] = []
     forced: list[bool] = []

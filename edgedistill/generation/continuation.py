@@ -1,4 +1,4 @@
-"""Verify and continue: the calculator for engines that decode in their own loop (a server, vLLM).
+"""Verify and continue: the calculator (and the table tool) for engines that decode in their own loop (a server, vLLM).
 
 Such an engine cannot take the calculator's value in the middle of its decoding, so the calculator works between
 requests: the engine writes a completion; we walk its `<<expr=value>>` annotations in order, and at the first whose
@@ -9,6 +9,7 @@ request per sample. Shared by openai_api.py and vllm.py, so neither backend impo
 """
 from __future__ import annotations
 
+from edgedistill import table_queries
 from edgedistill.calculator import ANNOTATION, fill_for
 from edgedistill.generation.sampling import ANSWER_LINE_DONE, Sampling
 
@@ -39,7 +40,9 @@ def extend_with_calculator(text: str, piece: str, sampling: Sampling) -> tuple[s
     """One verify-and-continue step: (the text so far, finished?) after the engine wrote `piece` after `text`.
     Not finished when the calculator corrected a value: the text ends with its `value>>`, to be continued."""
     candidate = text + piece
-    wrong = first_wrong_fill(candidate) if sampling.calculator else None
+    wrongs = [first_wrong_fill(candidate) if sampling.calculator else None,
+              table_queries.first_wrong_fill(candidate, sampling.tables) if sampling.tables is not None else None]
+    wrong = min((w for w in wrongs if w is not None), default=None)    # the earlier of the two tools' corrections
     if wrong is None or wrong[0] <= len(text):
         return candidate, True
     text = candidate[:wrong[0]] + wrong[1]                 # continue after the calculator's value

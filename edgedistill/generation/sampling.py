@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgedistill.tables import TableTool
 
 # The end of a non-empty `Answer:` line: where a row stops when only the answer is wanted (`stop_after_answer`).
 ANSWER_LINE_DONE = re.compile(r"Answer:[^\n]*\S[^\n]*\n")
@@ -20,6 +24,7 @@ class Sampling:
     stop_after_answer: bool = True    # stop each row at the end of its Answer: line
     calculator: bool = True
     seed: int = 0
+    tables: TableTool | None = None   # the plant's tables: `[[query =>` is filled with its rows (table_queries.py)
 
 
 @dataclass

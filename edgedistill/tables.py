@@ -1,0 +1,238 @@
+"""The plant's tables as a tool the model queries: spreadsheets in, a locked SQL engine, results out.
+
+    tables = open_tables(["plant/fmea.csv", "plant/downtime.xlsx"])   # or a folder, or a postgresql:// URL
+    tables.schema_text()       # what a prompt shows: tables, columns, types, a few values per text column
+    tables.run("SELECT rpn FROM fmea WHERE component ILIKE 'seal'")   # QueryResult, or QueryRefused
+
+Files become tables in DuckDB, an embedded engine that reads CSV and Parquet itself (Excel through openpyxl: its
+own Excel reader is an extension it would download). Why DuckDB: in-process (no server for a workstation), typed
+columns from a spreadsheet without a schema, and settings that switch off every way out of the process.
+Table and column names are made SQL-friendly (`Failure Mode` -> failure_mode); a sheet's table is named after its
+file (and its sheet, when a workbook has several).
+
+Two locks, each enough on its own for what it covers:
+1. sqlguard.check_query: one SELECT over these tables and allow-listed functions, else QueryRefused.
+2. The connection: a database file written once and opened read-only, external access off (no files, URLs,
+   ATTACH, extensions), configuration locked, one thread, a memory cap, a time limit (interrupt) and a row cap.
+"""
+from __future__ import annotations
+
+import atexit
+import re
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Sequence
+
+from edgedistill import UserError
+from edgedistill.sqlguard import check_query, one_line
+from edgedistill.table_base import (MAX_EXAMPLE_DISTINCT, MAX_ROWS, MEMORY_LIMIT, TIME_LIMIT_S, Column,  # noqa: F401
+                                    QueryFailed, QueryResult, TableInfo, TableTool, ToolCall, call, cell_text,
+                                    schema_text, short_examples, simple_type, tables_read)
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".xlsx", ".parquet")
+def snake_name(name: str, taken: set[str]) -> str:
+    """A SQL-friendly, unique, lower-case name: `Failure Mode (FM)` -> failure_mode_fm; `2024` -> c_2024."""
+    base = re.sub(r"[^0-9a-z]+", "_", str(name).strip().lower()).strip("_") or "column"
+    if base[0].isdigit():
+        base = "c_" + base
+    unique, n = base, 2
+    while unique in taken:
+        unique, n = f"{base}_{n}", n + 1
+    taken.add(unique)
+    return unique
+
+
+# Tables shipped in the package, named like the packaged question splits: seeds/<name>/*.csv.
+PACKAGED_TABLES = ("plant", "plant_heldout", "plant_practice")
+
+
+def table_files(paths: Sequence[str | Path]) -> list[Path]:
+    """The table files of the paths given: files as they are, folders for the table files directly in them, and
+    the shipped plant by name (`plant`, `plant_heldout`, `plant_practice`)."""
+    from edgedistill.records import SEEDS_DIR
+    files = []
+    for raw in paths:
+        path = SEEDS_DIR / str(raw) if str(raw) in PACKAGED_TABLES else Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in TABLE_SUFFIXES and p.is_file())
+            if not found:
+                raise UserError(f"{path}: no table files in this folder (looked for {', '.join(TABLE_SUFFIXES)})")
+            files += found
+        elif path.is_file():
+            if path.suffix.lower() not in TABLE_SUFFIXES:
+                raise UserError(f"{path}: not a table file; give {', '.join(TABLE_SUFFIXES)} files or a folder")
+            files.append(path)
+        else:
+            raise UserError(f"{path}: no such file or folder (--tables / knowledge.tables)")
+    return files
+
+
+def open_tables(paths: Sequence[str | Path]) -> TableTool:
+    """A table tool over files and folders, or over a PostgreSQL database when given its URL."""
+    urls = [str(p) for p in paths if str(p).startswith(("postgresql://", "postgres://"))]
+    if urls:
+        if len(urls) != len(paths) or len(urls) > 1:
+            raise UserError("tables: give one postgresql:// URL alone, or files and folders, not both")
+        from edgedistill.postgres_tables import PostgresTables
+        return PostgresTables(urls[0])
+    return DuckDBTables(table_files(paths))
+
+
+class DuckDBTables:
+    """Files loaded once into a DuckDB database file, then opened read-only with every way out switched off."""
+    dialect = "duckdb"
+
+    def __init__(self, files: Sequence[Path]):
+        import duckdb
+        self._folder = Path(tempfile.mkdtemp(prefix="edgedistill-tables-"))
+        atexit.register(shutil.rmtree, self._folder, True)
+        database = str(self._folder / "tables.duckdb")
+        writer = duckdb.connect(database, config={"threads": 1, "memory_limit": MEMORY_LIMIT,
+                                                  "autoinstall_known_extensions": False,
+                                                  "autoload_known_extensions": False})
+        try:
+            taken: set[str] = set()
+            for path in files:
+                for name, relation, source in _relations(writer, path):
+                    _create_table(writer, snake_name(name, taken), relation, source)
+        finally:
+            writer.close()
+        self._connection = duckdb.connect(database, read_only=True, config={
+            "threads": 1, "memory_limit": MEMORY_LIMIT, "max_temp_directory_size": "0KiB",
+            "enable_external_access": False, "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False, "allow_community_extensions": False, "lock_configuration": True})
+        self._lock = threading.Lock()
+        self.tables = tuple(_describe(self._connection, name, source) for name, source in self._sources())
+
+    def _sources(self) -> list[tuple[str, str]]:
+        rows = self._connection.execute("SELECT table_name, comment FROM duckdb_tables() ORDER BY table_name")
+        return [(name, comment or name) for name, comment in rows.fetchall()]
+
+    def run(self, query: str) -> QueryResult:
+        checked = check_query(query, {t.name for t in self.tables}, self.dialect)
+        with self._lock:
+            cursor = self._connection.cursor()
+            timer = threading.Timer(TIME_LIMIT_S, cursor.interrupt)
+            timer.start()
+            try:
+                result = cursor.execute(checked.sql)
+                columns = tuple(d[0] for d in result.description or ())
+                rows = result.fetchmany(MAX_ROWS + 1)
+            except Exception as exc:      # duckdb's errors share no base class worth naming; all are the query's
+                text = str(exc).lower()
+                stopped = "over the time limit" if "interrupt" in text else \
+                    "over the memory limit" if "out of memory" in text else one_line(exc)
+                raise QueryFailed(f"the query failed: {stopped}") from None
+            finally:
+                timer.cancel()
+                cursor.close()
+        return QueryResult(sql=checked.sql, columns=columns, rows=tuple(map(tuple, rows[:MAX_ROWS])),
+                           truncated=len(rows) > MAX_ROWS)
+
+    def close(self) -> None:
+        self._connection.close()
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+
+def _relations(connection, path: Path):
+    """(table name, relation, source) for each table in a file: one per CSV/TSV/Parquet, one per Excel sheet."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".csv", ".tsv"):
+            yield path.stem, connection.read_csv(str(path), header=True, delimiter="\t" if suffix == ".tsv" else None), str(path)
+        elif suffix == ".parquet":
+            yield path.stem, connection.read_parquet(str(path)), str(path)
+        else:
+            import pandas
+            sheets = pandas.read_excel(path, sheet_name=None, engine="openpyxl")
+            for sheet, frame in sheets.items():
+                if frame.empty and not len(frame.columns):
+                    continue
+                name = path.stem if len(sheets) == 1 else f"{path.stem}_{sheet}"
+                yield name, connection.from_df(frame), f"{path} [{sheet}]"
+    except UserError:
+        raise
+    except Exception as exc:     # the readers raise their own types (duckdb, openpyxl, zipfile, pandas)
+        raise UserError(f"{path}: cannot read it as a table ({one_line(exc)})") from None
+
+
+def _create_table(connection, name: str, relation, source: str) -> None:
+    taken: set[str] = set()
+    columns = ", ".join(f'"{c.replace(chr(34), chr(34) * 2)}" AS {snake_name(c, taken)}' for c in relation.columns)
+    try:
+        relation.project(columns).create(name)
+    except Exception as exc:
+        raise UserError(f"{source}: cannot load it as table {name} ({one_line(exc)})") from None
+    connection.execute(f"COMMENT ON TABLE {name} IS $${source.replace('$$', '$')}$$")
+
+
+def _describe(connection, name: str, source: str) -> TableInfo:
+    described = connection.execute(f"DESCRIBE {name}").fetchall()
+    count = connection.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+    columns = []
+    for column, engine_type, *_ in described:
+        kind = simple_type(engine_type)
+        examples: tuple[str, ...] = ()
+        if kind == "text":
+            top = connection.execute(
+                f'SELECT "{column}" FROM {name} WHERE "{column}" IS NOT NULL GROUP BY 1 '
+                f'ORDER BY count(*) DESC, 1 LIMIT {MAX_EXAMPLE_DISTINCT + 1}').fetchall()
+            if len(top) <= MAX_EXAMPLE_DISTINCT:
+                examples = short_examples([str(v) for (v,) in top])
+        columns.append(Column(name=column, type=kind, examples=examples))
+    return TableInfo(name=name, columns=tuple(columns), rows=int(count), source=source)
+
+
+def with_context(questions: list, tool: TableTool, *, seed: int = 0, other_tables: int | None = None,
+                 mixed_share: float = 0.0, values=None) -> list:
+    """The questions with the tables' schema as their context (a copy each; the files are not touched).
+
+    A table question (one with a `query`) shows the tables its query reads. `other_tables=None` adds every other
+    table in the tool's order (evaluation and the app: the prompt the served model sees); a number adds that many
+    drawn at random and shuffles them in (training: the student learns to pick its table from a changing list).
+    `mixed_share` of the other questions get a random handful of tables too, so the student learns that arithmetic
+    and options need none of them. A table question without an answer gets its query's rows; a query that does
+    not run is a UserError naming the question. `values` (a table_values.ValueIndex): each question that shows
+    tables also names the values it uses that they hold (`hints`).
+    """
+    import dataclasses
+    import random
+    rng = random.Random(seed)
+    by_name = {t.name: t for t in tool.tables}
+    out = []
+    for q in questions:
+        if q.query:
+            own = tables_read(q.query, tool)
+            if not own:
+                raise UserError(f"question {q.id}: its query is not one the table tool runs: {q.query[:80]!r}")
+            answer = q.answer
+            if answer is None:
+                done = call(tool, q.query)
+                if done.error:
+                    raise UserError(f"question {q.id}: its query does not run ({done.error})")
+                from edgedistill.table_queries import result_text
+                answer = result_text(done)
+            out.append(dataclasses.replace(q, answer=answer, answer_type="rows",
+                                           context=_schema_for(list(own), by_name, other_tables, rng)))
+        elif mixed_share and rng.random() < mixed_share and not q.context:
+            out.append(dataclasses.replace(q, context=_schema_for([], by_name, other_tables or 2, rng)))
+        else:
+            out.append(q)
+    if values is not None:
+        from edgedistill.table_values import hint_line
+        shown = lambda q: {line.partition("(")[0] for line in (q.context or "").splitlines()}   # noqa: E731
+        out = [dataclasses.replace(q, hints=hint_line([link for link in values.find(q.question)
+                                                       if link.table in shown(q)]))
+               if q.context else q for q in out]
+    return out
+
+
+def _schema_for(own: list[str], by_name: dict, other_tables: int | None, rng) -> str:
+    others = [name for name in by_name if name not in own]
+    if other_tables is None:
+        return schema_text(list(by_name.values()))
+    shown = own + rng.sample(others, min(len(others), rng.randint(0, other_tables) if own else max(1, other_tables)))
+    rng.shuffle(shown)
+    return schema_text([by_name[name] for name in shown])

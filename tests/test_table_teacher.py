@@ -1,0 +1,119 @@
+"""The teacher's questions about the plant's tables: by rule (verified by running each query), and written or
+reworded by a model teacher (kept only when the majority of its solves return the question's rows; resumable)."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from edgedistill.checkers import canonical
+from edgedistill.config import TableTeachConfig
+from edgedistill.records import Question
+from edgedistill.rundir import TableTeachFiles
+from edgedistill.table_queries import fill_for, result_text
+from edgedistill.tables import call, open_tables
+from edgedistill.teacher.table_questions import TEMPLATES, rule_questions
+from edgedistill.teacher.table_teacher import parse_written, run_table_teacher
+
+RIGHT = "SELECT rpn FROM fmea WHERE component ILIKE 'cap chute'"
+
+
+@pytest.fixture
+def tool(tmp_path):
+    with (tmp_path / "fmea.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["FMEA ID", "Equipment", "Component", "Severity", "RPN"])
+        for i, (equipment, component, severity, rpn) in enumerate([
+                ("Capper", "Cap chute", 5, 60), ("Capper", "Spindle bearing", 8, 192), ("Filler", "Product pump", 7, 126),
+                ("Filler", "Level probe", 6, 90), ("Labeller", "Glue roller", 4, 48), ("Labeller", "Label sensor", 5, 75)]):
+            writer.writerow([f"FM-{i + 1:03d}", equipment, component, severity, rpn])
+    tables = open_tables([tmp_path / "fmea.csv"])
+    yield tables
+    tables.close()
+
+
+def test_rule_questions_are_verified_by_running_their_queries(tool):
+    questions = rule_questions(tool, seed=1, count=40, wordings=("train", "heldout"))
+    assert len(questions) >= 20 and len({q.question.lower() for q in questions}) == len(questions)
+    for q in questions:
+        assert q.answer == result_text(call(tool, q.query)), q     # the answer is what its query returns
+    kinds = {q.topic.split("/")[0] for q in questions}
+    assert {"lookup", "count", "top"} <= kinds
+    assert any(q.answer == "not in the tables" for q in questions if q.topic.startswith("absent"))
+    again = rule_questions(tool, seed=1, count=40, wordings=("train", "heldout"))
+    assert [q.question for q in again] == [q.question for q in questions]      # deterministic for a seed
+
+
+def test_train_and_heldout_wordings_do_not_overlap():
+    for kind, pools in TEMPLATES.items():
+        assert not set(pools["train"]) & set(pools["heldout"]), kind
+
+
+def test_a_written_question_and_its_sql_are_parsed():
+    assert parse_written(" What is the RPN of the cap chute?\nSQL: SELECT rpn\n FROM fmea;\n\nmore") == \
+        ("What is the RPN of the cap chute?", "SELECT rpn FROM fmea")
+    assert parse_written("What is it?\nno sql") is None
+    assert parse_written("Tell me?\nSQL: DROP TABLE fmea") is None
+
+
+class ScriptedTeacher:
+    """Writes one question with the right SQL, one without SQL, rewordings, and solves that always query RIGHT
+    (the tool's rows filled in, as the decoding loop would)."""
+    backend, generated_tokens = "scripted", 0
+
+    def __init__(self, tool):
+        self.tool, self.calls = tool, []
+
+    def generate(self, conversations, sampling, batch_size=1, progress=None):
+        self.calls.append(len(conversations))
+        out = []
+        for i, messages in enumerate(conversations):
+            prompt = messages[-1]["content"]
+            if "Tables:" in messages[0]["content"]:                     # a solve
+                text = f"Answer: [[{RIGHT} =>"
+                out.append(text + fill_for(text, self.tool))
+            elif "Rewrite this question" in prompt:
+                out.append("tell me please: " + prompt.split("Question: ")[1].split("\n")[0])
+            else:
+                out.append(f"What RPN does the cap chute carry?\nSQL: {RIGHT}" if i % 2 == 0 else "no idea")
+        return out
+
+
+def test_the_model_teacher_keeps_what_its_solves_confirm_and_resumes(tool, tmp_path):
+    cap = Question(id="s1", question="What is the RPN of Cap chute?", answer="60", answer_type="rows", query=RIGHT)
+    pump = Question(id="s2", question="What is the RPN of Product pump?", answer="126", answer_type="rows",
+                    query="SELECT rpn FROM fmea WHERE component ILIKE 'product pump'")
+    cfg = TableTeachConfig(written=2, rewordings=1, solves=3, model="scripted", batch_size=4)
+    files = TableTeachFiles(tmp_path / "tables")
+    teacher = ScriptedTeacher(tool)
+    kept = run_table_teacher(cfg, tool, [cap, pump], files, teacher, "scripted")
+    texts = sorted(q.question for q in kept)
+    # the written question (its SQL returns 60, so do its solves) and the cap chute's rewording are kept; the pump's
+    # rewording is not: its solves return 60, not 126
+    assert texts == ["What RPN does the cap chute carry?", "tell me please: What is the RPN of Cap chute?"]
+    assert all(canonical(q.answer, q) == "60" and q.source.startswith("teacher.tables") for q in kept)
+    faults = [json.loads(line).get("fault") for line in files.proposals.read_text().splitlines()]
+    assert "not a question and its SQL" in faults
+    # resumed: everything is in the logs, so the teacher is asked nothing more
+    again = ScriptedTeacher(tool)
+    assert sorted(q.question for q in run_table_teacher(cfg, tool, [cap, pump], files, again, "scripted")) == texts
+    assert again.calls == []
+
+
+def test_the_teacher_stage_writes_rule_questions_for_the_configured_tables(tool, tmp_path, capsys):
+    from edgedistill.cli import main
+    table = tool.tables[0].source
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {{train: shopfloor:train, train_limit: 3}}\nknowledge: {{tables: [{table}]}}\n"
+                      f"teacher: {{kind: dataset, tables: {{rule_questions: 12}}}}\n")
+    assert main(["teach", "--config", str(config), "--out", str(tmp_path / "run")]) == 0
+    rule = [json.loads(line) for line in (tmp_path / "run/teacher/tables/rule.jsonl").read_text().splitlines()]
+    assert len(rule) == 12 and all(r["id"].startswith("tables-") and r["query"] for r in rule)
+    sft = [json.loads(line) for line in (tmp_path / "run/teacher/sft/train.jsonl").read_text().splitlines()]
+    tables = [r for r in sft if "[[" in r["completion"][0]["content"]]
+    assert len(tables) == 12 and all("fmea(fmea_id text" in r["prompt"][0]["content"] for r in tables)
+    assert len(sft) == 15
+    config.write_text("knowledge: {tables: []}\nteacher: {tables: {rule_questions: 5}}\n")
+    assert main(["teach", "--config", str(config), "--out", str(tmp_path / "run2")]) == 2
+    assert "'knowledge.tables' names none" in capsys.readouterr().err

@@ -1,0 +1,231 @@
+"""The plant's tables as a tool: loading spreadsheets, the two locks, the `[[query => rows]]` annotation, the
+rule-written questions, and the decoding loop filling in rows."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from edgedistill import UserError
+from edgedistill.checkers import extract_answer, is_correct
+from edgedistill.formats import answer_first_target, chat, readable
+from edgedistill.generation.base import Row, encode_with_calculator_flags
+from edgedistill.generation.sampling import Sampling
+from edgedistill.records import Question
+from edgedistill.sqlguard import QueryRefused, check_query
+from edgedistill.table_queries import NOT_IN_TABLES, fill_for, first_wrong_fill, open_query, queries, result_text
+from edgedistill.tables import MAX_ROWS, QueryFailed, call, open_tables, schema_text, snake_name, with_context
+
+FMEA = [["Equipment", "Component", "Failure Mode", "Severity", "RPN", "Recommended Action"],
+        ["Filler", "Product pump", "Seal leak", "7", "126", "Replace the mechanical seal"],
+        ["Capper", "Spindle bearing", "Bearing wear", "8", "192", "Lubricate and trend vibration"],
+        ["Capper", "Cap chute", "Cap jam", "5", "60", "Fit a jam sensor"],
+        ["Labeller", "Glue roller", "Glue build-up", "4", "48", "Clean the roller]] => each shift"]]
+
+
+def write_csv(path: Path, rows: list[list], delimiter: str = ",") -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle, delimiter=delimiter).writerows(rows)
+    return path
+
+
+@pytest.fixture
+def plant(tmp_path):
+    folder = tmp_path / "plant"
+    folder.mkdir()
+    write_csv(folder / "fmea.csv", FMEA)
+    write_csv(folder / "numbers.tsv", [["n"]] + [[str(i)] for i in range(MAX_ROWS + 50)], delimiter="\t")
+    tool = open_tables([folder])
+    yield tool
+    tool.close()
+
+
+# --- the first lock: the parser ---------------------------------------------------------------------------------
+
+ALLOWED = ["SELECT rpn FROM fmea WHERE component ILIKE 'product pump'",
+           "WITH capper AS (SELECT * FROM fmea WHERE equipment = 'Capper') SELECT count(*) FROM capper",
+           "SELECT equipment, sum(rpn) FROM fmea GROUP BY equipment ORDER BY 2 DESC LIMIT 1",
+           "SELECT a.rpn FROM fmea AS a JOIN fmea AS b ON a.component = b.component WHERE b.severity >= 8",
+           "SELECT round(avg(severity), 1) FROM fmea WHERE lower(equipment) = 'capper';"]
+REFUSED = ["DROP TABLE fmea", "INSERT INTO fmea VALUES (1)", "UPDATE fmea SET rpn = 0", "DELETE FROM fmea",
+           "CREATE TABLE x AS SELECT 1", "ATTACH 'other.db'", "COPY fmea TO '/tmp/x.csv'", "PRAGMA database_list",
+           "INSTALL httpfs", "LOAD httpfs", "SET threads = 8", "CALL pragma_version()", "DESCRIBE fmea",
+           "SELECT 1; DROP TABLE fmea", "SELECT rpn FROM fmea -- note\n; DELETE FROM fmea",
+           "SELECT * FROM read_csv('/etc/passwd')", "SELECT * FROM '/etc/passwd'", "SELECT * FROM 'https://x.y/z.csv'",
+           "SELECT * FROM information_schema.tables", "SELECT * FROM main.fmea", "SELECT * FROM duckdb_settings()",
+           "SELECT getenv('HOME')", "SELECT pg_sleep(10)", "SELECT read_text('/etc/passwd')",
+           "SELECT rpn INTO copy FROM fmea", "SELECT * FROM fmea FOR UPDATE",
+           "WITH w AS (DELETE FROM fmea RETURNING *) SELECT * FROM w", "SELECT * FROM secrets", "", "   ;  "]
+
+
+@pytest.mark.parametrize("query", ALLOWED)
+def test_the_parser_lets_plain_reads_through(query):
+    checked = check_query(query, {"fmea"})
+    assert checked.tables == ("fmea",)
+
+
+@pytest.mark.parametrize("query", REFUSED)
+def test_the_parser_refuses_anything_but_one_read_of_the_plants_tables(query):
+    with pytest.raises(QueryRefused) as refused:
+        check_query(query, {"fmea"})
+    message = str(refused.value)
+    assert message.startswith("refused: ") and "\n" not in message and len(message) < 240
+
+
+def test_what_runs_is_the_checked_tree_written_back():
+    assert check_query("select rpn from fmea where severity>=8 -- the worst", {"fmea"}).sql == \
+        "SELECT rpn FROM fmea WHERE severity >= 8"
+    assert "EXTRACT" in check_query("SELECT month(date) FROM log", {"log"}, dialect="postgres").sql
+
+
+# --- files in, the second lock ----------------------------------------------------------------------------------
+
+def test_spreadsheets_become_tables_with_sql_friendly_names(tmp_path):
+    pandas = pytest.importorskip("pandas")
+    pandas.DataFrame({"Line No.": ["Line 1", "Line 2"], "Down Minutes": [30, 45]}).to_excel(
+        tmp_path / "downtime.xlsx", index=False)
+    pandas.DataFrame({"Part": ["Seal kit"], "Stock": [4]}).to_parquet(tmp_path / "parts.parquet")
+    write_csv(tmp_path / "fmea.csv", FMEA)
+    tool = open_tables([tmp_path / "downtime.xlsx", tmp_path / "parts.parquet", tmp_path / "fmea.csv"])
+    names = {t.name: [c.name for c in t.columns] for t in tool.tables}
+    assert names["downtime"] == ["line_no", "down_minutes"]
+    assert names["parts"] == ["part", "stock"]
+    assert "failure_mode" in names["fmea"] and "recommended_action" in names["fmea"]
+    assert tool.run("SELECT sum(down_minutes) FROM downtime").rows == ((75,),)
+    schema = schema_text(tool.tables)
+    assert "downtime(line_no text 'Line 1'|'Line 2', down_minutes int)" in schema
+    assert snake_name("2024 Total (h)", set()) == "c_2024_total_h" and snake_name("a", {"a"}) == "a_2"
+
+
+def test_bad_table_paths_and_files_are_clear_errors(tmp_path):
+    with pytest.raises(UserError, match="no such file or folder"):
+        open_tables([tmp_path / "missing.csv"])
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(UserError, match="not a table file"):
+        open_tables([tmp_path / "notes.txt"])
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(UserError, match="broken.parquet: cannot read it as a table"):
+        open_tables([tmp_path / "broken.parquet"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no table files"):
+        open_tables([tmp_path / "empty"])
+
+
+def test_the_connection_itself_refuses_writes_and_files(plant):
+    """The second lock holds on its own: the connection, bypassing the parser, can neither write nor read out."""
+    connection = plant._connection
+    for statement in ("CREATE TABLE x AS SELECT 1", "DELETE FROM fmea", "SELECT * FROM read_csv('/etc/passwd')",
+                      "INSTALL httpfs", "SET enable_external_access = true", "ATTACH '/tmp/other.duckdb'"):
+        with pytest.raises(Exception):
+            connection.execute(statement)
+    assert plant.run("SELECT count(*) FROM fmea").rows == ((4,),)
+
+
+def test_a_query_is_cut_at_the_row_limit_and_stopped_at_the_time_limit(plant):
+    many = plant.run("SELECT n FROM numbers")
+    assert len(many.rows) == MAX_ROWS and many.truncated
+    joins = ", ".join(f"numbers n{i}" for i in range(8))
+    with pytest.raises(QueryFailed, match="over the (time|memory) limit"):   # whichever the machine hits first
+        plant.run(f"SELECT count(*) FROM {joins}")
+    assert plant.run("SELECT count(*) FROM fmea").rows == ((4,),)     # the connection is still usable
+
+
+def test_an_engine_error_is_one_line(plant):
+    done = call(plant, "SELECT no_such_column FROM fmea")
+    assert done.error.startswith("the query failed:") and "\n" not in done.error
+
+
+# --- the annotation ---------------------------------------------------------------------------------------------
+
+def test_the_runtime_fills_the_rows_after_the_arrow(plant):
+    text = "Answer: [[SELECT rpn FROM fmea WHERE component ILIKE 'product pump' =>"
+    assert open_query(text).strip() == "SELECT rpn FROM fmea WHERE component ILIKE 'product pump'"
+    assert fill_for(text, plant) == " 126]]"
+    assert fill_for(text + " 126]]", plant) is None
+    assert readable(text + " 126]]") == "Answer: 126"
+    assert queries(text + " 126]]") == ["SELECT rpn FROM fmea WHERE component ILIKE 'product pump'"]
+
+
+def test_the_result_line_says_no_rows_refusals_and_counts(plant):
+    assert result_text(call(plant, "SELECT rpn FROM fmea WHERE equipment = 'Boiler'")) == NOT_IN_TABLES
+    assert result_text(call(plant, "DROP TABLE fmea")).startswith("refused: only SELECT")
+    assert result_text(call(plant, "SELECT n FROM numbers WHERE n < 20")).endswith("; ... (20 rows)")
+    # a cell cannot close the annotation or open another
+    cell = result_text(call(plant, "SELECT recommended_action FROM fmea WHERE equipment = 'Labeller'"))
+    assert "]]" not in cell and "=>" not in cell
+
+
+def test_an_engine_that_wrote_its_own_rows_is_corrected(plant):
+    wrote = "Answer: [[SELECT rpn FROM fmea WHERE component ILIKE 'cap chute' => 999]] done"
+    cut, fill = first_wrong_fill(wrote, plant)
+    assert wrote[:cut].endswith("=>") and fill == " 60]]"
+    assert first_wrong_fill(wrote[:cut] + fill, plant) is None
+
+
+class CharTokenizer:
+    """One token per character: enough to drive the decoding loop's rules."""
+    eos = {0}
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return [ord(c) for c in text]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(chr(i) for i in ids)
+
+
+def test_the_decoding_loop_feeds_the_rows_as_forced_tokens(plant):
+    tok = CharTokenizer()
+    row = Row(Sampling(max_new_tokens=200, tables=plant), tok.decode, tok.encode, tok.eos)
+    for char in "Answer: [[SELECT severity FROM fmea WHERE failure_mode ILIKE 'cap jam' =>":
+        row.step(ord(char))
+    assert tok.decode(row.queue) == " 5]]"
+    while row.queue:
+        row.step(ord("X"))     # the model's choices are ignored while the tool's tokens are fed
+    assert row.text.endswith("=> 5]]")
+
+
+def test_training_targets_split_where_the_tool_writes():
+    tok = CharTokenizer()
+    target = "Answer: [[SELECT 1 FROM t => 1]]"
+    ids, forced = encode_with_calculator_flags(tok, target)
+    written = "".join(chr(i) for i, f in zip(ids, forced) if f)
+    assert written == " 1]]" and tok.decode(ids) == target
+
+
+# --- questions ----------------------------------------------------------------------------------------------------
+
+def test_rows_answers_compare_as_sets():
+    q = Question(id="q", question="Which?", answer="Bearing; Seal", answer_type="rows", query="SELECT 1")
+    assert is_correct(extract_answer("Answer: [[SELECT x => seal; bearing]]", "rows"), q)
+    assert not is_correct(extract_answer("Answer: [[SELECT x => seal]]", "rows"), q)
+    assert answer_first_target(q) == "Answer: [[SELECT 1 => Bearing; Seal]]"
+
+
+def test_table_questions_carry_their_schema_into_the_prompt(plant):
+    q = Question(id="q", question="RPN of the cap chute?", answer_type="rows",
+                 query="SELECT rpn FROM fmea WHERE component ILIKE 'cap chute'")
+    arithmetic = Question(id="a", question="2 times 3?", answer="6")
+    shown, plain = with_context([q, arithmetic], plant)
+    assert shown.answer == "60" and "fmea(" in shown.context and "numbers(" in shown.context
+    assert plain.context is None and "Tables:" not in chat(plain)[0]["content"]
+    assert chat(shown)[0]["content"].endswith(shown.context)
+    own = with_context([q], plant, other_tables=0)[0]
+    assert "numbers(" not in own.context
+    with pytest.raises(UserError, match="question bad"):
+        with_context([Question(id="bad", question="?", query="SELECT * FROM secrets")], plant)
+
+
+def test_the_values_a_question_names_are_linked_to_their_columns(plant):
+    from edgedistill.table_values import ValueIndex, hint_line
+    index = ValueIndex(plant)
+    found = index.find("What is the RPN of the spindle bearing on the capper?")
+    assert [(link.value, link.table, link.column) for link in found] == [
+        ("Spindle bearing", "fmea", "component"), ("Capper", "fmea", "equipment")]
+    assert hint_line(found) == "(in the tables: 'Spindle bearing' is fmea.component; 'Capper' is fmea.equipment)"
+    assert index.find("What is the weather?") == [] and hint_line([]) is None
+    q = Question(id="q", question="Severity of the cap jam?", answer_type="rows",
+                 query="SELECT severity FROM fmea WHERE failure_mode ILIKE 'cap jam'")
+    linked = with_context([q], plant, values=index)[0]
+    assert linked.hints == "(in the tables: 'Cap jam' is fmea.failure_mode)"
+    assert chat(linked)[-1]["content"] == "Severity of the cap jam?\n" + linked.hints
