@@ -32,6 +32,12 @@ class Link:
     table: str
     column: str
 
+    @property
+    def pattern(self) -> re.Pattern:
+        """The value as whole words: case aside, except for a short one (CASE_SENSITIVE_BELOW)."""
+        flags = 0 if len(self.value) < CASE_SENSITIVE_BELOW else re.IGNORECASE
+        return re.compile(rf"(?<!\w){re.escape(self.value)}(?!\w)", flags)
+
 
 class ValueIndex:
     """The short text values of a tool's tables, each with where it is."""
@@ -49,27 +55,32 @@ class ValueIndex:
                 self.links += [Link(row[0], table.name, column.name) for row in done.cells
                                if 0 < len(row[0]) <= MAX_VALUE_CHARS]
         self.links.sort(key=lambda link: -len(link.value))     # the longest first: "Cap chute" before "Cap"
+        self._patterns = [link.pattern for link in self.links]  # compiled once: a question is read against all
 
     def find(self, question: str) -> list[Link]:
-        """The values the question names, longest first, none inside a longer one found, at most MAX_HINTS."""
-        found, taken = [], []
-        for link in self.links:
-            flags = 0 if len(link.value) < CASE_SENSITIVE_BELOW else re.IGNORECASE
-            match = re.search(rf"(?<!\w){re.escape(link.value)}(?!\w)", question, flags)
-            if match is None or any(start <= match.start() < end for start, end in taken):
+        """Every place of the values the question names: at most MAX_HINTS values, the longest first, none inside
+        a longer one found; a value several columns hold (equipment in four tables) is linked to each."""
+        found, taken, values = [], [], set()
+        for link, pattern in zip(self.links, self._patterns):
+            if link.value.lower() in values:
+                found.append(link)
                 continue
-            if any(other.value.lower() == link.value.lower() for other in found):   # one name in two columns:
-                found.append(link)                                                  # both are said
+            match = pattern.search(question)
+            if match is None or any(start <= match.start() < end for start, end in taken) or \
+                    len(values) >= MAX_HINTS:
                 continue
             taken.append(match.span())
+            values.add(link.value.lower())
             found.append(link)
-            if len(found) >= MAX_HINTS:
-                break
         return found
 
 
 def hint_line(links: list[Link]) -> str | None:
-    """`(in the tables: 'Label sensor' is fmea.component; 'C' is downtime_log.shift)`, or None."""
+    """`(in the tables: 'Label sensor' is fmea.component; 'Capper' is fmea.equipment, spare_parts.equipment)`, or
+    None: each value once, with every column that holds it."""
     if not links:
         return None
-    return "(in the tables: " + "; ".join(f"'{link.value}' is {link.table}.{link.column}" for link in links) + ")"
+    places: dict[str, list[str]] = {}
+    for link in links:
+        places.setdefault(link.value, []).append(f"{link.table}.{link.column}")
+    return "(in the tables: " + "; ".join(f"'{value}' is {', '.join(where)}" for value, where in places.items()) + ")"
