@@ -122,12 +122,15 @@ seed: 0
 data:
   train:
     - {{source: plant_tables:train, limit: 300}}   # the table-query format on the shipped plant
+    - {{source: plant_tables:practice, limit: 200}}   # reading schemas it has not seen
     - {{source: shopfloor:train, limit: 200}}      # arithmetic, so the calculator is not forgotten
   eval: plant_tables:heldout
   dev: plant_tables:dev
   eval_limit: 60
 knowledge:
   tables: [plant, {sheet}]
+  practice_tables: [plant_practice]
+  value_hints: true
   other_tables: 1
   mixed_share: 0.15
 teacher:

@@ -188,15 +188,21 @@ def summary_table(results: list[EvalResult], k: int = 4) -> list[str]:
     return lines
 
 
+def table_section(intro: str, header: list[str], rows: list[list]) -> list[str]:
+    """A report section: a blank line, one line saying what the table shows, then the Markdown table."""
+    return ["", intro, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
+        ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+
+
 def label_table(results: list[EvalResult]) -> list[str]:
     """Accuracy (= micro-F1) and macro-F1 of the results on a closed label set (none for numeric questions)."""
     rows = [r for r in results if r.figure("macro_f1") is not None]
     if not rows:
         return []
-    lines = ["", "One label per question, so accuracy is micro-F1; macro-F1 weighs every reference label the same "
-                 "(95% bootstrap interval).", "", "| model | accuracy | macro-F1 | 95% interval |", "|---|---|---|---|"]
-    return lines + [f"| {r.model} | {r.figure('accuracy'):.1%} | {r.figure('macro_f1'):.3f} | "
-                    f"{r.figure('macro_f1_ci95')[0]:.3f} - {r.figure('macro_f1_ci95')[1]:.3f} |" for r in rows]
+    return table_section("One label per question, so accuracy is micro-F1; macro-F1 weighs every reference label "
+                         "the same (95% bootstrap interval).", ["model", "accuracy", "macro-F1", "95% interval"],
+                         [[r.model, f"{r.figure('accuracy'):.1%}", f"{r.figure('macro_f1'):.3f}",
+                           f"{r.figure('macro_f1_ci95')[0]:.3f} - {r.figure('macro_f1_ci95')[1]:.3f}"] for r in rows])
 
 
 def text_table(results: list[EvalResult]) -> list[str]:
@@ -204,11 +210,11 @@ def text_table(results: list[EvalResult]) -> list[str]:
     rows = [r for r in results if r.figure("text_token_f1") is not None]
     if not rows:
         return []
-    lines = ["", "Free-text answers: exact match after normalising (case, punctuation, spacing), and token F1 "
-                 "(SQuAD-style word overlap, articles dropped) for partial credit.", "",
-             "| model | exact match | token F1 |", "|---|---|---|"]
-    return lines + [f"| {r.model} | {r.figure('text_exact_match'):.1%} | {r.figure('text_token_f1'):.3f} |"
-                    for r in rows]
+    return table_section("Free-text answers: exact match after normalising (case, punctuation, spacing), and token "
+                         "F1 (SQuAD-style word overlap, articles dropped) for partial credit.",
+                         ["model", "exact match", "token F1"],
+                         [[r.model, f"{r.figure('text_exact_match'):.1%}", f"{r.figure('text_token_f1'):.3f}"]
+                          for r in rows])
 
 
 def paired_tests(results: list[EvalResult]) -> list[dict]:
@@ -225,11 +231,11 @@ def paired_table(results: list[EvalResult]) -> list[str]:
     tests = paired_tests(results)
     if not tests:
         return []
-    lines = ["", "Paired (McNemar, exact): of the questions both scored, those only one of the two got right; p below "
-                 "0.05 means the difference is unlikely to be chance.", "",
-             "| model | against | questions | right only here | right only there | p |", "|---|---|---|---|---|---|"]
-    return lines + [f"| {t['second']} | {t['first']} | {t['n']} | {t['only_second']} | {t['only_first']} | "
-                    f"{t['p_value']:.3g} |" for t in tests]
+    return table_section("Paired (McNemar, exact): of the questions both scored, those only one of the two got "
+                         "right; p below 0.05 means the difference is unlikely to be chance.",
+                         ["model", "against", "questions", "right only here", "right only there", "p"],
+                         [[t["second"], t["first"], t["n"], t["only_second"], t["only_first"], f"{t['p_value']:.3g}"]
+                          for t in tests])
 
 
 def skipped_section(results: list[EvalResult], shown: int = 20) -> list[str]:
