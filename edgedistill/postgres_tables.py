@@ -77,6 +77,8 @@ class PostgresTables:
                     rows = cursor.fetchmany(MAX_ROWS + 1)
             except psycopg.errors.QueryCanceled:
                 raise QueryFailed("the query failed: over the time limit") from None
+            except psycopg.errors.UndefinedColumn as exc:
+                raise QueryFailed(f"the query failed: {one_line(exc)}", missing=True) from None
             except psycopg.Error as exc:
                 raise QueryFailed(f"the query failed: {one_line(exc)}") from None
             finally:

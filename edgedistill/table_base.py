@@ -22,7 +22,12 @@ MAX_EXAMPLE_DISTINCT = 12   # a column with more distinct values (ids, descripti
 
 
 class QueryFailed(ValueError):
-    """A checked query that the engine could not run (an unknown column, a type error, the time limit)."""
+    """A checked query that the engine could not run (an unknown column, a type error, the time limit).
+    `missing`: it names a column the tables do not have, so what it asks for is not in the tables."""
+
+    def __init__(self, message: str, missing: bool = False):
+        super().__init__(message)
+        self.missing = missing
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,7 @@ class ToolCall:
     result: QueryResult | None = None
     error: str | None = None           # a refusal or failure, one line
     cells: list[list[str]] = field(default_factory=list)
+    missing: bool = False              # it failed on a column the tables do not have
 
 
 def call(tool: TableTool, query: str) -> ToolCall:
@@ -130,5 +136,5 @@ def call(tool: TableTool, query: str) -> ToolCall:
     try:
         result = tool.run(query)
     except (QueryRefused, QueryFailed) as exc:
-        return ToolCall(query=query, error=str(exc))
+        return ToolCall(query=query, error=str(exc), missing=getattr(exc, "missing", False))
     return ToolCall(query=query, result=result, cells=[[cell_text(v) for v in row] for row in result.rows])

@@ -6,8 +6,8 @@ writes the result and `]]`; the model goes on from there. On the Answer line:
     Answer: [[SELECT rpn FROM fmea WHERE component ILIKE 'seal' => 126]]
 
 A person reads `126` (readable), the page shows the query and the rows under it. The result is written in one
-line: a row's values joined by ", ", rows by "; ", at most MAX_SHOWN_ROWS rows and a count beyond; no rows is
-"not in the tables", a refused or failed query its one-line reason. Only the runtime writes what follows `=>`, so
+line: a row's values joined by ", ", rows by "; ", at most MAX_SHOWN_ROWS rows and a count beyond; no rows, or a
+column the tables do not have, is "not in the tables"; a refused or failed query its one-line reason. Only the runtime writes what follows `=>`, so
 the model is trained on exactly the tokens it writes at inference (encode_completion splits there).
 """
 from __future__ import annotations
@@ -37,8 +37,10 @@ def open_query(text: str) -> str | None:
 
 
 def result_text(done: "ToolCall") -> str:
-    """What the runtime writes after `=>` (before `]]`): the rows in one line, "not in the tables", or the reason
-    the query did not run."""
+    """What the runtime writes after `=>` (before `]]`): the rows in one line, "not in the tables" (no rows, or a
+    column the tables do not have: the page still shows the engine's words), or why the query did not run."""
+    if done.missing:
+        return NOT_IN_TABLES
     if done.error is not None:
         return _clean(done.error)
     if not done.cells:

@@ -124,7 +124,8 @@ class DuckDBTables:
                 text = str(exc).lower()
                 stopped = "over the time limit" if "interrupt" in text else \
                     "over the memory limit" if "out of memory" in text else one_line(exc)
-                raise QueryFailed(f"the query failed: {stopped}") from None
+                missing = type(exc).__name__ == "BinderException" and "not found" in text
+                raise QueryFailed(f"the query failed: {stopped}", missing=missing) from None
             finally:
                 timer.cancel()
                 cursor.close()

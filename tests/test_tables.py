@@ -132,8 +132,16 @@ def test_a_query_is_cut_at_the_row_limit_and_stopped_at_the_time_limit(plant):
 
 
 def test_an_engine_error_is_one_line(plant):
-    done = call(plant, "SELECT no_such_column FROM fmea")
-    assert done.error.startswith("the query failed:") and "\n" not in done.error
+    done = call(plant, "SELECT rpn FROM fmea WHERE rpn > 'many'")
+    assert done.error.startswith("the query failed:") and "\n" not in done.error and not done.missing
+    assert result_text(done).startswith("the query failed: Conversion Error")
+
+
+def test_a_column_the_tables_do_not_have_is_not_in_the_tables(plant):
+    """"What is the boiler pressure?": no column holds it, so the answer says so instead of an engine error."""
+    done = call(plant, "SELECT boiler_pressure FROM fmea WHERE equipment ILIKE 'filler'")
+    assert done.missing and "boiler_pressure" in done.error
+    assert result_text(done) == NOT_IN_TABLES
 
 
 # --- the annotation ---------------------------------------------------------------------------------------------

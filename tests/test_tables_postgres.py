@@ -74,6 +74,9 @@ def test_the_same_tool_reads_a_postgresql_server(server):
                         "SELECT pg_read_file('/etc/passwd')", "COPY fmea TO '/tmp/x'"):
             with pytest.raises(QueryRefused):
                 tool.run(refused)
+        with pytest.raises(QueryFailed) as missing:
+            tool.run("SELECT boiler_pressure FROM fmea")
+        assert missing.value.missing
         with pytest.raises(QueryFailed, match="time limit"):
             tool.run("SELECT count(*) FROM fmea a, fmea b, fmea c, fmea d, fmea e, fmea f, fmea g, fmea h, fmea i, "
                      "fmea j, fmea k, fmea l, fmea m, fmea n, fmea o, fmea p, fmea q, fmea r, fmea s, fmea t")
