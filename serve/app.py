@@ -49,7 +49,7 @@ def evidence_markdown(calls) -> str:
     for done in calls:
         parts.append(f"**Query:** `{done.query.replace('`', '')}`")
         if done.error:
-            parts.append(f"*{cell(done.error)}*")
+            parts.append(f"*{'Not in the tables: ' if done.missing else ''}{cell(done.error)}*")
         elif not done.cells:
             parts.append("*No rows: not in the tables.*")
         else:
