@@ -128,25 +128,36 @@ def run_table_teacher(cfg, tool: TableTool, rule: list[Question], files, teacher
     todo = [p for p in plan(tool, rule, cfg, seed) if p["id"] not in done]
     writing = Sampling(max_new_tokens=WRITE_TOKENS, temperature=cfg.temperature, stop_after_answer=False,
                        calculator=False, seed=seed)
+    bar = progress_bar(len(todo), progress and f"{progress} write")
     for start in range(0, len(todo), cfg.batch_size):
         chunk = todo[start:start + cfg.batch_size]
         texts = teacher.generate([[{"role": "user", "content": p["prompt"]}] for p in chunk], writing,
-                                 batch_size=len(chunk), progress=progress and f"{progress} write")
+                                 batch_size=len(chunk))
         proposals_log.append(checked(p, t, tool, seeds) for p, t in zip(chunk, texts))
+        bar.update(len(chunk))
+    bar.close()
     passed = [p for p in proposals_log.rows() if p.get("fault") is None]
     shots = [(q, answer_first_target(q)) for q in rule[:2]]
     solved = solves_log.done()
     waiting = [p for p in passed if f"{p['id']}#0" not in solved]
     solving = Sampling(max_new_tokens=SOLVE_TOKENS, temperature=cfg.solve_temperature, tables=tool, seed=seed)
+    bar = progress_bar(len(waiting), progress and f"{progress} solve")
     for start in range(0, len(waiting), cfg.batch_size):
         chunk = waiting[start:start + cfg.batch_size]
         asked = with_context([as_question(p) for p in chunk], tool)
         conversations = [chat(q, shots) for q in asked for _ in range(cfg.solves)]
-        texts = teacher.generate(conversations, solving, batch_size=len(conversations),
-                                 progress=progress and f"{progress} solve")
+        texts = teacher.generate(conversations, solving, batch_size=len(conversations))
         solves_log.append({"id": f"{p['id']}#{k}", "proposal": p["id"], "text": texts[i * cfg.solves + k]}
                           for i, p in enumerate(chunk) for k in range(cfg.solves))
+        bar.update(len(chunk))
+    bar.close()
     return kept(passed, solves_log.rows(), rule, model)
+
+
+def progress_bar(total: int, label: str | None):
+    """One bar over a whole pass, with its ETA (the chunks' own bars would restart at every chunk)."""
+    from tqdm import tqdm
+    return tqdm(total=total, desc=label, unit="q", disable=label is None or not total)
 
 
 def as_question(row: dict) -> Question:
