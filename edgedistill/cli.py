@@ -185,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "  edgedistill serve --model runs/plant            (a run: the file its export chose)\n"
                               "  edgedistill serve --model runs/plant/export/student-Q5_K_M.gguf\n"
                               "  edgedistill serve --model runs/quickstart/export/onnx --config my.yaml\n"
+                              "  edgedistill serve --model runs/plant_tables --tables fmea.xlsx logs/   (the plant's "
+                              "tables)\n"
                               "  edgedistill serve --model student.gguf --host 0.0.0.0 --auth-file users.txt \\\n"
                               "      --tls-cert plant.crt --tls-key plant.key     (the LAN: HTTPS, docs/serve.md)",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
