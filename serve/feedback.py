@@ -77,7 +77,15 @@ class FeedbackLog:
                "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         if reference:   # a correction is a person's word; a thumbs-up keeps the model's own answer
             row["answer"], row["checked_by"] = reference, "human" if correction else "model"
-        question_from_dict(row, "feedback", row["id"])     # what the next round's loader will ask of it
+        try:
+            question_from_dict(row, "feedback", row["id"])     # what the next round's loader will ask of it
+        except UserError:
+            if correction or "answer" not in row:
+                raise
+            # a thumbs-up on an answer its kind cannot read (a label outside the set): the question is kept
+            # without it, for an expert to answer, rather than the thumb lost
+            del row["answer"], row["checked_by"]
+            question_from_dict(row, "feedback", row["id"])
         return row
 
 

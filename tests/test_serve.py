@@ -294,6 +294,22 @@ def test_feedback_keeps_the_kind_of_question(tmp_path):
     assert seed.answer_type == "choice" and seed.options[2] == "C. z"
 
 
+
+def test_a_thumbs_up_on_an_answer_outside_the_label_set_keeps_the_question_for_an_expert(tmp_path):
+    """The loader refuses a label answer that is none of the labels, so such a thumbs-up is not written as a
+    reference (the next round would refuse the file) nor lost: the question waits for an expert's answer."""
+    import json
+    log = FeedbackLog(tmp_path / "feedback.jsonl", "m", "number")
+    said = log.record("pump not turning", "It is probably the motor", "up", answer_type="label",
+                      options=["Breakdown", "Electrical", "Leaking"])
+    assert "saved to `feedback.unanswered.jsonl` without an answer" in said
+    row = json.loads((tmp_path / "feedback.unanswered.jsonl").read_text())
+    assert "answer" not in row and row["model_answer"].startswith("It is probably")
+    refused = log.record("pump not turning", "x", "down", correction="Broken", answer_type="label",
+                         options=["Breakdown", "Electrical", "Leaking"])
+    assert "Nothing was saved" in refused                               # a person's correction must be a label
+
+
 def test_confidence_reads_the_fitted_signals_when_the_calibration_has_them(qa):
     """With a combination in the calibration file, the page's probability is that combination of the answer's
     signals, and an answer whose computation uses a number the question does not show says so."""
