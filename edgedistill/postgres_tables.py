@@ -12,7 +12,7 @@ import threading
 
 from edgedistill import UserError
 from edgedistill.sqlguard import check_query, one_line
-from edgedistill.table_base import (EXAMPLE_VALUES, MAX_EXAMPLE_DISTINCT, MAX_ROWS, TIME_LIMIT_S, Column, QueryFailed,
+from edgedistill.table_base import (MAX_EXAMPLE_DISTINCT, MAX_ROWS, TIME_LIMIT_S, Column, QueryFailed,
                                 QueryResult, TableInfo, short_examples, simple_type)
 
 CONNECT_TIMEOUT_S = 5
@@ -60,8 +60,7 @@ class PostgresTables:
                 top = self._connection.execute(sql.SQL(
                     "SELECT {c} FROM {t} WHERE {c} IS NOT NULL GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT {n}").format(
                     c=sql.Identifier(column), t=table, n=sql.Literal(MAX_EXAMPLE_DISTINCT + 1))).fetchall()
-                if len(top) <= MAX_EXAMPLE_DISTINCT:
-                    examples = short_examples([str(v) for (v,) in top])[:EXAMPLE_VALUES]
+                examples = short_examples([str(v) for (v,) in top])
             columns.append(Column(name=column, type=kind, examples=examples))
         return TableInfo(name=name, columns=tuple(columns), rows=int(count), source=f"postgresql table {name}")
 

@@ -76,8 +76,9 @@ def simple_type(engine_type: str) -> str:
 
 
 def short_examples(values: list[str]) -> tuple[str, ...]:
-    """The values a prompt shows for a text column: none when any is long (free text), else the first few."""
-    if not values or any(len(v) > MAX_EXAMPLE_CHARS or "'" in v for v in values[:EXAMPLE_VALUES]):
+    """The values a prompt shows for a text column, from its most common (up to MAX_EXAMPLE_DISTINCT + 1): none
+    when it has more distinct values than that (ids) or any is long (free text), else the first few."""
+    if len(values) > MAX_EXAMPLE_DISTINCT or not values or any(len(v) > MAX_EXAMPLE_CHARS or "'" in v for v in values[:EXAMPLE_VALUES]):
         return ()
     return tuple(values[:EXAMPLE_VALUES])
 

@@ -180,8 +180,7 @@ def _describe(connection, name: str, source: str) -> TableInfo:
             top = connection.execute(
                 f'SELECT "{column}" FROM {name} WHERE "{column}" IS NOT NULL GROUP BY 1 '
                 f'ORDER BY count(*) DESC, 1 LIMIT {MAX_EXAMPLE_DISTINCT + 1}').fetchall()
-            if len(top) <= MAX_EXAMPLE_DISTINCT:
-                examples = short_examples([str(v) for (v,) in top])
+            examples = short_examples([str(v) for (v,) in top])
         columns.append(Column(name=column, type=kind, examples=examples))
     return TableInfo(name=name, columns=tuple(columns), rows=int(count), source=source)
 
@@ -228,6 +227,15 @@ def with_context(questions: list, tool: TableTool, *, seed: int = 0, other_table
                                                        if link.table in shown(q)]))
                if q.context else q for q in out]
     return out
+
+
+def as_served(questions: list, tool: TableTool | None, value_hints: bool = False) -> list:
+    """Table questions as the app asks them: the schema of every table as their context and, with `value_hints`,
+    the values they name linked to their columns. What evaluation and the export's parity check ask."""
+    if tool is None or not any(q.query for q in questions):
+        return questions
+    from edgedistill.table_values import ValueIndex
+    return with_context(questions, tool, values=ValueIndex(tool) if value_hints else None)
 
 
 def _schema_for(own: list[str], by_name: dict, other_tables: int | None, rng) -> str:

@@ -80,13 +80,9 @@ def open_named_tables(named: list[str]):
 
 
 def with_schema(questions: list[Question], tables, value_hints: bool = False) -> list[Question]:
-    """Table questions with the schema of every table as their context (and, with `value_hints`, the values they
-    name linked to their columns): the prompt the app's model sees."""
-    if tables is None or not any(q.query for q in questions):
-        return questions
-    from edgedistill.table_values import ValueIndex
-    from edgedistill.tables import with_context
-    return with_context(questions, tables, values=ValueIndex(tables) if value_hints else None)
+    """Table questions as the app asks them (tables.as_served)."""
+    from edgedistill.tables import as_served
+    return as_served(questions, tables, value_hints)
 
 
 def evaluation_options(settings: EvalConfig, *, k: int | None = None) -> dict:

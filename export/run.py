@@ -32,10 +32,9 @@ def run(config: Config, rundir: RunDir) -> dict:
     questions = load_questions(config.data.dev, columns=config.data.columns) if cfg.parity else []
     tables = None
     if config.knowledge.tables and any(q.query for q in questions):   # dev questions about the tables: their
-        from edgedistill.tables import open_tables, with_context          # schema in the prompt, queries answered
+        from edgedistill.tables import as_served, open_tables             # schema in the prompt, queries answered
         tables = open_tables(config.knowledge.tables)
-        from edgedistill.table_values import ValueIndex
-        questions = with_context(questions, tables, values=ValueIndex(tables) if config.knowledge.value_hints else None)
+        questions = as_served(questions, tables, config.knowledge.value_hints)
     result = run_export(cfg, rundir.student.merged, rundir.export_dir, calibration, questions, tables=tables)
     if result.get("gguf"):
         print(f"[export] serves {result['gguf']} ({result['files'][result['quant']]['bytes'] / 2**20:.1f} MiB), "

@@ -190,8 +190,9 @@ class QA:
                    sampled_texts: list[str], text: str | None = None) -> Confidence:
         """`answer`: the greedy answer as read; `text`: the greedy completion it was read from (its computation),
         None where only the answer is known."""
-        if q is not as_answered(q, text):
-            q, answer = as_answered(q, text), extract_answer(text, "rows")
+        answered = as_answered(q, text)
+        if answered is not q:       # a query on the Answer line: the answer is the rows it returned
+            q, answer = answered, extract_answer(text, "rows")
         token_probability = (math.exp(sum(math.log(max(p, 1e-12)) for p in answer_probabilities)
                              / len(answer_probabilities)) if answer_probabilities else None)
         if not self.samples:
