@@ -75,7 +75,7 @@ test-fast: $(VENV)/.installed-test
 # The fuzz suite's long profile (a nightly-style run): FUZZ_EXAMPLES examples per property.
 FUZZ_EXAMPLES ?= 20000
 fuzz-long: $(VENV)/.installed-test
-	EDGEDISTILL_FUZZ=long EDGEDISTILL_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/test_fuzz.py tests/test_fuzz_api.py \
+	EDGEDISTILL_FUZZ=long EDGEDISTILL_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/test_fuzz.py tests/test_fuzz_api.py tests/test_fuzz_sql.py \
 	    -p no:cacheprovider --hypothesis-show-statistics
 
 # The 1.1 GB Qwen2.5-Coder-1.5B-Instruct teacher (22 packages whose data files concatenate to one GGUF).

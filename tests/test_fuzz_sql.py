@@ -97,7 +97,7 @@ def test_a_query_the_model_writes_mid_answer_is_filled_with_one_line(plant, data
     fill = fill_for(text, tool)
     assert fill is not None and fill.endswith("]]") and "\n" not in fill and SECRET not in fill
     row = Row(Sampling(max_new_tokens=4000, tables=tool), decode=lambda ids: "".join(map(chr, ids)),
-              encode=lambda s: [ord(c) for c in s], eos={0})
+              encode=lambda s: [ord(c) for c in s], eos={-1})  # no character is the stop id
     for char in text:
         row.step(ord(char))
     assert "".join(map(chr, row.queue)) == fill
