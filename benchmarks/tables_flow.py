@@ -62,8 +62,9 @@ def write_sheet(path: Path, rows: int = 300, seed: int = 33) -> None:
     pandas.DataFrame(records).to_excel(path, index=False, sheet_name="PFMEA")
 
 
-# (kind, wording, query): {step}, {mode}, {cause}, {n} are drawn from the sheet. Worded as the public FMEA sets
-# word their questions, not as teacher/table_questions.py does.
+# (kind, wording, query[, tie]): {step}, {mode}, {cause}, {n} are drawn from the sheet. Worded as the public FMEA
+# sets word their questions, not as teacher/table_questions.py does. `tie` lists the ranked values one past the
+# cut: a ranking whose top two are equal has no one answer and is not asked.
 ASKED = [
     ("lookup", "What RPN does the FMEA give '{mode}' caused by '{cause}' in the {step} step?",
      "SELECT rpn FROM line3_fmea WHERE process_step ILIKE '{step}' AND potential_failure_mode ILIKE '{mode}' "
@@ -84,9 +85,11 @@ ASKED = [
     ("count", "How many actions are still open for {step}?",
      "SELECT count(*) FROM line3_fmea WHERE process_step ILIKE '{step}' AND action_status ILIKE 'open'"),
     ("rank", "Which process step has the highest total RPN?",
-     "SELECT process_step FROM line3_fmea GROUP BY process_step ORDER BY sum(rpn) DESC LIMIT 1"),
+     "SELECT process_step FROM line3_fmea GROUP BY process_step ORDER BY sum(rpn) DESC LIMIT 1",
+     "SELECT sum(rpn) FROM line3_fmea GROUP BY process_step ORDER BY sum(rpn) DESC LIMIT 2"),
     ("rank", "In {step}, which failure mode has the highest RPN?",
-     "SELECT potential_failure_mode FROM line3_fmea WHERE process_step ILIKE '{step}' ORDER BY rpn DESC LIMIT 1"),
+     "SELECT potential_failure_mode FROM line3_fmea WHERE process_step ILIKE '{step}' ORDER BY rpn DESC LIMIT 1",
+     "SELECT rpn FROM line3_fmea WHERE process_step ILIKE '{step}' ORDER BY rpn DESC LIMIT 2"),
     ("aggregate", "What is the average RPN for {mode}, rounded to one decimal?",
      "SELECT round(avg(rpn), 1) FROM line3_fmea WHERE potential_failure_mode ILIKE '{mode}'"),
     ("aggregate", "What is the highest RPN recorded against {cause}?",
@@ -104,12 +107,14 @@ def questions(tool, count: int, seed: int = 7) -> list[Question]:
     out, seen, tries = [], set(), 0
     while len(out) < count and tries < count * 50:
         tries += 1
-        kind, wording, query = ASKED[len(out) % len(ASKED)] if tries <= len(ASKED) else rng.choice(ASKED)
+        kind, wording, query, *tie = ASKED[len(out) % len(ASKED)] if tries <= len(ASKED) else rng.choice(ASKED)
         step, mode, cause, rpn = rng.choice(rows)
         fields = {"step": step, "mode": mode, "cause": cause, "n": int(rpn) // 50 * 50}
         text, sql = wording.format(**fields), query.format(**fields)
         done = call(tool, sql)
         if text in seen or done.error or len(done.cells) > 8 or (kind != "absent" and not done.cells):
+            continue
+        if tie and len(top := call(tool, tie[0].format(**fields)).cells) == 2 and top[0] == top[1]:
             continue
         seen.add(text)
         out.append(Question(id=f"flow-{len(out) + 1}", question=text, answer=result_text(done), answer_type="rows",
@@ -128,8 +133,8 @@ data:
   dev: plant_tables:dev
   eval_limit: 60
 knowledge:
-  tables: [plant, {sheet}]
-  practice_tables: [plant_practice]
+  tables: [{sheet}]                              # the sheet: rule questions, and what is served
+  practice_tables: [plant, plant_practice]       # the shipped plant's tables, for its questions; never served
   value_hints: true
   other_tables: 1
   mixed_share: 0.15
@@ -187,7 +192,7 @@ def main(argv=None) -> int:
         report["stage_seconds"] = {name: stage.get("seconds") for name, stage in stages.items()}
     tool = open_tables([sheet])
     asked = questions(tool, args.questions)
-    with serving(str(out / "run"), "--tables", "plant", str(sheet), "--samples", "0",
+    with serving(str(out / "run"), "--samples", "0",      # the run's knowledge.tables: the sheet
                  log_path=out / "serve.log", timeout_s=600) as url:
         started = time.time()
         answers = ask_all(url, asked)

@@ -179,7 +179,7 @@ def table_context(config: Config, questions: list[Question], files: TeacherFiles
             for q in rule:
                 q.id = f"tables-{q.id}"
             write_jsonl_atomic(files.tables.rule, [to_dict(q) for q in rule])
-            print(f"[teach] {len(rule)} questions written by rule from {len(tool.tables)} tables "
+            print(f"[teach] {len(rule)} questions written by rule from {len(names)} table{'s' if len(names) != 1 else ''} "
                   f"({files.tables.rule})", flush=True)
             written += rule
         if cfg.enabled():

@@ -23,6 +23,7 @@ apart from training; a question's topic is `<kind>/<pool>`.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 from edgedistill.records import Question
@@ -100,8 +101,9 @@ class Roles:
 
 
 def words(name: str) -> str:
-    """A column or table name as a question says it: failure_mode -> failure mode, rpn -> RPN."""
-    text = name.replace("_", " ")
+    """A column or table name as a question says it: failure_mode -> failure mode, rpn -> RPN, potential_cause_s
+    (a sheet's "Potential Cause(s)") -> potential cause."""
+    text = re.sub(r"_s$", "", name).replace("_", " ")
     return text.upper() if len(text) <= 3 and not set(text) & set("aeiou") else text
 
 
