@@ -45,12 +45,12 @@ def snake_name(name: str, taken: set[str]) -> str:
 
 
 # Tables shipped in the package, named like the packaged question splits: seeds/<name>/*.csv.
-PACKAGED_TABLES = ("plant", "plant_heldout", "plant_practice")
+PACKAGED_TABLES = ("plant", "plant_heldout", "plant_dev", "plant_practice")
 
 
 def table_files(paths: Sequence[str | Path]) -> list[Path]:
     """The table files of the paths given: files as they are, folders for the table files directly in them, and
-    the shipped plant by name (`plant`, `plant_heldout`, `plant_practice`)."""
+    the shipped plant by name (`plant`, `plant_heldout`, `plant_dev`, `plant_practice`)."""
     from edgedistill.records import SEEDS_DIR
     files = []
     for raw in paths:

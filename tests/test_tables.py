@@ -237,3 +237,24 @@ def test_the_values_a_question_names_are_linked_to_their_columns(plant):
     linked = with_context([q], plant, values=index)[0]
     assert linked.hints == "(in the tables: 'Cap jam' is fmea.failure_mode)"
     assert chat(linked)[-1]["content"] == "Severity of the cap jam?\n" + linked.hints
+
+
+def test_the_shipped_splits_are_verified_and_keep_their_tables_apart():
+    """Every shipped question's reference query returns its answer through the locked tool; no training question
+    (train, practice) names the held-out table or the dev table; dev and held-out wordings are not train's."""
+    from edgedistill.records import load_questions
+    tool = open_tables(["plant", "plant_heldout", "plant_dev", "plant_practice"])
+    try:
+        splits = {name: load_questions(f"plant_tables:{name}")
+                  for name in ("train", "dev", "heldout", "heldout_table", "practice", "dev_table")}
+        for name, questions in splits.items():
+            assert questions, name
+            for q in questions:
+                assert is_correct(result_text(call(tool, q.query)), q), (name, q.id)
+        trained = [q.query for q in splits["train"] + splits["practice"]]
+        assert not [s for s in trained if "lubrication_schedule" in s or "vibration_survey" in s]
+        assert all("vibration_survey" in q.query for q in splits["dev_table"])
+        train_words = {q.question for q in splits["train"]}
+        assert not train_words & {q.question for name in ("dev", "heldout") for q in splits[name]}
+    finally:
+        tool.close()

@@ -7,6 +7,9 @@ A build-time tool. Writes, into edgedistill/seeds/ (or OUT_DIR):
 - plant_tables_{train,dev,heldout}.jsonl: questions over plant/ (teacher.table_questions, by rule, verified by
   construction); train and dev/held-out use disjoint wordings (dev and held-out share theirs);
 - plant_tables_heldout_table.jsonl: questions over plant_heldout/ alone, in the held-out wordings;
+- plant_dev/        vibration_survey.csv: a sixth table, never trained on, to choose recipes on, and
+  plant_tables_dev_table.jsonl: questions over it alone, in the held-out wordings (the unseen-table dev split:
+  choosing on heldout_table would make its figure a second look);
 - plant_practice/   ten more tables a plant keeps (calibration, scrap, energy, tools, roster, quality checks,
                     suppliers, permits, compressor readings, training), headers in other naming habits, and
   plant_tables_practice.jsonl: training questions over them, train wordings only.
@@ -29,6 +32,7 @@ SEEDS_DIR = Path(__file__).resolve().parent.parent / "edgedistill" / "seeds"
 SEED = 20261206
 N_TRAIN, N_DEV, N_HELDOUT, N_HELDOUT_TABLE = 900, 120, 200, 120
 N_PRACTICE = 500
+N_DEV_TABLE = 80
 
 EQUIPMENT = {   # equipment: its components and how they fail (failure mode, effect, recommended action)
     "Depalletiser": [("Vacuum gripper", "Loss of suction", "Layer drops", "Replace the suction cups"),
@@ -116,6 +120,20 @@ def heldout_table(rng: random.Random, folder: Path) -> None:
                                                     "Interval Days", "Quantity ml", "Last Done"], rows)
 
 
+def dev_table(rng: random.Random, folder: Path) -> None:
+    rows = []
+    for equipment, failures in EQUIPMENT.items():
+        for component, *_ in failures:
+            if rng.random() < 0.8:
+                velocity, alarm = round(rng.uniform(0.8, 9.5), 1), rng.choice([4.5, 7.1])
+                condition = "Alarm" if velocity > alarm else "Watch" if velocity > 0.7 * alarm else "Good"
+                rows.append([f"VS-{len(rows) + 1:02d}", equipment, f"{component} drive end", velocity, alarm,
+                             condition, (datetime.date(2025, 6, 2) + datetime.timedelta(days=rng.randint(0, 45))
+                                         ).isoformat(), rng.choice(TECHNICIANS)])
+    write_csv(folder / "vibration_survey.csv", ["Survey Point", "Equipment", "Measuring Point", "Velocity (mm/s)",
+                                                "Alarm (mm/s)", "Condition", "Surveyed On", "Analyst"], rows)
+
+
 def _dates(rng: random.Random, n: int, start=datetime.date(2025, 1, 3), span: int = 170) -> list[str]:
     return sorted((start + datetime.timedelta(days=rng.randint(0, span))).isoformat() for _ in range(n))
 
@@ -199,9 +217,12 @@ def main(argv=None) -> int:
     practice_tables(random.Random(SEED + 2), out / "plant_practice")     # its own generator: the plant stays as it was
     practice = rule_questions(open_tables([out / "plant_practice"]), seed=SEED + 2, count=N_PRACTICE,
                               wordings=("train",), source="edgedistill-plant")
+    dev_table(random.Random(SEED + 3), out / "plant_dev")       # added later, its own generator as well
+    unseen_dev = rule_questions(open_tables([out / "plant_dev"]), seed=SEED + 3, count=N_DEV_TABLE,
+                                wordings=("heldout",), source="edgedistill-plant")
     for name, split, prefix in (("train", train, "pt-train"), ("dev", dev, "pt-dev"),
                                 ("heldout", heldout, "pt-heldout"), ("heldout_table", unseen, "pt-unseen"),
-                                ("practice", practice, "pt-practice")):
+                                ("practice", practice, "pt-practice"), ("dev_table", unseen_dev, "pt-devtable")):
         for number, q in enumerate(split, 1):
             q.id, q.topic = f"{prefix}-{number:04d}", q.topic.rsplit("/", 1)[0]
         write_split(out / f"plant_tables_{name}.jsonl", split)
