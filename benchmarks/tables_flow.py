@@ -133,8 +133,8 @@ data:
   dev: plant_tables:dev
   eval_limit: 60
 knowledge:
-  tables: [{sheet}]                              # the sheet: rule questions, and what is served
-  practice_tables: [plant, plant_practice]       # the shipped plant's tables, for its questions; never served
+  tables: [plant, {sheet}]                       # rule questions are written about the sheet (the shipped plant
+  practice_tables: [plant_practice]              # has its own splits); `serve --tables` serves the sheet alone
   value_hints: true
   other_tables: 1
   mixed_share: 0.15
@@ -192,7 +192,7 @@ def main(argv=None) -> int:
         report["stage_seconds"] = {name: stage.get("seconds") for name, stage in stages.items()}
     tool = open_tables([sheet])
     asked = questions(tool, args.questions)
-    with serving(str(out / "run"), "--samples", "0",      # the run's knowledge.tables: the sheet
+    with serving(str(out / "run"), "--tables", str(sheet), "--samples", "0",
                  log_path=out / "serve.log", timeout_s=600) as url:
         started = time.time()
         answers = ask_all(url, asked)

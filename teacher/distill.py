@@ -171,9 +171,7 @@ def table_context(config: Config, questions: list[Question], files: TeacherFiles
     try:
         written = []
         if cfg.rule_questions:
-            own = open_tables(config.knowledge.tables)    # the plant's own, not the practice tables
-            names = [t.name for t in own.tables]
-            own.close()
+            names = rule_tables(config.knowledge.tables)
             rule = rule_questions(tool, seed=config.seed, count=cfg.rule_questions, wordings=tuple(cfg.wordings),
                                   source="teacher.tables: rule", tables=names)
             for q in rule:
@@ -197,6 +195,18 @@ def table_context(config: Config, questions: list[Question], files: TeacherFiles
         values = ValueIndex(tool) if config.knowledge.value_hints else None
         return with_context(questions + written, tool, seed=config.seed, other_tables=config.knowledge.other_tables,
                             mixed_share=config.knowledge.mixed_share, values=values)
+    finally:
+        tool.close()
+
+
+def rule_tables(paths: list[str]) -> list[str]:
+    """The tables rule questions are written about: the plant's own (knowledge.tables, never the practice tables),
+    less the shipped plant, which has its own verified splits, when a plant's own files are named beside it."""
+    from edgedistill.tables import PACKAGED_TABLES, open_tables
+    own = [p for p in paths if str(p) not in PACKAGED_TABLES] or paths
+    tool = open_tables(own)
+    try:
+        return [t.name for t in tool.tables]
     finally:
         tool.close()
 

@@ -31,6 +31,9 @@ from edgedistill.table_queries import MAX_SHOWN_ROWS, result_text
 from edgedistill.tables import TableInfo, TableTool, call
 
 MAX_CATEGORY_VALUES = 12
+# A bigger sheet repeats more values: a column with up to rows/12 distinct values still groups rows (a 300-row
+# PFMEA's 16 failure modes), so counts, sums and averages are asked by it too.
+ROWS_PER_CATEGORY_VALUE = 12
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
           "November", "December"]
 ABSENT_VALUES = ["Pasteuriser", "Boiler 3", "Line 9", "Shrink tunnel", "XR-9999", "Compressor 4", "Mixer"]
@@ -111,6 +114,12 @@ def sql_text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def is_key(tool: TableTool, table: TableInfo, column: str) -> bool:
+    """Does the column name one row each? Counted by the engine, since its list of values stops at the row limit."""
+    found = call(tool, f"SELECT count(DISTINCT {column}), count({column}) FROM {table.name}").cells
+    return bool(found) and found[0][0] == found[0][1] == str(table.rows) != "0"
+
+
 def roles_of(tool: TableTool, table: TableInfo) -> Roles:
     keys, categories, numbers, dates, values, texts = [], {}, [], [], {}, []
     for column in table.columns:
@@ -125,9 +134,9 @@ def roles_of(tool: TableTool, table: TableInfo) -> Roles:
             distinct = sorted(row[0] for row in found.cells if row[0] and len(row[0]) <= 40)
             values[column.name] = distinct
             texts.append(column.name)
-            if len(distinct) == table.rows and found.result and not found.result.truncated:
+            if is_key(tool, table, column.name):
                 keys.append(column.name)
-            elif 2 <= len(distinct) <= MAX_CATEGORY_VALUES:
+            elif 2 <= len(distinct) <= max(MAX_CATEGORY_VALUES, table.rows // ROWS_PER_CATEGORY_VALUE):
                 categories[column.name] = distinct
     return Roles(table=table, keys=keys, categories=categories, numbers=numbers, dates=dates, values=values,
                  texts=texts)

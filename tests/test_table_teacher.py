@@ -117,3 +117,28 @@ def test_the_teacher_stage_writes_rule_questions_for_the_configured_tables(tool,
     config.write_text("knowledge: {tables: []}\nteacher: {tables: {rule_questions: 5}}\n")
     assert main(["teach", "--config", str(config), "--out", str(tmp_path / "run2")]) == 2
     assert "'knowledge.tables' names none" in capsys.readouterr().err
+
+
+def test_beside_the_shipped_plant_rule_questions_are_about_your_own_tables(tool):
+    from edgedistill.teacher.distill import rule_tables
+    assert rule_tables(["plant", str(tool.tables[0].source)]) == ["fmea"]      # the user's file alone
+    assert set(rule_tables(["plant"])) == {"fmea", "maintenance_log", "downtime_log", "spare_parts"}
+
+
+def test_a_sheet_past_the_row_limit_still_has_its_key_and_groupings(tmp_path):
+    """The tool's list of distinct values stops at its row limit (200): the key is counted by the engine instead,
+    and a 300-row sheet's 16 failure modes still group rows."""
+    from edgedistill.teacher.table_questions import roles_of
+    modes = [f"Mode {i}" for i in range(16)]
+    with (tmp_path / "pfmea.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["Line ID", "Failure Mode", "RPN"])
+        writer.writerows([f"L-{i:03d}", modes[i % 16], i % 50 + 1] for i in range(300))
+    sheet = open_tables([tmp_path / "pfmea.csv"])
+    try:
+        roles = roles_of(sheet, sheet.tables[0])
+        assert roles.keys == ["line_id"] and list(roles.categories) == ["failure_mode"]
+        asked = rule_questions(sheet, seed=0, count=30)
+        assert any(q.topic.startswith("lookup") and "line_id ILIKE" in q.query for q in asked)
+    finally:
+        sheet.close()
