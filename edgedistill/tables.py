@@ -214,19 +214,24 @@ def with_context(questions: list, tool: TableTool, *, seed: int = 0, other_table
                     raise UserError(f"question {q.id}: its query does not run ({done.error})")
                 from edgedistill.table_queries import result_text
                 answer = result_text(done)
-            out.append(dataclasses.replace(q, answer=answer, answer_type="rows",
-                                           context=_schema_for(list(own), by_name, other_tables, rng)))
+            shown = _tables_shown(list(own), list(by_name), other_tables, rng)
+            out.append(dataclasses.replace(q, answer=answer, answer_type="rows", **_context(q, shown, by_name, values)))
         elif mixed_share and rng.random() < mixed_share and not q.context:
-            out.append(dataclasses.replace(q, context=_schema_for([], by_name, other_tables or 2, rng)))
+            shown = _tables_shown([], list(by_name), other_tables or 2, rng)
+            out.append(dataclasses.replace(q, **_context(q, shown, by_name, values)))
         else:
             out.append(q)
+    return out
+
+
+def _context(q, shown: list[str], by_name: dict, values) -> dict:
+    """A question's `context` (the schema of the tables shown) and, with a ValueIndex, its `hints` (the values it
+    names that those tables hold)."""
+    fields = {"context": schema_text([by_name[name] for name in shown])}
     if values is not None:
         from edgedistill.table_values import hint_line
-        shown = lambda q: {line.partition("(")[0] for line in (q.context or "").splitlines()}   # noqa: E731
-        out = [dataclasses.replace(q, hints=hint_line([link for link in values.find(q.question)
-                                                       if link.table in shown(q)]))
-               if q.context else q for q in out]
-    return out
+        fields["hints"] = hint_line([link for link in values.find(q.question) if link.table in shown])
+    return fields
 
 
 def as_served(questions: list, tool: TableTool | None, value_hints: bool = False) -> list:
@@ -238,10 +243,12 @@ def as_served(questions: list, tool: TableTool | None, value_hints: bool = False
     return with_context(questions, tool, values=ValueIndex(tool) if value_hints else None)
 
 
-def _schema_for(own: list[str], by_name: dict, other_tables: int | None, rng) -> str:
-    others = [name for name in by_name if name not in own]
+def _tables_shown(own: list[str], names: list[str], other_tables: int | None, rng) -> list[str]:
+    """The tables a prompt shows: every one in the tool's order (`other_tables=None`, as served), or the question's
+    own and up to `other_tables` others drawn at random, shuffled (training)."""
     if other_tables is None:
-        return schema_text(list(by_name.values()))
+        return names
+    others = [name for name in names if name not in own]
     shown = own + rng.sample(others, min(len(others), rng.randint(0, other_tables) if own else max(1, other_tables)))
     rng.shuffle(shown)
-    return schema_text([by_name[name] for name in shown])
+    return shown
