@@ -18,14 +18,13 @@ import re
 import string
 from collections import Counter
 
+from edgedistill.answer_rules import choice_letter, label_of, said, words  # noqa: F401  (words: the stages read it here)
 from edgedistill.calculator import ANNOTATION, CalculatorError, evaluate, format_number, numbers_match
 from edgedistill.formats import answer_line
 from edgedistill.table_queries import QUERY_ANNOTATION, result_rows
 from edgedistill.records import Question
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
-_OPTION_LETTER = re.compile(r"^\(?[A-Z][).:]\s*")   # "A. partial discharge": benchmark options may carry their letter
-_LETTER = re.compile(r"^\(?(?:([A-Z])(?:[).:\s]|$)|([a-z])(?:[).:]|$))")   # "B", "(B)", "b." but not "a lot"
 
 
 def extract_answer(text: str, answer_type: str = "number") -> str | None:
@@ -75,13 +74,6 @@ def word_runs(text: str, n: int) -> set[tuple[str, ...]]:
     return {tuple(toks[i:i + n]) for i in range(len(toks) - n + 1)}
 
 
-def words(text: str) -> list[str]:
-    """Lower-case words, punctuation dropped: how answers, labels and n-grams are compared."""
-    return re.sub(r"[^\w]+", " ", text.lower()).split()
-
-
-def _words(text: str) -> str:
-    return " ".join(words(text))
 
 
 def _number(answer: str) -> float | None:
@@ -106,27 +98,12 @@ def canonical(answer: str | None, question: Question) -> str | None:
         value = _number(answer)
         return None if value is None else format_number(value)
     if kind == "choice":
-        match = _LETTER.match(answer)
-        letter = (match.group(1) or match.group(2)).upper() if match else None
-        letters = option_letters(question)
-        if letter and (not letters or letter in letters):
-            return letter
-        for letter, option in zip(letters, question.options or []):   # the option's text without its letter
-            if _words(answer) in (_words(option), _words(_OPTION_LETTER.sub("", option))):
-                return letter
-        return None
+        return choice_letter(answer, question.options or [])
     if kind == "label":
-        said = _words(answer)
-        labels = {_words(label): label for label in question.options or []}
-        if not labels:
-            return said or None
-        if said in labels:
-            return labels[said]
-        named = [label for words, label in labels.items() if re.search(rf"\b{re.escape(words)}\b", said)]
-        return named[0] if len(named) == 1 else None
+        return label_of(answer, question.options or [])
     if kind == "rows":
         return " ; ".join(result_rows(answer)) or None
-    return _words(answer) or None
+    return said(answer) or None
 
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -200,7 +177,7 @@ class Judge:
         self._seen: dict[tuple, bool] = {}
 
     def same(self, question: Question, reference: str, predicted: str) -> bool:
-        if _words(reference) == _words(predicted):
+        if said(reference) == said(predicted):
             return True
         key = (question.question, reference, predicted)
         if key not in self._seen:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from edgedistill import UserError
+from edgedistill.answer_rules import OPTION_LETTER, choice_letter, label_of, words
 
 
 EXCEL_SUFFIXES = (".xlsx", ".xlsm")
@@ -284,11 +285,6 @@ def mapped(row: dict, columns: dict[str, str] | None) -> dict:
 _PLAIN_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+")   # 42, 1,200, 3.5, -.5
 _DECIMAL = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")   # float() text, without inf and nan
 _LETTER_ANSWER = re.compile(r"\(?([A-Za-z])[).:]?")
-_OPTION_LETTER = re.compile(r"^\(?[A-Z][).:]\s*")   # "A. partial discharge": the option carries its letter
-
-
-def _words(text: str) -> list[str]:
-    return re.sub(r"[^\w]+", " ", str(text).lower()).split()
 
 
 def infer_answer_type(answer: str | None, options: list[str] | None) -> str | None:
@@ -307,10 +303,10 @@ def infer_answer_type(answer: str | None, options: list[str] | None) -> str | No
     letter = _LETTER_ANSWER.fullmatch(answer)
     if letter and ord(letter.group(1).upper()) - ord("A") < len(options):
         return "choice"
-    said = _words(answer)
-    by_words = [_words(option) for option in options]
-    if all(_OPTION_LETTER.match(option) for option in options):
-        return "choice" if said in by_words + [_words(_OPTION_LETTER.sub("", o)) for o in options] else None
+    said = words(answer)
+    by_words = [words(option) for option in options]
+    if all(OPTION_LETTER.match(option) for option in options):
+        return "choice" if said in by_words + [words(OPTION_LETTER.sub("", o)) for o in options] else None
     return "label" if said in by_words else None
 
 
@@ -353,22 +349,14 @@ def _shown(options: list[str], most: int = 6) -> str:
 
 
 def readable_as(answer: str, kind: str, options: list[str]) -> bool:
-    """Would checkers.canonical read `answer` as its type? The same rules, written here without the checker
-    (which imports records, which imports this module): a choice is a letter within the options or one option's
-    words; a label is one option's words or names exactly one; a text has words."""
-    said = " ".join(_words(answer))
+    """Would checkers.canonical read `answer` as its type? The same rules (answer_rules): a choice is a letter
+    within the options or one option's words; a label is one option's words or names exactly one; a text has
+    words."""
     if kind == "choice":
-        letter = _LETTER_ANSWER.match(answer.strip())
-        if letter and (not options or ord(letter.group(1).upper()) - ord("A") < len(options)):
-            return True
-        return said in {" ".join(_words(o)) for o in options} | {" ".join(_words(_OPTION_LETTER.sub("", o)))
-                                                                 for o in options}
+        return choice_letter(answer.strip(), options) is not None
     if kind == "label":
-        labels = [" ".join(_words(o)) for o in options]
-        if not labels or said in labels:
-            return bool(said)
-        return sum(bool(re.search(rf"\b{re.escape(label)}\b", said)) for label in labels) == 1
-    return bool(said)
+        return label_of(answer, options) is not None
+    return bool(words(answer))
 
 
 def unreadable(question) -> str | None:
