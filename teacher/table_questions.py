@@ -105,8 +105,8 @@ class Roles:
 
 def words(name: str) -> str:
     """A column or table name as a question says it: failure_mode -> failure mode, rpn -> RPN, potential_cause_s
-    (a sheet's "Potential Cause(s)") -> potential cause."""
-    text = re.sub(r"_s$", "", name).replace("_", " ")
+    (a sheet's "Potential Cause(s)") -> potential cause, but velocity_mm_s (mm/s) -> velocity mm s."""
+    text = re.sub(r"(?<=[a-z]{3})_s$", "", name).replace("_", " ")
     return text.upper() if len(text) <= 3 and not set(text) & set("aeiou") else text
 
 
