@@ -103,9 +103,19 @@ class Roles:
     texts: list[str]                   # the text columns
 
 
+# Headers that are abbreviations a plant engineer would not say: questions use the word, the query the column, so
+# the student learns to link "severity" to a sheet's SEV (a 300-row PFMEA's severity questions failed on `sev`).
+SPELLED_OUT = {"sev": "severity", "occ": "occurrence", "det": "detection", "qty": "quantity", "desc": "description",
+               "resp": "responsible", "loc": "location", "dept": "department", "temp": "temperature",
+               "pn": "part number", "wo": "work order"}
+
+
 def words(name: str) -> str:
     """A column or table name as a question says it: failure_mode -> failure mode, rpn -> RPN, potential_cause_s
-    (a sheet's "Potential Cause(s)") -> potential cause, but velocity_mm_s (mm/s) -> velocity mm s."""
+    (a sheet's "Potential Cause(s)") -> potential cause, but velocity_mm_s (mm/s) -> velocity mm s; sev ->
+    severity (SPELLED_OUT)."""
+    if name in SPELLED_OUT:
+        return SPELLED_OUT[name]
     text = re.sub(r"(?<=[a-z]{3})_s$", "", name).replace("_", " ")
     return text.upper() if len(text) <= 3 and not set(text) & set("aeiou") else text
 

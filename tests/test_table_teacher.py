@@ -142,3 +142,18 @@ def test_a_sheet_past_the_row_limit_still_has_its_key_and_groupings(tmp_path):
         assert any(q.topic.startswith("lookup") and "line_id ILIKE" in q.query for q in asked)
     finally:
         sheet.close()
+
+
+def test_questions_say_the_word_where_a_header_is_an_abbreviation(tmp_path):
+    """A PFMEA's SEV column is asked about as "severity": the query keeps the column, the question the word."""
+    with (tmp_path / "pfmea.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["Step", "SEV", "OCC"])
+        writer.writerows([["Injection", 7, 3], ["Injection", 5, 2], ["Cooling", 4, 6], ["Cooling", 8, 1]])
+    sheet = open_tables([tmp_path / "pfmea.csv"])
+    try:
+        asked = [q for q in rule_questions(sheet, seed=0, count=30) if "sev" in q.query or "occ" in q.query]
+        assert asked and all(" sev " not in f" {q.question.lower()} " for q in asked)
+        assert any("severity" in q.question.lower() or "occurrence" in q.question.lower() for q in asked)
+    finally:
+        sheet.close()
