@@ -48,7 +48,7 @@ def similar(a: str, b: str) -> float:
 def parse_written(text: str) -> tuple[str, str] | None:
     """(question, query) from `... question ...\\nSQL: SELECT ...`, or None."""
     head, marker, tail = text.partition("SQL:")
-    question = " ".join(head.split()).strip()
+    question = unlabelled(head)
     query = tail.strip().split("\n\n")[0].strip().rstrip(";").strip()
     if not marker or not question.endswith(("?", ".")) or len(question) < 12 or not query.upper().startswith(
             ("SELECT", "WITH")):
@@ -57,8 +57,15 @@ def parse_written(text: str) -> tuple[str, str] | None:
 
 
 def parse_reworded(text: str) -> str | None:
-    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    line = unlabelled(next((line for line in text.splitlines() if line.strip()), ""))
     return line if len(line) >= 12 else None
+
+
+def unlabelled(text: str) -> str:
+    """The question itself: what follows the last "Question:" label when there is one (a 1.5B teacher opens with
+    "Sure, here is a new question: ... Question: ..."), on one line."""
+    _, label, after = text.rpartition("Question:")
+    return " ".join((after if label else text).split()).strip()
 
 
 def rows_of(tool: TableTool, table: str, rng: random.Random) -> str:
@@ -99,6 +106,8 @@ def checked(proposal: dict, text: str, tool: TableTool, seeds: dict[str, Questio
         done = call(tool, row["query"])
         if done.error or not done.cells or len(done.cells) > MAX_SHOWN_ROWS:
             return {**row, "fault": done.error or ("no rows" if not done.cells else "too many rows")}
+        if all(cell == "null" for cells in done.cells for cell in cells):
+            return {**row, "fault": "its rows are empty values (null)"}
         row["answer"] = result_text(done)
     else:
         seed = seeds[proposal["seed"]]

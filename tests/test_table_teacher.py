@@ -14,7 +14,7 @@ from edgedistill.rundir import TableTeachFiles
 from edgedistill.table_queries import fill_for, result_text
 from edgedistill.tables import call, open_tables
 from edgedistill.teacher.table_questions import TEMPLATES, rule_questions
-from edgedistill.teacher.table_teacher import parse_written, run_table_teacher
+from edgedistill.teacher.table_teacher import checked, parse_reworded, parse_written, run_table_teacher
 
 RIGHT = "SELECT rpn FROM fmea WHERE component ILIKE 'cap chute'"
 
@@ -55,6 +55,10 @@ def test_a_written_question_and_its_sql_are_parsed():
         ("What is the RPN of the cap chute?", "SELECT rpn FROM fmea")
     assert parse_written("What is it?\nno sql") is None
     assert parse_written("Tell me?\nSQL: DROP TABLE fmea") is None
+    # what the packaged 1.5B wrote: chatter, then the label; only the question is kept
+    said = "Sure, here is a different question:\nQuestion: How many parts are out of stock?\nSQL: SELECT 1"
+    assert parse_written(said) == ("How many parts are out of stock?", "SELECT 1")
+    assert parse_reworded("Question: Which technician closed WO-1147?") == "Which technician closed WO-1147?"
 
 
 class ScriptedTeacher:
@@ -157,3 +161,11 @@ def test_questions_say_the_word_where_a_header_is_an_abbreviation(tmp_path):
         assert any("severity" in q.question.lower() or "occurrence" in q.question.lower() for q in asked)
     finally:
         sheet.close()
+
+
+def test_a_written_query_whose_rows_are_empty_values_is_dropped(tool):
+    """A query that returns a row of nulls "returns rows" but answers nothing (the 1.5B's kept 'null' answer)."""
+    row = checked({"id": "w", "kind": "written"}, "Which RPN has the chute?\nSQL: SELECT NULL AS rpn FROM fmea LIMIT 1", tool, {})
+    assert row["fault"] == "its rows are empty values (null)"
+    row = checked({"id": "w", "kind": "written"}, "Which RPN has the chute?\nSQL: " + RIGHT, tool, {})
+    assert row["fault"] is None and row["answer"] == "60"
