@@ -57,7 +57,10 @@ def parse_written(text: str) -> tuple[str, str] | None:
 
 
 def parse_reworded(text: str) -> str | None:
-    line = unlabelled(next((line for line in text.splitlines() if line.strip()), ""))
+    """The rewording: its first line that is not a preamble ("Sure! Here's how an engineer might type it:"),
+    without a label or quotes."""
+    lines = [line for line in text.splitlines() if line.strip() and not line.strip().endswith(":")]
+    line = unlabelled(lines[0] if lines else "").strip('"\'')
     return line if len(line) >= 12 else None
 
 

@@ -59,6 +59,8 @@ def test_a_written_question_and_its_sql_are_parsed():
     said = "Sure, here is a different question:\nQuestion: How many parts are out of stock?\nSQL: SELECT 1"
     assert parse_written(said) == ("How many parts are out of stock?", "SELECT 1")
     assert parse_reworded("Question: Which technician closed WO-1147?") == "Which technician closed WO-1147?"
+    assert parse_reworded("Sure! Here's how an engineer might type it:\n\"Total minutes for February 2025?\"") == \
+        "Total minutes for February 2025?"
 
 
 class ScriptedTeacher:
