@@ -18,7 +18,7 @@ import re
 import string
 from collections import Counter
 
-from edgedistill.answer_rules import choice_letter, label_of, said, words  # noqa: F401  (words: the stages read it here)
+from edgedistill.answer_rules import choice_letter, label_of, said
 from edgedistill.calculator import ANNOTATION, CalculatorError, evaluate, format_number, numbers_match
 from edgedistill.formats import answer_line
 from edgedistill.table_queries import QUERY_ANNOTATION, result_rows

@@ -201,6 +201,7 @@ def with_context(questions: list, tool: TableTool, *, seed: int = 0, other_table
     import random
     rng = random.Random(seed)
     by_name = {t.name: t for t in tool.tables}
+    names = list(by_name)
     out = []
     for q in questions:
         if q.query:
@@ -214,10 +215,10 @@ def with_context(questions: list, tool: TableTool, *, seed: int = 0, other_table
                     raise UserError(f"question {q.id}: its query does not run ({done.error})")
                 from edgedistill.table_queries import result_text
                 answer = result_text(done)
-            shown = _tables_shown(list(own), list(by_name), other_tables, rng)
+            shown = _tables_shown(list(own), names, other_tables, rng)
             out.append(dataclasses.replace(q, answer=answer, answer_type="rows", **_context(q, shown, by_name, values)))
         elif mixed_share and rng.random() < mixed_share and not q.context:
-            shown = _tables_shown([], list(by_name), other_tables or 2, rng)
+            shown = _tables_shown([], names, other_tables or 2, rng)
             out.append(dataclasses.replace(q, **_context(q, shown, by_name, values)))
         else:
             out.append(q)

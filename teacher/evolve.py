@@ -24,7 +24,8 @@ import difflib
 import math
 import re
 from edgedistill.calculator import CalculatorError, evaluate, format_number
-from edgedistill.checkers import extract_answer, words
+from edgedistill.answer_rules import words
+from edgedistill.checkers import extract_answer
 from edgedistill.config import Config
 from edgedistill.datasets import work_order_question, work_order_text
 from edgedistill.expressions import UNIT_FACTORS, key, literals, question_numbers, shown_numbers

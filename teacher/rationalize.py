@@ -21,7 +21,8 @@ import dataclasses
 import re
 from collections import Counter
 
-from edgedistill.checkers import canonical, extract_answer, is_correct, words
+from edgedistill.answer_rules import words
+from edgedistill.checkers import canonical, extract_answer, is_correct
 from edgedistill.datasets import work_order_text
 from edgedistill.config import Config
 from edgedistill.formats import user_message

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgedistill.checkers import words
+from edgedistill.answer_rules import words
 from edgedistill.records import write_json_atomic
 from edgedistill.rundir import TeacherFiles
 

@@ -21,7 +21,8 @@ import math
 import random
 from collections import Counter
 
-from edgedistill.checkers import canonical, extract_answer, words
+from edgedistill.answer_rules import words
+from edgedistill.checkers import canonical, extract_answer
 from edgedistill.formats import answer_first_target, chat
 from edgedistill.generation import Sampling
 from edgedistill.records import AppendLog, Question
