@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--value-hints", action="store_true",
                    help="name the table and column of the values each question uses, under it (for a student "
                         "trained with knowledge.value_hints)")
+    p.add_argument("--name-hints", action="store_true",
+                   help="the value hints, and also the columns and tables each question's words say (for a "
+                        "student trained with knowledge.name_hints)")
     p.add_argument("--format", default=None, choices=("gsm8k", "svamp", "fsiq", "fmc", "jsonl", "csv", "table"),
                    help="benchmark format (default: from the file's name and shape)")
     p.add_argument("--out", default=None, help="folder for report.md, report.json and the plots")
@@ -212,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--value-hints", action="store_true",
                    help="name the table and column of the values a question uses, under it, as a student trained "
                         "with knowledge.value_hints expects (default: the run's setting)")
+    p.add_argument("--name-hints", action="store_true",
+                   help="the value hints, and also the columns and tables a question's words say, as a student "
+                        "trained with knowledge.name_hints expects (default: the run's setting)")
     flag(p, "--feedback", ServeConfig, "feedback", override=True)
     flag(p, "--max-question-chars", ServeConfig, "max_question_chars", override=True)
     flag(p, "--concurrency", ServeConfig, "concurrency", override=True)
@@ -294,9 +300,10 @@ def cmd_serve(args) -> int:
     model = served_by_run(args.model) or args.model       # a run folder serves the file its export chose
     knowledge = run_knowledge(args.model)
     tables = args.tables or (knowledge.tables if knowledge else [])
-    value_hints = args.value_hints or bool(knowledge and knowledge.value_hints)
+    value_hints = args.value_hints or args.name_hints or bool(knowledge and knowledge.value_hints)
+    name_hints = args.name_hints or bool(knowledge and knowledge.name_hints)
     serve(str(model), settings, parse_auth(args.auth, args.auth_file), args.calibration, args.allow_network,
-          tables=tables, value_hints=value_hints)
+          tables=tables, value_hints=value_hints, name_hints=name_hints)
     return 0
 
 
@@ -360,7 +367,7 @@ def cmd_eval(args) -> int:
         report = compare(args.model, args.data, args.out or "eval-report", settings,
                          shots=shots * len(args.model) if len(shots) == 1 else shots, limit=args.limit,
                          skip=args.skip, fmt=args.format, allow_network=args.allow_network, tables=args.tables,
-                         value_hints=args.value_hints)
+                         value_hints=args.value_hints or args.name_hints, name_hints=args.name_hints)
         for r in map(EvalResult.from_dict, report["results"]):
             lo, hi = r.ci95
             sampled = f"pass@{r.k} {r.pass_at_k:.1%}, maj@{r.k} {r.maj_at_k:.1%}, ECE {r.figure('ece', 0):.3f}, " \
@@ -379,7 +386,8 @@ def cmd_eval(args) -> int:
     quick = dataclasses.replace(settings, calculator_row=False, end_subset=0)
     result, questions = evaluate_one(args.model[0], args.data[0], quick, shots=shots[0], limit=args.limit,
                                      skip=args.skip, fmt=args.format, allow_network=args.allow_network,
-                                     tables=args.tables, value_hints=args.value_hints)
+                                     tables=args.tables, value_hints=args.value_hints or args.name_hints,
+                                     name_hints=args.name_hints)
     lo, hi = result.ci95
     print(f"{args.model[0]} on {args.data[0]}: pass@1 {result.pass_at_1:.1%} (95% CI {lo:.1%}-{hi:.1%}), "
           f"n={result.n}{skipped_note(result)}, {result.seconds_per_question} s/question")

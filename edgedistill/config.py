@@ -557,6 +557,10 @@ class KnowledgeConfig(Section):
     value_hints: bool = option(False, help="under each question, name the table and column of the values it uses "
                                            "(`'Label sensor' is fmea.component`), found in the tables: trained, "
                                            "evaluated and served alike (edgedistill/table_values.py)")
+    name_hints: bool = option(False, help="with value_hints, also name the columns and tables the question's words "
+                                          "say (`'alarm mm/s' is the column vibration_survey.alarm_mm_s`), and cut "
+                                          "a value several tables hold to the table those words point at: what a "
+                                          "student needs on a table it never trained on (docs/tables.md)")
 
 
 @dataclass
@@ -577,6 +581,9 @@ class Config(Section):
         if (tables.rule_questions or tables.enabled()) and not self.knowledge.tables:
             raise ConfigValueError("teacher.tables", "teacher.tables writes questions about the plant's tables, but "
                                                      "'knowledge.tables' names none")
+        if self.knowledge.name_hints and not self.knowledge.value_hints:
+            raise ConfigValueError("knowledge.name_hints", "name hints are a part of the value hints' line: set "
+                                                           "'knowledge.value_hints: true' too")
 
     def section(self, name: str) -> dict:
         """The part of the config a stage depends on, as a plain dict."""

@@ -231,17 +231,17 @@ def _context(q, shown: list[str], by_name: dict, values) -> dict:
     fields = {"context": schema_text([by_name[name] for name in shown])}
     if values is not None:
         from edgedistill.table_values import hint_line
-        fields["hints"] = hint_line([link for link in values.find(q.question) if link.table in shown])
+        fields["hints"] = hint_line(values.find(q.question, shown))
     return fields
 
 
-def as_served(questions: list, tool: TableTool | None, value_hints: bool = False) -> list:
+def as_served(questions: list, tool: TableTool | None, value_hints: bool = False, name_hints: bool = False) -> list:
     """Table questions as the app asks them: the schema of every table as their context and, with `value_hints`,
     the values they name linked to their columns. What evaluation and the export's parity check ask."""
     if tool is None or not any(q.query for q in questions):
         return questions
     from edgedistill.table_values import ValueIndex
-    return with_context(questions, tool, values=ValueIndex(tool) if value_hints else None)
+    return with_context(questions, tool, values=ValueIndex(tool, names=name_hints) if value_hints else None)
 
 
 def _tables_shown(own: list[str], names: list[str], other_tables: int | None, rng) -> list[str]:

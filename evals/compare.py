@@ -67,7 +67,8 @@ def _slug(text: str) -> str:
 
 def compare(models: list[str], datasets: list[str], out: str | Path, settings: EvalConfig, *,
             shots: list[int] | None = None, limit: int | None = None, skip: int = 0, fmt: str | None = None,
-            seed: int = 0, allow_network: bool = False, tables: list[str] = (), value_hints: bool = False) -> dict:
+            seed: int = 0, allow_network: bool = False, tables: list[str] = (), value_hints: bool = False,
+            name_hints: bool = False) -> dict:
     """Evaluate every model on every benchmark and write the report; returns report.json's content. `shots`: worked
     examples per model (default none); `limit`, `skip`, `fmt`: which questions of each benchmark, read how
     (edgedistill.datasets.load_benchmark); with `settings.calibrate`, each model's calibration is written where
@@ -77,7 +78,7 @@ def compare(models: list[str], datasets: list[str], out: str | Path, settings: E
     out = Path(out)
     shots = shots or [0] * len(models)
     tool = open_named_tables(list(tables))
-    benchmarks = {spec: with_schema(load_benchmark(spec, fmt=fmt, limit=limit, skip=skip), tool, value_hints)
+    benchmarks = {spec: with_schema(load_benchmark(spec, fmt=fmt, limit=limit, skip=skip), tool, value_hints, name_hints)
                   for spec in datasets}
     results = []
     for spec, n_shots, model_name in zip(models, shots, model_labels(list(models))):
@@ -310,13 +311,14 @@ def crosscheck_section(results: list[EvalResult], shown: int = 15) -> list[str]:
 
 def evaluate_one(spec: str, data: str, settings: EvalConfig, *, shots: int = 0, limit: int | None = None,
                  skip: int = 0, fmt: str | None = None, seed: int = 0, allow_network: bool = False,
-                 tables: list[str] = (), value_hints: bool = False) -> tuple[EvalResult, list]:
+                 tables: list[str] = (), value_hints: bool = False,
+                 name_hints: bool = False) -> tuple[EvalResult, list]:
     """One model on one benchmark, through the same loader, worked examples and evaluation as `compare`, stored
     nowhere (`edgedistill eval` with one model and no --out); (the result, its questions)."""
     from edgedistill.datasets import load_benchmark, worked_examples
     from edgedistill.formats import answer_first_target
     tool = open_named_tables(list(tables))
-    questions = with_schema(load_benchmark(data, fmt=fmt, limit=limit, skip=skip), tool, value_hints)
+    questions = with_schema(load_benchmark(data, fmt=fmt, limit=limit, skip=skip), tool, value_hints, name_hints)
     examples = [(q, answer_first_target(q)) for q in worked_examples(data, shots)]
     model = Model(spec, allow_network=allow_network, threads=settings.threads)
     return evaluate_cached(model, questions, cache=None, settings=settings, shots=examples, seed=seed,

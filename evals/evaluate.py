@@ -79,10 +79,11 @@ def open_named_tables(named: list[str]):
     return open_tables(named)
 
 
-def with_schema(questions: list[Question], tables, value_hints: bool = False) -> list[Question]:
+def with_schema(questions: list[Question], tables, value_hints: bool = False,
+                name_hints: bool = False) -> list[Question]:
     """Table questions as the app asks them (tables.as_served)."""
     from edgedistill.tables import as_served
-    return as_served(questions, tables, value_hints)
+    return as_served(questions, tables, value_hints, name_hints)
 
 
 def evaluation_options(settings: EvalConfig, *, k: int | None = None) -> dict:

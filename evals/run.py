@@ -77,9 +77,9 @@ def run(config: Config, rundir: RunDir) -> dict:
     cfg = config.eval
     # a Benchmark: a question too long for the model is skipped and named by file:line, not by id alone
     tables = open_named_tables([*config.knowledge.tables, *config.knowledge.eval_tables])
-    hints = config.knowledge.value_hints
+    hints = (config.knowledge.value_hints, config.knowledge.name_hints)
     questions = with_schema(load_benchmark(config.data.eval, limit=config.data.eval_limit, columns=config.data.columns),
-                            tables, hints)
+                            tables, *hints)
 
     def score(name: str, spec, backend: str, label: str, shots=(), k: int = cfg.samples, on=None,
               data: str = config.data.eval, settings=cfg) -> EvalResult:
@@ -121,7 +121,7 @@ def run(config: Config, rundir: RunDir) -> dict:
                 # the app's confidence is calibrated on dev, then judged on the eval data it was not fitted on
                 fit_rows, fit_questions = [], []
                 for data in [config.data.dev, *cfg.calibration_data]:     # dev, and the sets pooled with it
-                    on = with_schema(load_benchmark(data, limit=cfg.calibration_questions), tables, hints)
+                    on = with_schema(load_benchmark(data, limit=cfg.calibration_questions), tables, *hints)
                     cached = f"{name}-dev" if data == config.data.dev else f"{name}-calibration-{cache_name(data)}"
                     fit_rows += score(cached, spec, backend, f"{label} {data}", on=on, data=data).rows
                     fit_questions += on
@@ -134,7 +134,7 @@ def run(config: Config, rundir: RunDir) -> dict:
     also_models = ([("base", config.student.model, "transformers")] if cfg.base else []) + \
         [(name, *scored[name]) for name in sorted(served & set(scored))]
     for data in cfg.also:
-        on, task_shots = with_schema(load_benchmark(data), tables, hints), \
+        on, task_shots = with_schema(load_benchmark(data), tables, *hints), \
             [(q, answer_first_target(q)) for q in worked_examples(data, 2)]
         for name, spec, backend in also_models:
             results[f"{name} {data}"] = score(f"{name}-{cache_name(data)}", spec, backend, f"eval {name} {data}",

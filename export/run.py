@@ -34,7 +34,7 @@ def run(config: Config, rundir: RunDir) -> dict:
     if config.knowledge.tables and any(q.query for q in questions):   # dev questions about the tables: their
         from edgedistill.tables import as_served, open_tables             # schema in the prompt, queries answered
         tables = open_tables(config.knowledge.tables)
-        questions = as_served(questions, tables, config.knowledge.value_hints)
+        questions = as_served(questions, tables, config.knowledge.value_hints, config.knowledge.name_hints)
     result = run_export(cfg, rundir.student.merged, rundir.export_dir, calibration, questions, tables=tables)
     if result.get("gguf"):
         print(f"[export] serves {result['gguf']} ({result['files'][result['quant']]['bytes'] / 2**20:.1f} MiB), "

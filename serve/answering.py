@@ -121,7 +121,7 @@ class QA:
     asked with their schema: the student decides whether it needs them, the calculator, or neither."""
 
     def __init__(self, generator, settings: ServeConfig, calibration: Calibration | None = None, scheduler=None,
-                 tables=None, value_hints: bool = False):
+                 tables=None, value_hints: bool = False, name_hints: bool = False):
         self.generator, self.settings, self.calibration = generator, settings, calibration
         self.tables = tables
         self.schema, self.values = None, None
@@ -129,7 +129,7 @@ class QA:
             from edgedistill.table_base import schema_text
             from edgedistill.table_values import ValueIndex
             self.schema = schema_text(tables.tables)
-            self.values = ValueIndex(tables) if value_hints else None
+            self.values = ValueIndex(tables, names=name_hints) if value_hints else None
         self.samples = calibration.k if calibration else settings.samples
         self.temperature = calibration.temperature if calibration else settings.temperature
         # the system turn every question is asked with: decoded once, not once per question
@@ -169,7 +169,8 @@ class QA:
         return Question(id="app", question=text, answer_type=mode, context=self.schema, hints=self.hints(text))
 
     def hints(self, text: str) -> str | None:
-        """The names the question uses that the tables hold, with their table and column (value_hints)."""
+        """The names the question uses that the tables hold, with their table and column (value_hints), and with
+        name_hints the columns and tables it names."""
         if self.values is None:
             return None
         from edgedistill.table_values import hint_line

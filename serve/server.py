@@ -120,7 +120,7 @@ def bounded(receive, limit: int):
 
 def serve(model: str, settings: ServeConfig, auth: list[tuple[str, str]] | None = None,
           calibration_file: str | None = None, allow_network: bool = False, load=load_generator,
-          tables: list[str] = (), value_hints: bool = False) -> None:
+          tables: list[str] = (), value_hints: bool = False, name_hints: bool = False) -> None:
     """`load`: how the model spec becomes a generator (load_generator's signature; tests pass stand-ins);
     `tables`: the plant's tables the student may query (files, folders, a postgresql:// URL)."""
     from edgedistill.calibration import calibration_of, calibration_path_for, load_calibration
@@ -141,7 +141,7 @@ def serve(model: str, settings: ServeConfig, auth: list[tuple[str, str]] | None 
     found = Path(calibration_file) if calibration_file else calibration_of(model) or calibration_path_for(model)
     calibration = load_calibration(found) if calibration_file or found.is_file() else None
     generator = load(model, allow_network, threads=settings.threads or None)
-    qa = QA(generator, settings, calibration, tables=tool, value_hints=value_hints)
+    qa = QA(generator, settings, calibration, tables=tool, value_hints=value_hints, name_hints=name_hints)
     app, theme = build_app(qa, feedback, model)
     how = (f"calibrated by {found} (k={calibration.k})" if calibration
            else f"uncalibrated ({found} not found): raw agreement of {qa.samples} samples")

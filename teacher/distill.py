@@ -192,7 +192,7 @@ def table_context(config: Config, questions: list[Question], files: TeacherFiles
                   flush=True)
             written += kept
         from edgedistill.table_values import ValueIndex
-        values = ValueIndex(tool) if config.knowledge.value_hints else None
+        values = ValueIndex(tool, names=config.knowledge.name_hints) if config.knowledge.value_hints else None
         return with_context(questions + written, tool, seed=config.seed, other_tables=config.knowledge.other_tables,
                             mixed_share=config.knowledge.mixed_share, values=values)
     finally:

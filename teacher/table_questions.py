@@ -23,12 +23,12 @@ apart from training; a question's topic is `<kind>/<pool>`.
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 
 from edgedistill.records import Question
 from edgedistill.table_queries import MAX_SHOWN_ROWS, result_text
 from edgedistill.tables import TableInfo, TableTool, call
+from edgedistill.table_values import said_name as words  # a name as a question says it
 
 MAX_CATEGORY_VALUES = 12
 # A bigger sheet repeats more values: a column with up to rows/12 distinct values still groups rows (a 300-row
@@ -105,21 +105,6 @@ class Roles:
 
 # Headers that are abbreviations a plant engineer would not say: questions use the word, the query the column, so
 # the student learns to link "severity" to a sheet's SEV (a 300-row PFMEA's severity questions failed on `sev`).
-SPELLED_OUT = {"sev": "severity", "occ": "occurrence", "det": "detection", "qty": "quantity", "desc": "description",
-               "resp": "responsible", "loc": "location", "dept": "department", "temp": "temperature",
-               "pn": "part number", "wo": "work order"}
-
-
-def words(name: str) -> str:
-    """A column or table name as a question says it: failure_mode -> failure mode, rpn -> RPN, potential_cause_s
-    (a sheet's "Potential Cause(s)") -> potential cause, but velocity_mm_s (mm/s) -> velocity mm s; sev ->
-    severity (SPELLED_OUT)."""
-    if name in SPELLED_OUT:
-        return SPELLED_OUT[name]
-    text = re.sub(r"(?<=[a-z]{3})_s$", "", name).replace("_", " ")
-    return text.upper() if len(text) <= 3 and not set(text) & set("aeiou") else text
-
-
 def sql_text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
