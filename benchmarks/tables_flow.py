@@ -136,6 +136,7 @@ knowledge:
   tables: [plant, {sheet}]                       # rule questions are written about the sheet (the shipped plant
   practice_tables: [plant_practice]              # has its own splits); `serve --tables` serves the sheet alone
   value_hints: true
+  name_hints: true
   other_tables: 1
   mixed_share: 0.15
 teacher:

@@ -39,7 +39,8 @@ CASE_SENSITIVE_BELOW = 3       # "A", "C", "L2": matched only as written, so the
 VALUE, COLUMN, TABLE = "value", "column", "table"
 NOT_A_NAME = {"id", "no", "on", "at", "by", "of", "the", "to", "in", "for", "and", "or", "is", "s"}
 
-# A sheet's abbreviated header as a question says it: "What is the severity of ..." on a sheet whose column is SEV.
+# Headers that are abbreviations a plant engineer would not say: questions use the word, the query the column, so
+# the student learns to link "severity" to a sheet's SEV (a 300-row PFMEA's severity questions failed on `sev`).
 SPELLED_OUT = {"sev": "severity", "occ": "occurrence", "det": "detection", "qty": "quantity", "desc": "description",
                "resp": "responsible", "loc": "location", "dept": "department", "temp": "temperature",
                "pn": "part number", "wo": "work order"}

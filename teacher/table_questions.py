@@ -26,14 +26,21 @@ import random
 from dataclasses import dataclass
 
 from edgedistill.records import Question
+from edgedistill.table_base import MAX_ROWS
 from edgedistill.table_queries import MAX_SHOWN_ROWS, result_text
 from edgedistill.tables import TableInfo, TableTool, call
+from edgedistill.table_values import MAX_VALUE_CHARS
 from edgedistill.table_values import said_name as words  # a name as a question says it
 
 MAX_CATEGORY_VALUES = 12
 # A bigger sheet repeats more values: a column with up to rows/12 distinct values still groups rows (a 300-row
 # PFMEA's 16 failure modes), so counts, sums and averages are asked by it too.
 ROWS_PER_CATEGORY_VALUE = 12
+# A bigger sheet names a row by three columns (a PFMEA's process step, failure mode and cause): its lookups say all
+# three (a 300-row PFMEA's flow lost 6 of 80 questions by dropping one). Smaller tables keep two, so the shipped
+# plant's splits are as they were.
+LOOKUP3_MIN_ROWS = 200
+MAX_SAMPLED_ROWS = 2000
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
           "November", "December"]
 ABSENT_VALUES = ["Pasteuriser", "Boiler 3", "Line 9", "Shrink tunnel", "XR-9999", "Compressor 4", "Mixer"]
@@ -48,6 +55,11 @@ TEMPLATES: dict[str, dict[str, list[str]]] = {
         "train": ["What is the {c} of {v} on the {gv}?", "For the {gv}, what {c} has {v}?",
                   "What {c} does the {t} give for {v} on the {gv}?", "Look up the {c} of {gv} {v}."],
         "heldout": ["On the {gv}, what's the {c} for {v}?", "{gv}, {v}: which {c}?"]},
+    "lookup3": {
+        "train": ["What is the {c} of {v} with {v2} in {gv}?", "For {gv}, what {c} does the {t} give for {v} and {v2}?",
+                  "Look up the {c} where {g} is {gv}, {k} is {v} and {k2} is {v2}.",
+                  "What {c} is recorded for {v} ({v2}) in {gv}?"],
+        "heldout": ["In {gv}, what's the {c} for {v} with {v2}?", "{gv}, {v}, {v2}: which {c}?"]},
     "list": {
         "train": ["List the {k} for {gv}.", "Which {k} values does the {t} have for {gv}?",
                   "What {k} entries are there for {g} {gv}?", "Show every {k} where {g} is {gv}."],
@@ -88,7 +100,7 @@ TEMPLATES: dict[str, dict[str, list[str]]] = {
         "heldout": ["I need the {c} for {v}, please.", "{c} of {v}?"]},
 }
 # How often each kind is drawn: lookups and lists are what plant engineers ask most.
-KIND_WEIGHTS = {"lookup": 4, "lookup2": 4, "list": 2, "filter": 2, "top": 2, "count": 2, "sum": 2, "average": 1,
+KIND_WEIGHTS = {"lookup": 4, "lookup2": 4, "lookup3": 4, "list": 2, "filter": 2, "top": 2, "count": 2, "sum": 2, "average": 1,
                 "group_top": 1, "month": 2, "join": 2, "absent": 1}
 
 
@@ -101,10 +113,9 @@ class Roles:
     dates: list[str]
     values: dict[str, list[str]]       # column -> its distinct values (as the tool writes them)
     texts: list[str]                   # the text columns
+    rows: list[dict[str, str]]         # a big table's rows, text columns only (LOOKUP3_MIN_ROWS); [] for a small one
 
 
-# Headers that are abbreviations a plant engineer would not say: questions use the word, the query the column, so
-# the student learns to link "severity" to a sheet's SEV (a 300-row PFMEA's severity questions failed on `sev`).
 def sql_text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -134,7 +145,19 @@ def roles_of(tool: TableTool, table: TableInfo) -> Roles:
             elif 2 <= len(distinct) <= max(MAX_CATEGORY_VALUES, table.rows // ROWS_PER_CATEGORY_VALUE):
                 categories[column.name] = distinct
     return Roles(table=table, keys=keys, categories=categories, numbers=numbers, dates=dates, values=values,
-                 texts=texts)
+                 texts=texts, rows=sampled_rows(tool, table, texts))
+
+
+def sampled_rows(tool: TableTool, table: TableInfo, texts: list[str]) -> list[dict[str, str]]:
+    """A big table's rows (its text columns, up to MAX_SAMPLED_ROWS), read a row limit at a time: a three-column
+    lookup takes its values from one row, so they name a row that exists."""
+    if table.rows <= LOOKUP3_MIN_ROWS or len(texts) < 3:
+        return []
+    rows = []
+    for offset in range(0, min(table.rows, MAX_SAMPLED_ROWS), MAX_ROWS):
+        done = call(tool, f"SELECT {', '.join(texts)} FROM {table.name} LIMIT {MAX_ROWS} OFFSET {offset}")
+        rows += [dict(zip(texts, cells)) for cells in done.cells]
+    return rows
 
 
 def rule_questions(tool: TableTool, *, seed: int, count: int, wordings: tuple[str, ...] = ("train",),
@@ -144,7 +167,8 @@ def rule_questions(tool: TableTool, *, seed: int, count: int, wordings: tuple[st
     rng = random.Random(seed)
     roles = [roles_of(tool, t) for t in tool.tables if tables is None or t.name in tables]
     joins = shared_keys(tool, roles)
-    kinds = [kind for kind, weight in KIND_WEIGHTS.items() for _ in range(weight)]
+    kinds = [kind for kind, weight in KIND_WEIGHTS.items() for _ in range(weight)
+             if kind != "lookup3" or any(role.rows for role in roles)]
     seen, out, tries = set(), [], 0
     while len(out) < count and tries < count * 40:
         tries += 1
@@ -181,7 +205,7 @@ def fits(kind: str, done, template: str) -> bool:
         return not done.cells
     if not 1 <= len(done.cells) <= MAX_SHOWN_ROWS or any(cell == "null" for row in done.cells for cell in row):
         return False
-    return kind not in ("lookup", "lookup2", "join") or len(done.cells) == 1
+    return kind not in ("lookup", "lookup2", "lookup3", "join") or len(done.cells) == 1
 
 
 def draw(kind: str, template: str, role: Roles, joins: list[tuple], rng: random.Random) -> tuple[str, dict] | None:
@@ -208,6 +232,8 @@ def draw(kind: str, template: str, role: Roles, joins: list[tuple], rng: random.
         target = rng.choice([c.name for c in role.table.columns if c.name not in (key, category)])
         return (f"SELECT {target} FROM {t} WHERE {category} ILIKE {sql_text(shown)} AND {key} ILIKE {sql_text(value)}",
                 {"c": words(target), "k": words(key), "v": value, "g": words(category), "gv": shown})
+    if kind == "lookup3" and category and role.rows:
+        return _lookup3(role, category, rng)
     names = [c for c in role.texts if c != category]
     key = rng.choice(role.keys or names) if names else None
     number = rng.choice(role.numbers) if role.numbers else None
@@ -263,6 +289,22 @@ def _month(role: Roles, number: str, category: str | None, shown: str | None, sa
         return None
     return (f"SELECT sum({number}) FROM {role.table.name} WHERE {category} ILIKE {sql_text(shown)} AND {where}",
             fields)
+
+
+def _lookup3(role: Roles, category: str, rng: random.Random):
+    """A row named by its category and two more of its text columns, all three from one row of the table."""
+    names = [c for c in role.texts if c != category and len(role.values[c]) > MAX_CATEGORY_VALUES // 2]
+    if len(names) < 2:
+        return None
+    first, second = rng.sample(names, 2)
+    row = rng.choice(role.rows)
+    if any(row[c] in ("", "null") or len(row[c]) > MAX_VALUE_CHARS for c in (category, first, second)):
+        return None
+    target = rng.choice([c.name for c in role.table.columns if c.name not in (category, first, second)])
+    where = " AND ".join(f"{c} ILIKE {sql_text(row[c])}" for c in (category, first, second))
+    return (f"SELECT {target} FROM {role.table.name} WHERE {where}",
+            {"c": words(target), "g": words(category), "gv": row[category], "k": words(first), "v": row[first],
+             "k2": words(second), "v2": row[second]})
 
 
 def shared_keys(tool: TableTool, roles: list[Roles]) -> list[tuple]:

@@ -3,6 +3,7 @@ reworded by a model teacher (kept only when the majority of its solves return th
 from __future__ import annotations
 
 import csv
+import re
 import json
 
 import pytest
@@ -148,6 +149,27 @@ def test_a_sheet_past_the_row_limit_still_has_its_key_and_groupings(tmp_path):
         assert any(q.topic.startswith("lookup") and "line_id ILIKE" in q.query for q in asked)
     finally:
         sheet.close()
+
+
+def test_a_big_sheet_without_a_key_is_asked_lookups_by_three_columns_of_one_row(tmp_path):
+    """A 300-row PFMEA names a row by step, failure mode and cause: its lookups say all three, and each names one
+    row that exists; a small table is asked no such question (the shipped splits stay as they were)."""
+    steps, modes, causes = [f"Step {i}" for i in range(6)], [f"Mode {i}" for i in range(10)], \
+        [f"Cause {i}" for i in range(7)]
+    with (tmp_path / "pfmea.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["Process Step", "Failure Mode", "Potential Cause(s)", "RPN"])
+        writer.writerows([steps[i % 6], modes[i % 10], causes[i % 7], i] for i in range(300))
+    sheet = open_tables([tmp_path / "pfmea.csv"])
+    try:
+        asked = [q for q in rule_questions(sheet, seed=0, count=60) if q.topic.startswith("lookup3")]
+        assert len(asked) >= 3
+        for q in asked:
+            assert q.query.count(" ILIKE ") == 3 and q.answer.count(";") == 0
+            assert all(v.lower() in q.question.lower() for v in re.findall(r"ILIKE '([^']+)'", q.query))
+    finally:
+        sheet.close()
+    assert not any(q.topic.startswith("lookup3") for q in rule_questions(open_tables(["plant"]), seed=0, count=200))
 
 
 def test_questions_say_the_word_where_a_header_is_an_abbreviation(tmp_path):

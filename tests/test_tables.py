@@ -242,6 +242,59 @@ def test_the_values_a_question_names_are_linked_to_their_columns(plant):
     assert chat(linked)[-1]["content"] == "Severity of the cap jam?\n" + linked.hints
 
 
+@pytest.fixture
+def two_surveys(tmp_path):
+    """Two tables that share a person's name: what a table the student never trained on looks like beside the
+    trained ones."""
+    folder = tmp_path / "survey"
+    folder.mkdir()
+    write_csv(folder / "fmea.csv", [["fmea_id", "owner", "failure_mode", "SEV"], ["FM-1", "D. Okafor", "Seal leak", "8"],
+                                    ["FM-2", "B. Keller", "Cap jam", "5"]])
+    write_csv(folder / "vibration_survey.csv", [["survey_point", "analyst", "condition", "alarm_mm_s"],
+                                                ["VS-01", "D. Okafor", "Alarm", "7.1"],
+                                                ["VS-02", "B. Keller", "Good", "4.5"]])
+    tool = open_tables([folder])
+    yield tool
+    tool.close()
+
+
+def test_name_hints_link_a_questions_column_words_and_cut_a_shared_name_to_their_table(two_surveys):
+    from edgedistill.table_values import ValueIndex, hint_line
+    question = "Total alarm mm/s for D. Okafor?"
+    # values alone: the name sits in both tables, and "alarm" reads as the condition value
+    assert hint_line(ValueIndex(two_surveys).find(question)) == \
+        "(in the tables: 'D. Okafor' is fmea.owner, vibration_survey.analyst; 'Alarm' is vibration_survey.condition)"
+    names = ValueIndex(two_surveys, names=True)
+    assert hint_line(names.find(question)) == ("(in the tables: 'alarm mm/s' is the column vibration_survey.alarm_mm_s;"
+                                               " 'D. Okafor' is vibration_survey.analyst)")
+    # a sheet's abbreviation as the question spells it out, a plural, and a table's own name
+    assert hint_line(names.find("Which failure modes have a severity of 8 in the FMEA?")) == (
+        "(in the tables: 'failure modes' is the column fmea.failure_mode; 'severity' is the column fmea.sev; "
+        "'FMEA' is the table fmea)")
+    # only the tables shown: a training prompt without vibration_survey gets no link into it
+    assert hint_line(names.find(question, shown=["fmea"])) == "(in the tables: 'D. Okafor' is fmea.owner)"
+    assert names.find("What is the weather?") == []
+
+
+def test_narrowing_keeps_a_joins_other_table_and_a_tie():
+    from edgedistill.table_values import COLUMN, Link, narrowed
+    rpn, seal = Link("RPN", "fmea", "rpn", COLUMN), Link("Seal", "fmea", "component")
+    point = Link("VS-01", "vibration_survey", "survey_point")
+    shared = [Link("D. Okafor", "fmea", "owner"), Link("D. Okafor", "vibration_survey", "analyst")]
+    assert narrowed([rpn, seal, point, *shared]) == [rpn, seal, point, shared[0]]
+    assert narrowed([point, *shared]) == [point, shared[1]]
+    assert narrowed([rpn, point, *shared]) == [rpn, point, *shared]     # a tie keeps both places
+    assert narrowed(shared) == shared                                    # one name: nothing to point with
+
+
+def test_name_hints_need_value_hints(tmp_path, capsys):
+    from edgedistill.cli import main
+    config = tmp_path / "c.yaml"
+    config.write_text("knowledge: {tables: [plant], name_hints: true}\n")
+    assert main(["teach", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    assert "knowledge.value_hints: true" in capsys.readouterr().err
+
+
 def test_the_shipped_splits_are_verified_and_keep_their_tables_apart():
     """Every shipped question's reference query returns its answer through the locked tool; no training question
     (train, practice) names the held-out table or the dev table; dev and held-out wordings are not train's."""
