@@ -13,7 +13,9 @@ file (and its sheet, when a workbook has several).
 Two locks, each enough on its own for what it covers:
 1. sqlguard.check_query: one SELECT over these tables and allow-listed functions, else QueryRefused.
 2. The connection: a database file written once and opened read-only, external access off (no files, URLs,
-   ATTACH, extensions), configuration locked, one thread, a memory cap, a time limit (interrupt) and a row cap.
+   ATTACH, extensions), configuration locked, one thread, a memory cap, a time limit (interrupt) and a row cap,
+   in a child process with a capped address space that is killed when a query runs past its hard limit
+   (table_worker.py: one huge scalar call is stopped by neither the interrupt nor the memory cap).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from typing import Sequence
 
 from edgedistill import UserError
 from edgedistill.sqlguard import check_query, one_line
+from edgedistill.table_worker import LOCKED, QueryWorker
 from edgedistill.table_base import (MAX_EXAMPLE_DISTINCT, MAX_ROWS, MEMORY_LIMIT, TIME_LIMIT_S, Column,  # noqa: F401
                                     QueryFailed, QueryResult, TableInfo, TableTool, ToolCall, call, cell_text,
                                     schema_text, short_examples, simple_type, tables_read)
@@ -99,42 +102,29 @@ class DuckDBTables:
                     _create_table(writer, snake_name(name, taken), relation, source)
         finally:
             writer.close()
-        self._connection = duckdb.connect(database, read_only=True, config={
-            "threads": 1, "memory_limit": MEMORY_LIMIT, "max_temp_directory_size": "0KiB",
-            "enable_external_access": False, "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False, "allow_community_extensions": False, "lock_configuration": True})
+        reader = duckdb.connect(database, read_only=True, config=LOCKED)
+        try:
+            self.tables = tuple(_describe(reader, name, source) for name, source in _sources(reader))
+        finally:
+            reader.close()
         self._lock = threading.Lock()
-        self.tables = tuple(_describe(self._connection, name, source) for name, source in self._sources())
-
-    def _sources(self) -> list[tuple[str, str]]:
-        rows = self._connection.execute("SELECT table_name, comment FROM duckdb_tables() ORDER BY table_name")
-        return [(name, comment or name) for name, comment in rows.fetchall()]
+        self._worker = QueryWorker(database)      # the model's queries: in a child process, killed past its limit
 
     def run(self, query: str) -> QueryResult:
         checked = check_query(query, {t.name for t in self.tables}, self.dialect)
         with self._lock:
-            cursor = self._connection.cursor()
-            timer = threading.Timer(TIME_LIMIT_S, cursor.interrupt)
-            timer.start()
-            try:
-                result = cursor.execute(checked.sql)
-                columns = tuple(d[0] for d in result.description or ())
-                rows = result.fetchmany(MAX_ROWS + 1)
-            except Exception as exc:      # duckdb's errors share no base class worth naming; all are the query's
-                text = str(exc).lower()
-                stopped = "over the time limit" if "interrupt" in text else \
-                    "over the memory limit" if "out of memory" in text else one_line(exc)
-                missing = type(exc).__name__ == "BinderException" and "not found" in text
-                raise QueryFailed(f"the query failed: {stopped}", missing=missing) from None
-            finally:
-                timer.cancel()
-                cursor.close()
-        return QueryResult(sql=checked.sql, columns=columns, rows=tuple(map(tuple, rows[:MAX_ROWS])),
+            columns, rows = self._worker.run(checked.sql)
+        return QueryResult(sql=checked.sql, columns=columns, rows=tuple(rows[:MAX_ROWS]),
                            truncated=len(rows) > MAX_ROWS)
 
     def close(self) -> None:
-        self._connection.close()
+        self._worker.stop()
         shutil.rmtree(self._folder, ignore_errors=True)
+
+
+def _sources(connection) -> list[tuple[str, str]]:
+    rows = connection.execute("SELECT table_name, comment FROM duckdb_tables() ORDER BY table_name")
+    return [(name, comment or name) for name, comment in rows.fetchall()]
 
 
 def _relations(connection, path: Path):

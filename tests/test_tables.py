@@ -117,12 +117,33 @@ def test_bad_table_paths_and_files_are_clear_errors(tmp_path):
 
 def test_the_connection_itself_refuses_writes_and_files(plant):
     """The second lock holds on its own: the connection, bypassing the parser, can neither write nor read out."""
-    connection = plant._connection
     for statement in ("CREATE TABLE x AS SELECT 1", "DELETE FROM fmea", "SELECT * FROM read_csv('/etc/passwd')",
                       "INSTALL httpfs", "SET enable_external_access = true", "ATTACH '/tmp/other.duckdb'"):
-        with pytest.raises(Exception):
-            connection.execute(statement)
+        with pytest.raises(QueryFailed):
+            plant._worker.run(statement)
     assert plant.run("SELECT count(*) FROM fmea").rows == ((4,),)
+
+
+def test_the_connections_process_is_killed_past_its_hard_limit(plant):
+    """On the connection alone, past the parser: a query the interrupt does not stop (here: an interrupt set past
+    the hard limit) is ended by killing the child, and the next query gets a fresh one; a scalar call that builds
+    a huge value (82 s in the long fuzz profile, past DuckDB's own memory cap) meets the child's address-space cap."""
+    import time
+
+    from edgedistill.table_worker import QueryWorker
+    worker = QueryWorker(plant._worker.database, time_limit_s=60, hard_limit_s=1.0)
+    try:
+        assert worker.run("SELECT 1") == (("1",), [(1,)])
+        first = worker._process
+        started = time.monotonic()
+        with pytest.raises(QueryFailed, match="over the time limit"):
+            worker.run("SELECT count(*) FROM range(100000000000)")
+        assert time.monotonic() - started < 10 and not first.is_alive()
+        assert worker.run("SELECT count(*) FROM fmea") == (("count_star()",), [(4,)])
+    finally:
+        worker.stop()
+    with pytest.raises(QueryFailed, match="over the (time|memory) limit"):
+        plant._worker.run("SELECT range(1000000000)")
 
 
 def test_a_query_is_cut_at_the_row_limit_and_stopped_at_the_time_limit(plant):
