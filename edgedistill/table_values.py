@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import weakref
 from collections import Counter
 from dataclasses import dataclass
 
@@ -146,6 +147,17 @@ class ValueIndex:
         """Inside a longer match found before (with names, also one that starts before it and runs into it)."""
         return any(start <= match.start() < end or (self.names and match.start() <= start < match.end())
                    for start, end in taken)
+
+
+_INDEXES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def index_of(tool: TableTool, names: bool = False) -> ValueIndex:
+    """The tool's index, built once per open tool (an evaluation asks several benchmarks over the same tables)."""
+    built = _INDEXES.setdefault(tool, {})
+    if names not in built:
+        built[names] = ValueIndex(tool, names=names)
+    return built[names]
 
 
 def narrowed(found: list[Link]) -> list[Link]:

@@ -102,7 +102,7 @@ class DuckDBTables:
                     _create_table(writer, snake_name(name, taken), relation, source)
         finally:
             writer.close()
-        reader = duckdb.connect(database, read_only=True, config=LOCKED)
+        reader = duckdb.connect(database, read_only=True, config={**LOCKED, "memory_limit": MEMORY_LIMIT})
         try:
             self.tables = tuple(_describe(reader, name, source) for name, source in _sources(reader))
         finally:
@@ -230,8 +230,8 @@ def as_served(questions: list, tool: TableTool | None, value_hints: bool = False
     the values they name linked to their columns. What evaluation and the export's parity check ask."""
     if tool is None or not any(q.query for q in questions):
         return questions
-    from edgedistill.table_values import ValueIndex
-    return with_context(questions, tool, values=ValueIndex(tool, names=name_hints) if value_hints else None)
+    from edgedistill.table_values import index_of
+    return with_context(questions, tool, values=index_of(tool, names=name_hints) if value_hints else None)
 
 
 def _tables_shown(own: list[str], names: list[str], other_tables: int | None, rng) -> list[str]:

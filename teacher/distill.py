@@ -171,7 +171,7 @@ def table_context(config: Config, questions: list[Question], files: TeacherFiles
     try:
         written = []
         if cfg.rule_questions:
-            names = rule_tables(config.knowledge.tables)
+            names = rule_tables(tool, config.knowledge.tables)
             rule = rule_questions(tool, seed=config.seed, count=cfg.rule_questions, wordings=tuple(cfg.wordings),
                                   source="teacher.tables: rule", tables=names)
             for q in rule:
@@ -199,16 +199,13 @@ def table_context(config: Config, questions: list[Question], files: TeacherFiles
         tool.close()
 
 
-def rule_tables(paths: list[str]) -> list[str]:
-    """The tables rule questions are written about: the plant's own (knowledge.tables, never the practice tables),
-    less the shipped plant, which has its own verified splits, when a plant's own files are named beside it."""
-    from edgedistill.tables import PACKAGED_TABLES, open_tables
-    own = [p for p in paths if str(p) not in PACKAGED_TABLES] or paths
-    tool = open_tables(own)
-    try:
-        return [t.name for t in tool.tables]
-    finally:
-        tool.close()
+def rule_tables(tool, paths: list[str]) -> list[str]:
+    """The tables of the open `tool` that rule questions are written about: the plant's own (knowledge.tables
+    `paths`, never the practice tables), less the shipped plant, which has its own verified splits, when a plant's
+    own files are named beside it. Told apart by the file each table was read from (an Excel sheet: `file [sheet]`)."""
+    from edgedistill.tables import PACKAGED_TABLES, table_files
+    own = {str(path) for path in table_files([p for p in paths if str(p) not in PACKAGED_TABLES] or paths)}
+    return [t.name for t in tool.tables if t.source.rsplit(" [", 1)[0] in own or t.source in own]
 
 
 def dataset_sample(q: Question, scorer) -> Sample:

@@ -128,8 +128,13 @@ def test_the_teacher_stage_writes_rule_questions_for_the_configured_tables(tool,
 
 def test_beside_the_shipped_plant_rule_questions_are_about_your_own_tables(tool):
     from edgedistill.teacher.distill import rule_tables
-    assert rule_tables(["plant", str(tool.tables[0].source)]) == ["fmea"]      # the user's file alone
-    assert set(rule_tables(["plant"])) == {"fmea", "maintenance_log", "downtime_log", "spare_parts"}
+    own = str(tool.tables[0].source)
+    both = open_tables(["plant", own, "plant_practice"])
+    try:
+        assert rule_tables(both, ["plant", own]) == ["fmea_2"]      # the user's file alone (named apart from plant's)
+        assert set(rule_tables(both, ["plant"])) == {"fmea", "maintenance_log", "downtime_log", "spare_parts"}
+    finally:
+        both.close()
 
 
 def test_a_sheet_past_the_row_limit_still_has_its_key_and_groupings(tmp_path):
