@@ -20,9 +20,10 @@ Open WebUI, LangChain, curl) reaches the student with its calculator, on the sam
 The question is decoded by the same scheduler as the page's, so page and API users share one batch.
 
 A malformed request is answered 400 with one line saying what to fix, never 500: a body that is not JSON (or not
-sent as `application/json`: a web page cannot post that to another site without asking first), a body over
-MAX_BODY_BYTES or nested past the parser's depth, fields of the wrong type (checked as OpenAI checks them: `stream` a boolean, `max_tokens` a positive
-integer, not `true`), a question longer than the model's context. A client that goes away stops its decode, streamed
+sent as `application/json`, 415: a web page cannot post that to another site without asking first), nested past
+the parser's depth, fields of the wrong type (checked as OpenAI checks them: `stream` a boolean, `max_tokens` a positive
+integer, not `true`), a question longer than the model's context. A body over MAX_BODY_BYTES is answered 413, as
+the page's routes answer theirs (server.guarded_site); it is read no further than that. A client that goes away stops its decode, streamed
 or not.
 """
 from __future__ import annotations
@@ -130,8 +131,6 @@ def max_tokens_of(body: dict, qa: QA) -> int:
 
 def read_json(raw: bytes):
     """The body as JSON, or UserError (nested past the parser's recursion limit counts as not JSON)."""
-    if len(raw) > MAX_BODY_BYTES:
-        raise UserError(f"the body is {len(raw)} bytes; a chat request needs at most {MAX_BODY_BYTES}")
     try:
         return json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError):    # UnicodeDecodeError is a ValueError
@@ -295,8 +294,12 @@ def add_openai_routes(api, qa: QA, model: str, auth: list[tuple[str, str]] | Non
         if kind not in JSON_TYPES:
             return JSONResponse(error_body(f"send the body as Content-Type: application/json (got "
                                            f"{kind[:60] or 'none'!r})"), status_code=415)
+        raw = await body_of(request)
+        if len(raw) > MAX_BODY_BYTES:
+            return JSONResponse(error_body(f"the body is over {MAX_BODY_BYTES} bytes; a chat request needs at most "
+                                           f"{MAX_BODY_BYTES}"), status_code=413)
         try:
-            completion = Completion(qa, model, parse_request(read_json(await body_of(request)), qa))
+            completion = Completion(qa, model, parse_request(read_json(raw), qa))
             await run_in_threadpool(completion.start)
         except UserError as exc:
             return JSONResponse(error_body(str(exc)), status_code=400)

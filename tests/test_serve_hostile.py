@@ -112,7 +112,7 @@ def test_only_json_bodies_start_a_decode(app):
 
 def test_a_body_over_the_limit_is_refused(app):
     status, text = chat(app, json.dumps({"messages": ASK, "pad": "x" * (2 << 20)}))
-    assert status == 400 and "at most" in json.loads(text)["error"]["message"]
+    assert status == 413 and "at most" in json.loads(text)["error"]["message"]      # as the page's routes answer
 
 
 def test_a_well_formed_request_still_answers(app):
